@@ -1,0 +1,1 @@
+"""Thin rclpy nodes: parameters -> config dataclass -> core object."""

@@ -1,0 +1,1 @@
+"""Command-line tools that run the core without ROS spin."""
