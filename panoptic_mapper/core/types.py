@@ -418,6 +418,40 @@ class LabelRender:
     """[H, W] float32 rendered depth (0 = nothing hit)."""
 
 
+@dataclass
+class GroundTruthLabels:
+    """Per-pixel ground truth of a frame (synthetic scenes, labelled datasets).
+
+    Instance ids are consistent across the whole scene. Stuff pixels carry their label and
+    instance id 0: a stuff class forms one segment per scene in panoptic metrics.
+    """
+
+    label_ids: np.ndarray
+    """[H, W] int32 semantic label per pixel (0 = void, excluded from metrics)."""
+    instance_ids: np.ndarray
+    """[H, W] int32 scene-level instance id for thing pixels (0 = none / stuff)."""
+
+    def __post_init__(self) -> None:
+        self.label_ids = np.asarray(self.label_ids).astype(np.int32, copy=False)
+        self.instance_ids = np.asarray(self.instance_ids).astype(np.int32, copy=False)
+        if self.label_ids.shape != self.instance_ids.shape or self.label_ids.ndim != 2:
+            raise InvalidInputError("ground_truth", f"{self.label_ids.shape} vs "
+                                    f"{self.instance_ids.shape}",
+                                    "label and instance images must be [H, W] of equal size",
+                                    kind="size_mismatch")
+
+
+@dataclass
+class DatasetSample:
+    """What a dataset reader yields per frame."""
+
+    frame: RgbdFrame
+    segmentation: PanopticSegmentation2D | None = None
+    """2D panoptic input (e.g. recorded or emulated Grounded SAM output), when the dataset has it."""
+    ground_truth: GroundTruthLabels | None = None
+    """Per-pixel ground truth, when the dataset has it."""
+
+
 def stack_points(points: Sequence[np.ndarray]) -> np.ndarray:
     """Concatenate [Ni, 3] arrays into one [N, 3] float64 array (empty-safe)."""
     arrays = [np.asarray(p, np.float64).reshape(-1, 3) for p in points]
