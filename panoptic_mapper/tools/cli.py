@@ -13,6 +13,7 @@ import sys
 # subcommand -> module. Keep sorted; add a line here when adding a tool.
 SUBCOMMANDS: dict[str, str] = {
     "bag-from-dataset": "panoptic_mapper.tools.bag_from_dataset",
+    "demo": "panoptic_mapper.tools.demo",
     "eval": "panoptic_mapper.tools.evaluate",
     "launch": "panoptic_mapper.tools.launch",
     "make-scene": "panoptic_mapper.tools.make_scene",
