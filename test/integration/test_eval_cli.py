@@ -119,12 +119,17 @@ def scenes(tmp_path_factory, label_registry):
 def test_eval_cli_oracle_on_two_scenes(scenes, tmp_path, capsys):
     config = tmp_path / "oracle.yaml"
     config.write_text("{}\n")
+    eval_config = tmp_path / "eval.yaml"
+    eval_config.write_text("gt_surface_samples: 20000\npred_surface_samples: 20000\n"
+                           "eval_every: 3\n")
     out = tmp_path / "out"
     code = main(["eval", str(scenes[0]), str(scenes[1]), "--method", "oracle",
                  "--method", "truth=oracle", "--config", f"truth={config}", "--out", str(out),
-                 "--eval-every", "2", "--eval-pixel-step", "1", "--no-progress"])
+                 "--eval-config", str(eval_config), "--eval-every", "2",
+                 "--eval-pixel-step", "1", "--no-progress"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scenes"][0]["config"]["gt_surface_samples"] == 20000
     rows = {(r["scene"], r["method"]): r for r in metrics["rows"]}
     assert set(rows) == {(s, m) for s in ("scene_0", "scene_1") for m in ("oracle", "truth")}
     for row in rows.values():
@@ -154,6 +159,26 @@ def test_eval_cli_stride_and_max_frames(scenes, tmp_path):
                  "--max-frames", "2", "--out", str(out), "--no-progress"]) == 0
     scene = json.loads((out / "metrics.json").read_text())["scenes"][0]
     assert scene["num_frames"] == 2 and scene["config"]["stride"] == 2
+
+
+def test_eval_cli_reads_a_bag_with_ground_truth_beside_it(scenes, tmp_path):
+    from panoptic_mapper.core.io.bag import write_bag
+    from panoptic_mapper.core.io.datasets import open_dataset
+
+    dataset = open_dataset(scenes[0])
+    bag = scenes[0].parent / "scene_0_bag" / "recording"
+    bag.parent.mkdir(exist_ok=True)
+    write_bag(bag, dataset, dataset.intrinsics, progress=False)
+    for name in ("gt_mesh.ply", "labels.yaml"):
+        (bag.parent / name).write_bytes((scenes[0] / name).read_bytes())
+    out = tmp_path / "out"
+    assert main(["eval", str(bag), "--method", "oracle", "--stride", "2", "--out", str(out),
+                 "--eval-every", "1", "--eval-pixel-step", "1", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    scene = metrics["scenes"][0]
+    assert scene["num_frames"] == 3 and scene["eval_positions"] == [0, 1, 2]
+    row = metrics["rows"][0]
+    assert row["pq"] == pytest.approx(100.0) and row["mcov"] == pytest.approx(100.0)
 
 
 def test_eval_cli_errors(scenes, tmp_path, capsys):
