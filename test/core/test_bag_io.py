@@ -9,6 +9,7 @@ from panoptic_mapper.core.io import bag_messages as msgs
 from panoptic_mapper.core.io.bag import (BagTopics, bag_info, iter_raw_messages, read_bag,
                                          write_bag)
 from panoptic_mapper.core.io.datasets import open_dataset
+from panoptic_mapper.core.io import msg_types
 from panoptic_mapper.core.io.msg_types import panoptic_typestore
 from panoptic_mapper.core.types import (CameraIntrinsics, DatasetSample, GroundTruthLabels,
                                         PanopticSegmentation2D, RgbdFrame, Segment)
@@ -344,3 +345,13 @@ def test_rosbags_messages_match_the_msg_files():
     raw = store.serialize_cdr(msgs.image_msg(frame.rgb, "rgb8", 5, "c"), msgs.IMAGE)
     back = store.deserialize_cdr(raw, msgs.IMAGE)
     assert (back.height, back.width, back.step, back.encoding) == (2, 2, 6, "rgb8")
+
+
+def test_msg_files_lookup(tmp_path, monkeypatch):
+    assert (msg_types.find_msg_dir() / "PanopticSegmentation.msg").is_file()
+    monkeypatch.setattr(msg_types, "msg_dirs", lambda: [tmp_path])
+    with pytest.raises(DataFormatError, match="PANOPTIC_MAPPER_MSG_DIR"):
+        msg_types.find_msg_dir()
+    monkeypatch.undo()
+    monkeypatch.setenv("PANOPTIC_MAPPER_MSG_DIR", str(tmp_path))
+    assert msg_types.msg_dirs()[0] == tmp_path

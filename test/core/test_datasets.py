@@ -48,6 +48,31 @@ def test_seven_scenes_conventions(seven_scenes_dir):
     assert sample.frame.frame_id == "camera_color_optical_frame" and sample.frame.index == 214
 
 
+def _world_points(frame, T_world_cam, step=6):
+    """Back-project every ``step``-th pixel with OpenCV axes: ((u-cx) z/fx, (v-cy) z/fy, z)."""
+    k = frame.intrinsics
+    v, u = np.mgrid[0:k.height:step, 0:k.width:step]
+    z = frame.depth_m[v, u]
+    valid = z > 0
+    points = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], axis=-1)[valid]
+    return points @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+
+
+def _median_gap(points, reference):
+    from scipy.spatial import cKDTree
+
+    return float(np.median(cKDTree(reference).query(points)[0]))
+
+
+def test_seven_scenes_poses_are_camera_to_world(seven_scenes_dir):
+    dataset = open_dataset(seven_scenes_dir)
+    a, b = dataset[0].frame, dataset[10].frame  # frame-000000 and frame-000040
+    gap = _median_gap(_world_points(a, a.T_world_cam), _world_points(b, b.T_world_cam))
+    inverse_gap = _median_gap(_world_points(a, np.linalg.inv(a.T_world_cam)),
+                              _world_points(b, np.linalg.inv(b.T_world_cam)))
+    assert gap < 0.03 and inverse_gap > 0.08  # README: 1.7 cm vs 13.9 cm
+
+
 def test_seven_scenes_selection(seven_scenes_dir):
     dataset = open_dataset(seven_scenes_dir, start=1, stride=2, max_frames=3)
     assert dataset.frame_names == ["frame-000004", "frame-000012", "frame-000020"]
@@ -125,6 +150,10 @@ def test_replica_conventions(replica_dir):
 
     mesh = read_ply(dataset.gt_mesh_path)
     assert (mesh.num_vertices, mesh.num_triangles) == (25149, 50000)
+    gap = _median_gap(_world_points(frame, frame.T_world_cam), mesh.vertices_m)
+    inverse_gap = _median_gap(_world_points(frame, np.linalg.inv(frame.T_world_cam)),
+                              mesh.vertices_m)
+    assert gap < 0.1 and inverse_gap > 0.18  # README: about 7 cm vs 24 cm
 
 
 def test_replica_trajectory_too_short(replica_dir, tmp_path):
