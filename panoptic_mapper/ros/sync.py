@@ -1,0 +1,401 @@
+"""Stamp synchronisation of a node's input streams, and the keep-latest hand-off to a worker.
+
+ROS-free: items are opaque payloads (rclpy messages in the nodes, anything in tests) that arrive
+with a stamp in nanoseconds. ``message_filters`` is not available from PyPI; this module gives
+the matching rules the nodes need instead of its Exact/ApproximateTime synchronisers:
+
+* one **key** stream defines the frames (the RGB image);
+* **nearest** streams contribute the item closest in time to the key stamp within a tolerance
+  (0 = exact): depth, segmentation, the pose. A nearest match is decided as soon as an item at
+  or after the key stamp has arrived, because no later item can be closer;
+* **latest** streams contribute the most recently received item, whatever its stamp (the
+  camera info, which may be latched and old);
+* frames are emitted in stamp order. A frame is dropped as soon as a stream has moved past
+  it without a match (e.g. an RGB frame the segmenter skipped while it was busy), or once the
+  key stream has run ``max_wait_s`` ahead of it (an input that never came); items older than
+  the last emitted frame are stale. Every discarded item or frame is reported as a
+  :class:`SyncDrop` with a stable ``kind``.
+
+A stamp far behind the last emitted frame (a bag played in a loop, a restarted sensor) resets
+the synchroniser instead of rejecting everything from then on.
+
+Owns: matching, expiry, stale-stamp rejection, the drop report; :class:`KeepLatestQueue`.
+Does not own: decoding or validating the payloads (``panoptic_mapper.ros.conversions``), or what
+a node does with a matched frame.
+"""
+from __future__ import annotations
+
+import bisect
+import collections
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Sequence, TypeVar
+
+from panoptic_mapper.core.config import ConfigBase, require
+from panoptic_mapper.core.errors import ConfigError
+
+NS_PER_S = 1_000_000_000
+
+StreamPolicy = Literal["key", "nearest", "latest"]
+
+
+@dataclass
+class SyncConfig(ConfigBase):
+    """Matching tolerances and buffer bounds of a :class:`StampSynchronizer`."""
+
+    depth_tolerance_s: float = 0.0
+    """Largest |depth stamp - RGB stamp| accepted, seconds (0 = equal stamps, as with
+    registered/aligned depth)."""
+    segmentation_tolerance_s: float = 0.0
+    """Largest |segmentation stamp - RGB stamp|, seconds (0: segmenters copy the RGB stamp)."""
+    pose_tolerance_s: float = 0.02
+    """Largest |pose stamp - RGB stamp|, seconds; the nearest pose within it is used."""
+    max_wait_s: float = 2.0
+    """How far the RGB stream may run ahead of an incomplete frame before that frame is dropped
+    as missing its other inputs, seconds (message time, so it scales with playback rate)."""
+    max_pending: int = 60
+    """Most frames (and most items per stream) buffered while waiting for their partners."""
+    time_jump_back_s: float = 5.0
+    """An RGB stamp this many seconds older than the last emitted frame resets the
+    synchroniser (a bag loop or a restarted sensor) instead of being rejected as stale."""
+
+    def validate(self) -> None:
+        for name in ("depth_tolerance_s", "segmentation_tolerance_s", "pose_tolerance_s"):
+            value = getattr(self, name)
+            require(0.0 <= value <= 10.0, name, value, "must be in [0, 10] seconds")
+        require(self.max_wait_s > 0.0, "max_wait_s", self.max_wait_s, "must be > 0")
+        require(self.max_pending >= 1, "max_pending", self.max_pending, "must be >= 1")
+        require(self.time_jump_back_s > self.max_wait_s, "time_jump_back_s",
+                self.time_jump_back_s, "must be larger than max_wait_s")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """How one input stream takes part in a frame."""
+
+    name: str
+    policy: StreamPolicy
+    tolerance_ns: int = 0
+    """For ``nearest``: largest |stamp - key stamp| accepted (0 = exact)."""
+    per_frame: bool = True
+    """For ``nearest``: one item per frame is expected, so an item that no key item ever came
+    for is reported (``missing_<key>``). False for streams faster than the frames (a pose)."""
+
+
+@dataclass(frozen=True)
+class SyncDrop:
+    """An item or an incomplete frame the synchroniser discarded, and why.
+
+    Kinds: ``stale_stamp`` (older than the last emitted frame, or not newer than the previous
+    item of its stream), ``missing_<stream>`` (a frame that could not get that input, or an
+    item whose key item never came), ``overflow`` (buffer bound exceeded),
+    ``time_jump_back`` (the synchroniser was reset).
+    """
+
+    kind: str
+    stream: str
+    stamp_ns: int
+    detail: str = ""
+
+
+@dataclass
+class MatchedFrame:
+    """One frame's items: the key item plus the matched item of every other stream."""
+
+    stamp_ns: int
+    """Stamp of the key item."""
+    items: dict[str, Any]
+    """Stream name -> payload."""
+    stamps_ns: dict[str, int]
+    """Stream name -> stamp of the payload used."""
+
+
+@dataclass
+class SyncResult:
+    """What one :meth:`StampSynchronizer.add` call produced."""
+
+    frames: list[MatchedFrame] = field(default_factory=list)
+    """Frames completed by this item, oldest first."""
+    drops: list[SyncDrop] = field(default_factory=list)
+
+
+class StampSynchronizer:
+    """Matches items of several streams into frames by stamp (see the module docstring).
+
+    Thread-safe: subscription callbacks of different callback groups may call :meth:`add`
+    concurrently.
+    """
+
+    def __init__(self, streams: Sequence[StreamSpec], max_wait_s: float = 2.0,
+                 max_pending: int = 60, time_jump_back_s: float = 5.0):
+        keys = [s for s in streams if s.policy == "key"]
+        if len(keys) != 1:
+            raise ConfigError("streams", [s.name for s in keys], "exactly one key stream needed")
+        names = [s.name for s in streams]
+        if len(set(names)) != len(names):
+            raise ConfigError("streams", names, "stream names must be unique")
+        self._key = keys[0].name
+        self._specs = {s.name: s for s in streams}
+        self._max_wait_ns = _to_ns(max_wait_s)
+        self._max_pending = int(max_pending)
+        self._jump_back_ns = _to_ns(time_jump_back_s)
+        self._lock = threading.Lock()
+        self._reset_state()
+
+    @classmethod
+    def for_rgbd(cls, config: SyncConfig, with_segmentation: bool = True,
+                 with_pose: bool = True) -> "StampSynchronizer":
+        """The mapper's streams: rgb (key), depth, camera_info, and optionally pose (absent
+        when poses come from tf) and segmentation (absent for geometry-only mapping)."""
+        streams = [
+            StreamSpec("rgb", "key"),
+            StreamSpec("depth", "nearest", _to_ns(config.depth_tolerance_s)),
+            StreamSpec("camera_info", "latest"),
+        ]
+        if with_pose:
+            streams.append(StreamSpec("pose", "nearest", _to_ns(config.pose_tolerance_s),
+                                      per_frame=False))
+        if with_segmentation:
+            streams.append(StreamSpec("segmentation", "nearest",
+                                      _to_ns(config.segmentation_tolerance_s)))
+        return cls(streams, config.max_wait_s, config.max_pending, config.time_jump_back_s)
+
+    @property
+    def stream_names(self) -> tuple[str, ...]:
+        return tuple(self._specs)
+
+    def _reset_state(self) -> None:
+        self._pending: dict[int, Any] = {}  # key stamp -> key item
+        self._buffers: dict[str, list[tuple[int, Any]]] = {
+            name: [] for name, s in self._specs.items() if s.policy == "nearest"}
+        self._newest_ns: dict[str, int] = {}
+        self._latest: dict[str, tuple[int, Any]] = {}
+        self._last_emitted_ns = -1
+        history = 8 * self._max_pending
+        self._recent_keys: collections.deque[int] = collections.deque(maxlen=history)
+
+    def reset(self) -> None:
+        """Forget every buffered item (e.g. after the map was reset)."""
+        with self._lock:
+            self._reset_state()
+
+    def add(self, stream: str, stamp_ns: int, item: Any) -> SyncResult:
+        """Offer one item; returns the frames it completed and whatever was discarded."""
+        if stream not in self._specs:
+            raise ConfigError("stream", stream, f"unknown stream; known: {list(self._specs)}")
+        stamp_ns = int(stamp_ns)
+        result = SyncResult()
+        with self._lock:
+            spec = self._specs[stream]
+            if (spec.policy != "latest" and self._last_emitted_ns >= 0
+                    and stamp_ns < self._last_emitted_ns - self._jump_back_ns):
+                result.drops.append(SyncDrop(
+                    "time_jump_back", stream, stamp_ns,
+                    f"{(self._last_emitted_ns - stamp_ns) / NS_PER_S:.3f} s before the last "
+                    "frame; synchroniser reset"))
+                latest = self._latest  # stamp-independent: still valid after the jump
+                self._reset_state()
+                self._latest = latest
+            if self._accept(spec, stamp_ns, item, result):
+                self._expire(result)
+                self._emit_ready(result)
+        return result
+
+    # ---- internals (called with the lock held) -----------------------------------------------
+    def _accept(self, spec: StreamSpec, stamp_ns: int, item: Any, result: SyncResult) -> bool:
+        if spec.policy == "latest":
+            self._latest[spec.name] = (stamp_ns, item)
+            return True
+        newest = self._newest_ns.get(spec.name, -1)
+        if stamp_ns <= newest:
+            result.drops.append(SyncDrop(
+                "stale_stamp", spec.name, stamp_ns,
+                "not newer than the previous item of this stream "
+                f"({(newest - stamp_ns) / NS_PER_S:.3f} s older)"))
+            return False
+        self._newest_ns[spec.name] = stamp_ns
+        if self._last_emitted_ns >= 0 and stamp_ns <= self._last_emitted_ns - spec.tolerance_ns:
+            result.drops.append(SyncDrop(
+                "stale_stamp", spec.name, stamp_ns,
+                f"{(self._last_emitted_ns - stamp_ns) / NS_PER_S:.3f} s older than the last "
+                "emitted frame"))
+            return False
+        if spec.policy == "key":
+            self._pending[stamp_ns] = item
+            self._recent_keys.append(stamp_ns)
+            if len(self._pending) > self._max_pending:
+                oldest = min(self._pending)
+                del self._pending[oldest]
+                result.drops.append(SyncDrop("overflow", spec.name, oldest,
+                                             f"more than {self._max_pending} frames pending"))
+            return True
+        buffer = self._buffers[spec.name]
+        buffer.append((stamp_ns, item))  # stamps increase within a stream (checked above)
+        if len(buffer) > 8 * self._max_pending:
+            dropped_ns, _ = buffer.pop(0)
+            result.drops.append(SyncDrop("overflow", spec.name, dropped_ns,
+                                         f"more than {8 * self._max_pending} items buffered"))
+        return True
+
+    def _match(self, spec: StreamSpec, key_ns: int) -> tuple[str, int, Any]:
+        """``("ok", stamp, item)``, ``("wait", ..)`` or ``("missing", ..)`` for a nearest stream."""
+        if self._newest_ns.get(spec.name, -1) < key_ns:
+            return ("wait", -1, None)  # a later item may still be closer
+        buffer = self._buffers[spec.name]
+        lo = bisect.bisect_left(buffer, key_ns - spec.tolerance_ns, key=_stamp_of)
+        hi = bisect.bisect_right(buffer, key_ns + spec.tolerance_ns, key=_stamp_of)
+        if lo == hi:
+            return ("missing", -1, None)
+        stamp, item = min(buffer[lo:hi], key=lambda entry: abs(entry[0] - key_ns))
+        return ("ok", stamp, item)
+
+    def _emit_ready(self, result: SyncResult) -> None:
+        for key_ns in sorted(self._pending):
+            items: dict[str, Any] = {self._key: self._pending[key_ns]}
+            stamps: dict[str, int] = {self._key: key_ns}
+            missing: list[str] = []
+            waiting = False
+            for name, spec in self._specs.items():
+                if spec.policy == "nearest":
+                    state, stamp, item = self._match(spec, key_ns)
+                    waiting |= state == "wait"
+                    if state == "missing":
+                        missing.append(name)
+                elif spec.policy == "latest":
+                    stamp, item = self._latest.get(name, (-1, None))
+                    waiting |= item is None
+                else:
+                    continue
+                items[name], stamps[name] = item, stamp
+            if missing:
+                del self._pending[key_ns]
+                for name in missing:
+                    result.drops.append(SyncDrop(
+                        f"missing_{name}", name, key_ns,
+                        f"no {name} within {self._specs[name].tolerance_ns / NS_PER_S:g} s "
+                        "of the frame"))
+                continue
+            if waiting:
+                # Decisions are monotone in time: a newer frame cannot be complete while this
+                # one still waits, so frames leave in stamp order.
+                break
+            del self._pending[key_ns]
+            self._last_emitted_ns = key_ns
+            for name, spec in self._specs.items():
+                if spec.policy == "nearest":
+                    self._discard_older(name, key_ns - spec.tolerance_ns, result)
+            result.frames.append(MatchedFrame(key_ns, items, stamps))
+
+    def _expire(self, result: SyncResult) -> None:
+        cutoff_ns = self._newest_ns.get(self._key, -1) - self._max_wait_ns
+        for key_ns in sorted(self._pending):
+            if key_ns >= cutoff_ns:
+                break
+            del self._pending[key_ns]
+            blocking = [name for name, spec in self._specs.items()
+                        if (spec.policy == "latest" and name not in self._latest)
+                        or (spec.policy == "nearest" and self._match(spec, key_ns)[0] != "ok")]
+            for name in blocking:
+                result.drops.append(SyncDrop(
+                    f"missing_{name}", name, key_ns,
+                    f"none arrived within max_wait ({self._max_wait_ns / NS_PER_S:g} s)"))
+        for name, spec in self._specs.items():
+            if spec.policy == "nearest":
+                self._discard_older(name, cutoff_ns - spec.tolerance_ns, result)
+
+    def _discard_older(self, name: str, floor_ns: int, result: SyncResult) -> None:
+        """Drop buffered items of ``name`` older than ``floor_ns``, reporting orphans."""
+        spec, buffer = self._specs[name], self._buffers[name]
+        keep = bisect.bisect_left(buffer, floor_ns, key=_stamp_of)
+        if spec.per_frame:
+            keys = sorted(self._recent_keys)
+            for stamp_ns, _ in buffer[:keep]:
+                lo = bisect.bisect_left(keys, stamp_ns - spec.tolerance_ns)
+                if lo == len(keys) or keys[lo] > stamp_ns + spec.tolerance_ns:
+                    result.drops.append(SyncDrop(f"missing_{self._key}", name, stamp_ns,
+                                                 f"no {self._key} item with this stamp"))
+        del buffer[:keep]
+
+
+def _stamp_of(entry: tuple[int, Any]) -> int:
+    return entry[0]
+
+
+def _to_ns(seconds: float) -> int:
+    return int(round(seconds * NS_PER_S))
+
+
+# --------------------------------------------------------------------------------------------
+# Keep-latest queue
+# --------------------------------------------------------------------------------------------
+T = TypeVar("T")
+
+
+class KeepLatestQueue(Generic[T]):
+    """A bounded FIFO whose ``put`` never blocks: when full, the oldest item is dropped.
+
+    Sits between subscription callbacks and a slow worker so that the worker always processes
+    the most recent frames and a backlog can never grow (camera_calibration's ``BufferQueue``
+    idea). Thread-safe; counts what it dropped.
+    """
+
+    def __init__(self, maxsize: int):
+        if int(maxsize) < 1:
+            raise ConfigError("queue_size", maxsize, "must be >= 1")
+        self._items: collections.deque[T] = collections.deque()
+        self._maxsize = int(maxsize)
+        self._cond = threading.Condition()
+        self._closed = False
+        self.num_put = 0
+        """Items offered so far."""
+        self.num_dropped = 0
+        """Items discarded unprocessed because newer ones arrived while the queue was full."""
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, item: T) -> T | None:
+        """Append ``item``; returns the item dropped to make room, if any."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("put() on a closed KeepLatestQueue")
+            dropped = None
+            if len(self._items) >= self._maxsize:
+                dropped = self._items.popleft()
+                self.num_dropped += 1
+            self._items.append(item)
+            self.num_put += 1
+            self._cond.notify()
+            return dropped
+
+    def get(self, timeout_s: float | None = None) -> T | None:
+        """The oldest item, waiting up to ``timeout_s``; None on timeout or once closed."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items or self._closed, timeout_s):
+                return None
+            if self._items:
+                return self._items.popleft()
+            return None
+
+    def clear(self) -> int:
+        """Discard every queued item (counted as dropped); returns how many."""
+        with self._cond:
+            count = len(self._items)
+            self._items.clear()
+            self.num_dropped += count
+            return count
+
+    def close(self) -> None:
+        """Wake every waiting ``get`` (which then returns None); later ``put`` calls raise."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
