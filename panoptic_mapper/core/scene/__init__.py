@@ -1,1 +1,29 @@
-"""scene."""
+"""Synthetic panoptic scenes with ground truth: the project's measuring stick.
+
+Procedural rooms with furniture (:func:`generate_scene`), hand-held camera trajectories
+(:func:`generate_trajectory`) and ray-cast RGB-D rendering with per-pixel ground truth and a depth
+noise model (:class:`SceneRenderer`, :func:`render_sequence`). Deterministic by seed; ROS-free.
+
+Typical use (no disk involved)::
+
+    scene = generate_scene(SceneConfig(seed=3))
+    trajectory = generate_trajectory(scene, TrajectoryConfig(num_frames=100, seed=3))
+    emulator = GroundedSamEmulator(emulator_preset("medium", seed=3), scene.registry)
+    for sample in render_sequence(scene, trajectory, RenderConfig(seed=3), emulator):
+        ...  # sample.frame, sample.segmentation, sample.ground_truth
+
+(``GroundedSamEmulator`` and ``emulator_preset`` live in ``core/segmentation/emulator``.)
+"""
+from panoptic_mapper.core.scene.depth_noise import DepthNoiseConfig, apply_depth_noise
+from panoptic_mapper.core.scene.generator import (SceneConfig, SceneInstance, SyntheticScene,
+                                                  generate_scene)
+from panoptic_mapper.core.scene.renderer import (CameraConfig, RenderConfig, RenderedView,
+                                                 SceneRenderer, render_sequence)
+from panoptic_mapper.core.scene.trajectory import (CameraTrajectory, TrajectoryConfig,
+                                                   generate_trajectory)
+
+__all__ = [
+    "CameraConfig", "CameraTrajectory", "DepthNoiseConfig", "RenderConfig", "RenderedView",
+    "SceneConfig", "SceneInstance", "SceneRenderer", "SyntheticScene", "TrajectoryConfig",
+    "apply_depth_noise", "generate_scene", "generate_trajectory", "render_sequence",
+]
