@@ -1,0 +1,194 @@
+"""Checks on a frame and its segmentation before a map touches them.
+
+Frames are validated when they are built (``core/types.py``), but the arrays are mutable and a
+map must never be corrupted by what reaches it, so the checks are repeated here, together with
+the ones that need map context: enough valid depth in range, a segmentation of the same size,
+labels known to the registry, and a pose that does not jump away from the previous one.
+
+A jump is judged against the last accepted pose. If the camera really was relocated (a SLAM
+re-localisation), frames keep arriving at the new place: once ``jump_recovery_frames``
+consecutive rejected frames agree with each other, the new place is accepted.
+
+Owns: :class:`InputChecksConfig`, :class:`FrameChecker`. Does not own: integration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from panoptic_mapper.core.config import ConfigBase, require
+from panoptic_mapper.core.errors import InvalidInputError
+from panoptic_mapper.core.labels.registry import LabelRegistry
+from panoptic_mapper.core.types import (PanopticSegmentation2D, RgbdFrame, Segment,
+                                        check_depth_values, validate_rigid_transform)
+
+
+@dataclass
+class InputChecksConfig(ConfigBase):
+    """Thresholds that decide whether a frame is integrated."""
+
+    min_valid_depth_fraction: float = 0.01
+    """Reject frames where less than this share of pixels has depth in the integration range."""
+    max_translation_jump_m: float = 0.5
+    """Reject a frame whose camera moved more than this since the last accepted frame, m."""
+    max_rotation_jump_deg: float = 45.0
+    """Reject a frame whose camera turned more than this since the last accepted frame, deg."""
+    jump_check_max_gap_s: float = 2.0
+    """No jump check when the last accepted frame is older than this, s (0 = always check)."""
+    jump_recovery_frames: int = 5
+    """Accept a new place after this many consecutive rejected frames that agree with each
+    other (a re-localised camera rather than a glitch)."""
+
+    def validate(self) -> None:
+        require(0.0 <= self.min_valid_depth_fraction <= 1.0, "min_valid_depth_fraction",
+                self.min_valid_depth_fraction, "must be in [0, 1]")
+        require(self.max_translation_jump_m > 0.0, "max_translation_jump_m",
+                self.max_translation_jump_m, "must be > 0 m")
+        require(0.0 < self.max_rotation_jump_deg <= 180.0, "max_rotation_jump_deg",
+                self.max_rotation_jump_deg, "must be in (0, 180] deg")
+        require(self.jump_check_max_gap_s >= 0.0, "jump_check_max_gap_s",
+                self.jump_check_max_gap_s, "must be >= 0 s")
+        require(self.jump_recovery_frames >= 1, "jump_recovery_frames",
+                self.jump_recovery_frames, "must be >= 1")
+
+
+@dataclass
+class CheckedInput:
+    """Outcome of the checks for one frame."""
+
+    reject_reason: str = ""
+    """Empty when the frame may be integrated."""
+    warnings: list[str] = field(default_factory=list)
+    segments: tuple[Segment, ...] = ()
+    """The usable segments (unknown labels removed, label and thing flag from the registry)."""
+    segment_ids: np.ndarray | None = None
+    """[H, W] int32 id image, with pixels of removed segments set to 0 (None: no input)."""
+    depth_m: np.ndarray | None = None
+    """[H, W] float32 depth with values outside the integration range set to 0."""
+
+    @property
+    def accepted(self) -> bool:
+        return not self.reject_reason
+
+
+def _rotation_angle_deg(R: np.ndarray) -> float:  # noqa: N803
+    cos = (np.trace(R) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+class FrameChecker:
+    """Stateful checks (the pose-jump guard remembers the last accepted pose)."""
+
+    def __init__(self, config: InputChecksConfig, registry: LabelRegistry,
+                 depth_min_m: float, depth_max_m: float):
+        self.config = config
+        self.registry = registry
+        self.depth_min_m = depth_min_m
+        self.depth_max_m = depth_max_m
+        self.last_pose: np.ndarray | None = None
+        self.last_stamp_ns = 0
+        self._pending: list[np.ndarray] = []
+
+    def check(self, frame: RgbdFrame,
+              segmentation: PanopticSegmentation2D | None) -> CheckedInput:
+        """Run every check; never raises on bad input."""
+        try:
+            T = validate_rigid_transform(frame.T_world_cam, "T_world_cam")  # noqa: N806
+            depth = np.asarray(frame.depth_m, np.float32)
+            if depth.shape != frame.intrinsics.shape:
+                raise InvalidInputError("depth_m", list(depth.shape),
+                                        f"must match the camera {frame.intrinsics.shape}",
+                                        kind="size_mismatch")
+            check_depth_values(depth)
+        except InvalidInputError as exc:
+            return CheckedInput(reject_reason=str(exc))
+        in_range = (depth >= self.depth_min_m) & (depth <= self.depth_max_m)
+        fraction = float(in_range.mean()) if depth.size else 0.0
+        if not in_range.any() or fraction < self.config.min_valid_depth_fraction:
+            return CheckedInput(reject_reason=(
+                f"depth_m: {fraction:.1%} of pixels have depth in "
+                f"[{self.depth_min_m}, {self.depth_max_m}] m; need at least "
+                f"{self.config.min_valid_depth_fraction:.1%} (no usable depth)"))
+        jump = self._jump_reason(T, frame.stamp_ns)
+        if jump:
+            return CheckedInput(reject_reason=jump)
+        result = CheckedInput(depth_m=np.where(in_range, depth, np.float32(0.0)))
+        if segmentation is not None:
+            if tuple(segmentation.segment_ids.shape) != tuple(depth.shape):
+                result.reject_reason = (
+                    f"segmentation.segment_ids: size {list(segmentation.segment_ids.shape)} "
+                    f"differs from the depth image {list(depth.shape)}")
+                return result
+            self._check_segments(segmentation, result)
+        return result
+
+    def _check_segments(self, segmentation: PanopticSegmentation2D,
+                        result: CheckedInput) -> None:
+        usable: list[Segment] = []
+        dropped: list[int] = []
+        for seg in segmentation.segments:
+            try:
+                label = self.registry.resolve(seg.label, seg.label_id or None, seg.phrase)
+            except InvalidInputError as exc:
+                result.warnings.append(f"segment {seg.id} (label '{seg.label}', label_id "
+                                       f"{seg.label_id}) skipped: {exc}")
+                dropped.append(seg.id)
+                continue
+            if label.is_thing != seg.is_thing:
+                result.warnings.append(
+                    f"segment {seg.id}: is_thing={seg.is_thing} disagrees with the registry "
+                    f"label '{label.name}' (is_thing={label.is_thing}); using the registry")
+            usable.append(Segment(id=seg.id, label=label.name, label_id=label.id,
+                                  is_thing=label.is_thing, score=seg.score, phrase=seg.phrase))
+        ids = np.asarray(segmentation.segment_ids, np.int32)
+        if dropped:
+            ids = np.where(np.isin(ids, dropped), 0, ids).astype(np.int32)
+        result.segments = tuple(usable)
+        result.segment_ids = ids
+
+    def _jump_reason(self, T: np.ndarray, stamp_ns: int) -> str:  # noqa: N803
+        cfg = self.config
+        if self.last_pose is None:
+            return ""
+        gap_s = (stamp_ns - self.last_stamp_ns) * 1e-9
+        if cfg.jump_check_max_gap_s > 0 and abs(gap_s) > cfg.jump_check_max_gap_s:
+            return ""
+        moved = float(np.linalg.norm(T[:3, 3] - self.last_pose[:3, 3]))
+        turned = _rotation_angle_deg(self.last_pose[:3, :3].T @ T[:3, :3])
+        if moved <= cfg.max_translation_jump_m and turned <= cfg.max_rotation_jump_deg:
+            return ""
+        if self._pending and not self._close(self._pending[-1], T):
+            self._pending = []
+        self._pending.append(T)
+        if len(self._pending) >= cfg.jump_recovery_frames:
+            return ""
+        return (f"T_world_cam: pose jumped {moved:.2f} m / {turned:.1f} deg from the last "
+                f"accepted frame (limits {cfg.max_translation_jump_m} m / "
+                f"{cfg.max_rotation_jump_deg} deg)")
+
+    def _close(self, A: np.ndarray, B: np.ndarray) -> bool:  # noqa: N803
+        cfg = self.config
+        return (float(np.linalg.norm(A[:3, 3] - B[:3, 3])) <= cfg.max_translation_jump_m
+                and _rotation_angle_deg(A[:3, :3].T @ B[:3, :3]) <= cfg.max_rotation_jump_deg)
+
+    def accept(self, frame: RgbdFrame) -> None:
+        """Record an integrated frame as the new jump reference."""
+        self.last_pose = np.asarray(frame.T_world_cam, np.float64).copy()
+        self.last_stamp_ns = int(frame.stamp_ns)
+        self._pending = []
+
+    def to_dict(self) -> dict:
+        return {"last_pose": None if self.last_pose is None else self.last_pose.tolist(),
+                "last_stamp_ns": self.last_stamp_ns}
+
+    def load_dict(self, data: dict) -> None:
+        pose = data.get("last_pose")
+        self.last_pose = None if pose is None else np.asarray(pose, np.float64)
+        self.last_stamp_ns = int(data.get("last_stamp_ns", 0))
+        self._pending = []
+
+    def reset(self) -> None:
+        self.last_pose = None
+        self.last_stamp_ns = 0
+        self._pending = []

@@ -1,0 +1,578 @@
+"""The instant panoptic map: TSDF fusion with voted semantics and persistent instance ids.
+
+Per accepted frame (``integrate_frame``):
+
+1. Open3D ``VoxelBlockGrid`` TSDF + colour integration (``core/tsdf/grid.py``).
+2. Pixels are sampled every ``voting.sample_stride_px`` pixels, back-projected with their depth,
+   and mapped to the voxel they land on; a depth test against the fused TSDF keeps only samples
+   whose voxel is on the fused surface.
+3. Semantic soft voting of the 2D segmentation into those voxels (``core/labels/voting.py``).
+4. Instance association: the map's instance ids under the samples (a cheap render by lookup) are
+   matched to the frame's thing segments (``core/tracking/tracker.py``), then the associated ids
+   are voted into the voxels (``core/tracking/instance_votes.py``). Stuff is one region per class.
+
+Reading (``get_mesh``, ``get_instances``, ``query_labels``, ``render_labels``): a voxel's panoptic
+label is its confirmed thing instance (with that instance's label) if it has one, else its voted
+semantic label (with the stuff region id for stuff). A point takes the trilinear-weighted
+majority of the 8 voxels around it.
+
+Thread safety: one writer and any number of readers; every public method holds one re-entrant
+lock, and getters return snapshots (arrays that are replaced, never mutated, by later updates).
+
+Owns: :class:`InstantMapConfig`, :class:`InstantPanopticMap` (the ``"instant"`` method of
+``create_map``). The baselines in ``baselines.py`` subclass it and replace the instance layer.
+"""
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from panoptic_mapper.core.config import ConfigBase, require
+from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
+from panoptic_mapper.core.labels.registry import LabelRegistry
+from panoptic_mapper.core.labels.voting import (LabelChannels, PixelVotes, VotingConfig,
+                                                boundary_distance_px, fuse_label_votes,
+                                                labels_from_evidence, vote_weights)
+from panoptic_mapper.core.mapping.base import IntegrationReport, MeshUpdate
+from panoptic_mapper.core.mapping.input_checks import (CheckedInput, FrameChecker,
+                                                       InputChecksConfig)
+from panoptic_mapper.core.tracking.instance_geometry import summarize_groups
+from panoptic_mapper.core.tracking.instance_votes import fuse_instance_votes
+from panoptic_mapper.core.tracking.instances import InstanceStatus
+from panoptic_mapper.core.tracking.tracker import (NO_VOTE, UNMAPPED, InstanceTracker,
+                                                   ThingSegment, TrackingConfig)
+from panoptic_mapper.core.tsdf.grid import GridState, PanopticVoxelGrid, TsdfConfig
+from panoptic_mapper.core.tsdf.raycast import MeshRaycaster
+from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraIntrinsics,
+                                        LabelRender, MapInstance, PanopticMesh,
+                                        PanopticSegmentation2D, RgbdFrame,
+                                        validate_rigid_transform)
+
+SAVE_FORMAT_VERSION = 1
+_POINT_CHUNK = 65536
+
+
+@dataclass
+class MeshConfig(ConfigBase):
+    """Mesh extraction."""
+
+    weight_threshold: float = 3.0
+    """Voxels integrated fewer times than this (TSDF weight) produce no surface."""
+    fill_radius_voxels: int = 3
+    """A vertex (or queried point) whose 8 surrounding voxels hold no label takes the
+    tent-weighted majority of the voxels within this many voxels (0 disables); fills the gaps
+    between strided samples on far or grazing surfaces."""
+
+    def validate(self) -> None:
+        require(self.weight_threshold >= 0.0, "weight_threshold", self.weight_threshold,
+                "must be >= 0")
+        require(0 <= self.fill_radius_voxels <= 4, "fill_radius_voxels",
+                self.fill_radius_voxels, "must be in [0, 4] voxels")
+
+
+@dataclass
+class InstantMapConfig(ConfigBase):
+    """Everything the instant map can be tuned with (YAML nesting = these fields)."""
+
+    tsdf: TsdfConfig = field(default_factory=TsdfConfig)
+    """Voxel grid and TSDF integration."""
+    voting: VotingConfig = field(default_factory=VotingConfig)
+    """Per-pixel semantic votes and per-voxel fusion."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """Persistent instance ids."""
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    """Mesh extraction."""
+    input_checks: InputChecksConfig = field(default_factory=InputChecksConfig)
+    """Which frames are integrated."""
+
+
+@dataclass
+class _Samples:
+    """The sampled pixels of one frame that passed the depth test (one row each)."""
+
+    voxels: np.ndarray
+    """[N] int64 flat voxel index."""
+    points_m: np.ndarray
+    """[N, 3] world points."""
+    segment_ids: np.ndarray
+    """[N] int64 frame segment id (0 = none)."""
+    depth_m: np.ndarray
+    """[N] float32."""
+    cos_incidence: np.ndarray
+    """[N] float32."""
+    edge_distance_px: np.ndarray
+    """[N] float32."""
+
+
+class InstantPanopticMap:
+    """Online panoptic map (see module docstring); implements ``PanopticMap``."""
+
+    method_name = "instant"
+
+    def __init__(self, registry: LabelRegistry, config: InstantMapConfig | None = None):
+        self.registry = registry
+        self.config = config or InstantMapConfig()
+        self.channels = LabelChannels(registry)
+        self._lock = threading.RLock()
+        self._build_state()
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | InstantMapConfig | None,
+                    registry: LabelRegistry) -> "InstantPanopticMap":
+        """Build from a nested dict (YAML section), a config object or None (defaults)."""
+        if isinstance(config, InstantMapConfig):
+            return cls(registry, config)
+        return cls(registry, InstantMapConfig.from_dict(config))
+
+    def _build_state(self) -> None:
+        cfg = self.config
+        self.grid = PanopticVoxelGrid(cfg.tsdf, self.channels.count)
+        self.tracker = InstanceTracker(cfg.tracking, self.registry, self.channels)
+        self.checker = FrameChecker(cfg.input_checks, self.registry, cfg.tsdf.depth_min_m,
+                                    cfg.tsdf.depth_max_m)
+        self._frame_index = 0
+        self._version = 0
+        self._dirty_blocks: list[np.ndarray] = []
+        self._mesh = PanopticMesh.empty()
+        self._mesh_version = 0
+        self._current: tuple[int, PanopticMesh, MeshRaycaster] | None = None
+        self._instances: tuple[int, list[MapInstance]] | None = None
+        self._table: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    # ---- writing -------------------------------------------------------------------------------
+    def integrate_frame(self, frame: RgbdFrame,
+                        segmentation: PanopticSegmentation2D | None) -> IntegrationReport:
+        """Fuse one frame and its 2D segmentation (None: geometry only). Never raises on bad
+        input: a rejected frame leaves the map unchanged and says why."""
+        with self._lock:
+            t_start = time.perf_counter()
+            checked = self.checker.check(frame, segmentation)
+            if not checked.accepted:
+                return IntegrationReport(accepted=False, reason=checked.reject_reason,
+                                         warnings=checked.warnings)
+            blocks = self.grid.integrate(checked.depth_m, frame.rgb, frame.intrinsics,
+                                         frame.T_world_cam)
+            t_geometry = time.perf_counter()
+            self.checker.accept(frame)
+            self._dirty_blocks.append(blocks)
+            stats: dict[str, float] = {"num_blocks": float(self.grid.num_blocks),
+                                       "geometry_ms": (t_geometry - t_start) * 1e3}
+            if checked.segment_ids is not None:
+                stats.update(self._integrate_semantics(frame, checked))
+            self._frame_index += 1
+            self._version += 1
+            stats["total_ms"] = (time.perf_counter() - t_start) * 1e3
+            reason = "; ".join(checked.warnings)
+            return IntegrationReport(accepted=True, reason=reason, warnings=checked.warnings,
+                                     stats=stats)
+
+    def _sample(self, frame: RgbdFrame, checked: CheckedInput) -> _Samples:
+        """Strided pixels with depth, back-projected, looked up and depth-tested."""
+        stride = self.config.voting.sample_stride_px
+        intr = frame.intrinsics
+        rows = np.arange(stride // 2, intr.height, stride)
+        cols = np.arange(stride // 2, intr.width, stride)
+        z = checked.depth_m[np.ix_(rows, cols)]
+        ids = checked.segment_ids[np.ix_(rows, cols)]
+        x = ((cols[None, :] - intr.cx) / intr.fx) * z
+        y = ((rows[:, None] - intr.cy) / intr.fy) * z
+        cam = np.stack([x, y, z], axis=-1)  # [h, w, 3]
+        cos = _incidence_cos(cam)
+        edge = boundary_distance_px(ids, stride, max(self.config.voting.boundary_width_px,
+                                                     float(stride)))
+        valid = z > 0
+        cam, z, ids, cos, edge = cam[valid], z[valid], ids[valid], cos[valid], edge[valid]
+        T = frame.T_world_cam  # noqa: N806
+        world = cam @ T[:3, :3].T + T[:3, 3]
+        voxels = self.grid.lookup(world)
+        ok = voxels >= 0
+        tsdf = self.grid.attribute("tsdf")
+        weight = self.grid.attribute("weight")
+        safe = np.where(ok, voxels, 0)
+        delta = self.config.voting.visibility_delta_voxels / self.config.tsdf.trunc_voxels
+        ok &= (weight[safe] > 0) & (np.abs(tsdf[safe]) <= delta)
+        return _Samples(voxels=voxels[ok], points_m=world[ok],
+                        segment_ids=ids[ok].astype(np.int64), depth_m=z[ok],
+                        cos_incidence=cos[ok], edge_distance_px=edge[ok])
+
+    def _integrate_semantics(self, frame: RgbdFrame, checked: CheckedInput) -> dict[str, float]:
+        t0 = time.perf_counter()
+        samples = self._sample(frame, checked)
+        segments = checked.segments
+        size = max([0] + [s.id for s in segments]) + 1
+        channel_lut = np.zeros(size, np.int64)
+        score_lut = np.ones(size, np.float32)
+        thing_lut = np.full(size, -1, np.int64)
+        things: list[ThingSegment] = []
+        for seg in segments:
+            channel = int(self.channels.channel_of[seg.label_id])
+            channel_lut[seg.id] = channel
+            score_lut[seg.id] = seg.score
+            if seg.is_thing:
+                thing_lut[seg.id] = len(things)
+                things.append(ThingSegment(seg.id, channel, seg.score))
+            else:
+                self.tracker.observe_stuff(channel, self._frame_index, seg.score)
+        seg_ids = np.where(samples.segment_ids < size, samples.segment_ids, 0)
+        channel = channel_lut[seg_ids]
+        score = np.where(channel > 0, score_lut[seg_ids], 1.0).astype(np.float32)
+        vcfg = self.config.voting
+        weight = vote_weights(samples.depth_m, samples.cos_incidence, samples.edge_distance_px,
+                              score, vcfg)
+        weight = np.where(channel > 0, weight, weight * vcfg.background_vote_weight)
+        fuse_label_votes(self.grid.attribute("label_evidence"), self.grid.attribute("label_mass"),
+                         samples.voxels,
+                         PixelVotes(channel=channel, p_label=score, weight=weight),
+                         vcfg.count_cap)
+        t1 = time.perf_counter()
+        slot_ids = self.grid.attribute("instance_id")
+        slot_weights = self.grid.attribute("instance_weight")
+        resolve = self._resolve_table()
+        raw = slot_ids[samples.voxels].astype(np.int64)
+        map_id = np.where(slot_weights[samples.voxels] > 0,
+                          resolve[np.clip(raw, 0, resolve.size - 1)], UNMAPPED)
+        sample_thing = thing_lut[seg_ids]
+        target, assoc_stats = self._instance_targets(things, sample_thing, map_id, samples)
+        is_stuff = (channel > 0) & ~self.channels.is_thing[channel]
+        target = np.where(is_stuff, NO_INSTANCE_ID, target)
+        fuse_instance_votes(slot_ids, slot_weights, samples.voxels, target, weight,
+                            self._resolve_table(), self.config.tracking.instance_count_cap)
+        t2 = time.perf_counter()
+        return {"num_samples": float(samples.voxels.size),
+                "voting_ms": (t1 - t0) * 1e3, "association_ms": (t2 - t1) * 1e3,
+                **assoc_stats}
+
+    # ---- instance layer (replaced by the baselines) ----------------------------------------
+    def _instance_targets(self, things: list[ThingSegment], sample_thing: np.ndarray,
+                          map_id: np.ndarray, samples: _Samples
+                          ) -> tuple[np.ndarray, dict[str, float]]:
+        """Instance id each sample votes for (``NO_VOTE`` = none), plus stats."""
+        assoc = self.tracker.associate(self._frame_index, things, sample_thing, map_id,
+                                       samples.points_m)
+        return assoc.sample_instance, {"num_matched": float(assoc.num_matched),
+                                       "num_new_instances": float(assoc.num_new),
+                                       "num_splits": float(assoc.num_splits)}
+
+    def _resolve_table(self) -> np.ndarray:
+        """Stored instance id -> current id."""
+        return self.tracker.table.resolve_table()
+
+    def _voxel_instances(self, flat: np.ndarray, channel: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Panoptic decision for voxels: (label channel [M], instance id [M]).
+
+        A confirmed thing instance wins (its label too); otherwise the voxel keeps its semantic
+        channel, with the stuff region id for stuff and no instance for things.
+        """
+        table = self.tracker.table
+        resolve = self._resolve_table()
+        raw = self.grid.attribute("instance_id")[flat].astype(np.int64)
+        has = self.grid.attribute("instance_weight")[flat] > 0
+        inst = np.where(has, resolve[np.clip(raw, 0, resolve.size - 1)], 0)
+        lut_channel = np.zeros(resolve.size, np.int64)
+        confirmed = np.zeros(resolve.size, bool)
+        for record in table.alive(things_only=True):
+            if record.status == InstanceStatus.CONFIRMED:
+                confirmed[record.id] = True
+                lut_channel[record.id] = record.best_channel()
+        is_confirmed = confirmed[inst] & (lut_channel[inst] > 0)
+        out_channel = np.where(is_confirmed, lut_channel[inst], channel)
+        out_inst = np.where(is_confirmed, inst, self._stuff_lut()[out_channel])
+        return out_channel, out_inst
+
+    def _stuff_lut(self) -> np.ndarray:
+        """[C] stuff region id per channel (0 for thing channels and unseen stuff)."""
+        lut = np.zeros(self.channels.count, np.int64)
+        for channel, region in self.tracker.stuff_regions.items():
+            lut[channel] = region
+        return lut
+
+    def _describe(self, instance_id: int, voxel_channels: np.ndarray) -> dict[str, Any]:
+        """Label fields of one reported instance (``voxel_channels``: channels of its voxels)."""
+        record = self.tracker.table.records.get(instance_id)
+        if record is not None and record.is_thing:
+            dist = record.label_distribution()
+            channel = record.best_channel()
+        else:
+            counts = np.bincount(voxel_channels, minlength=self.channels.count).astype(float)
+            counts[0] = 0.0
+            dist = counts / max(counts.sum(), 1.0)
+            channel = int(np.argmax(counts))
+        return {"channel": channel, "confidence": float(dist[channel]),
+                "distribution": {int(self.channels.label_ids[c]): float(p)
+                                 for c, p in enumerate(dist) if c > 0 and p > 0},
+                "num_observations": record.num_observations if record is not None else 0}
+
+    # ---- reading -------------------------------------------------------------------------------
+    def _voxel_panoptic(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(label channel [M], instance id [M], support [M]) of allocated voxels."""
+        evidence = self.grid.attribute("label_evidence")[flat]
+        labels = labels_from_evidence(evidence, self.channels,
+                                      self.config.voting.min_label_fraction)
+        channel, inst = self._voxel_instances(flat, labels.channel)
+        support = np.where(channel > 0, self.grid.attribute("label_mass")[flat], 0.0)
+        return channel, inst, support
+
+    def _labelled_voxels(self) -> np.ndarray:
+        """[M] flat indices of the voxels that hold label evidence."""
+        flat = self.grid.active_flat_indices()
+        return flat[self.grid.attribute("label_mass")[flat] > 0]
+
+    def _voxel_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Panoptic key (``channel << 32 | instance``) and support of every voxel slot of the
+        grid ([capacity * R^3] each; 0 where unlabelled), cached per map version."""
+        if self._table is None or self._table[0] != self._version:
+            size = self.grid.capacity * self.grid.voxels_per_block
+            keys = np.zeros(size, np.int64)
+            support = np.zeros(size, np.float32)
+            flat = self._labelled_voxels()
+            channel, inst, sup = self._voxel_panoptic(flat)
+            keys[flat] = (channel << 32) | inst
+            support[flat] = sup
+            self._table = (self._version, keys, support)
+        return self._table[1], self._table[2]
+
+    def _points_panoptic(self, points_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(label ids [N] int32, instance ids [N] int32) at world points."""
+        n = points_m.shape[0]
+        keys = np.zeros(n, np.int64)
+        for start in range(0, n, _POINT_CHUNK):
+            stop = min(n, start + _POINT_CHUNK)
+            keys[start:stop] = self._neighbourhood_vote(points_m[start:stop], 1)
+        radius = self.config.mesh.fill_radius_voxels
+        if radius > 1:
+            missing = np.flatnonzero(keys == 0)
+            chunk = max(1, _POINT_CHUNK * 8 // (2 * radius) ** 3)
+            for start in range(0, missing.size, chunk):
+                rows = missing[start:start + chunk]
+                keys[rows] = self._neighbourhood_vote(points_m[rows], radius)
+        labels = self.channels.label_ids[keys >> 32].astype(np.int32)
+        return labels, (keys & 0xFFFFFFFF).astype(np.int32)
+
+    def _neighbourhood_vote(self, points_m: np.ndarray, radius_voxels: int) -> np.ndarray:
+        """[n] panoptic key with the largest support-weighted share of the voxels around each
+        point (0 where none of them holds a label)."""
+        table_keys, table_support = self._voxel_table()
+        flat, w = self.grid.neighbourhood(points_m, radius_voxels)
+        safe = np.where(flat >= 0, flat, 0)
+        key = np.where(flat >= 0, table_keys[safe], 0)  # [n, K]
+        score = np.where(key != 0, table_support[safe] * w, 0.0).astype(np.float32)
+        rows = np.arange(key.shape[0])
+        if key.shape[1] <= 8:
+            total = ((key[:, :, None] == key[:, None, :]) * score[:, None, :]).sum(axis=2)
+            best = np.argmax(total, axis=1)
+            return np.where(total[rows, best] > 0, key[rows, best], 0)
+        # Larger neighbourhoods: sort each row by key and sum the scores of equal-key runs.
+        order = np.argsort(key, axis=1)
+        key = np.take_along_axis(key, order, axis=1)
+        score = np.take_along_axis(score, order, axis=1)
+        run_start = np.ones(key.shape, bool)
+        run_start[:, 1:] = key[:, 1:] != key[:, :-1]
+        run_id = np.cumsum(run_start, axis=1) - 1 + rows[:, None] * key.shape[1]
+        totals = np.bincount(run_id.ravel(), weights=score.ravel(), minlength=key.size)
+        per_entry = totals[run_id]
+        best = np.argmax(per_entry, axis=1)
+        return np.where(per_entry[rows, best] > 0, key[rows, best], 0)
+
+    def _current_mesh(self) -> tuple[PanopticMesh, MeshRaycaster]:
+        if self._current is None or self._current[0] != self._version:
+            extracted = self.grid.extract_mesh(self.config.mesh.weight_threshold)
+            labels, instances = self._points_panoptic(extracted.vertices_m)
+            mesh = PanopticMesh(extracted.vertices_m, extracted.triangles, extracted.colors,
+                                labels, instances)
+            self._current = (self._version, mesh, MeshRaycaster(mesh))
+        return self._current[1], self._current[2]
+
+    def update_mesh(self) -> MeshUpdate:
+        """Re-extract the mesh if the map changed; reports the blocks integrated since the last
+        call (labels may also have changed elsewhere, e.g. after an instance merge)."""
+        with self._lock:
+            changed = self._mesh_version != self._version
+            blocks = (np.unique(np.concatenate(self._dirty_blocks), axis=0).astype(np.int32)
+                      if self._dirty_blocks else np.zeros((0, 3), np.int32))
+            self._dirty_blocks = []
+            if changed:
+                self._mesh, _ = self._current_mesh()
+                self._mesh_version = self._version
+            return MeshUpdate(changed=changed, changed_block_ids=blocks,
+                              num_vertices=self._mesh.num_vertices,
+                              num_triangles=self._mesh.num_triangles)
+
+    def get_mesh(self) -> PanopticMesh:
+        """The mesh as of the last ``update_mesh`` (read-only snapshot)."""
+        with self._lock:
+            return self._mesh
+
+    def get_instances(self) -> list[MapInstance]:
+        """Confirmed thing instances and stuff regions that own at least one voxel, by id."""
+        with self._lock:
+            if self._instances is not None and self._instances[0] == self._version:
+                return list(self._instances[1])
+            flat = self._labelled_voxels()
+            channel, inst, _ = self._voxel_panoptic(flat)
+            positions = self.grid.voxel_positions(flat)
+            colors = self.grid.attribute("color")[flat]
+            groups = summarize_groups(inst, positions, colors, self.config.tsdf.voxel_size_m)
+            out: list[MapInstance] = []
+            for instance_id in sorted(groups):
+                geometry = groups[instance_id]
+                desc = self._describe(instance_id, channel[inst == instance_id])
+                if desc["channel"] == 0:
+                    continue
+                label = self.registry.by_id(int(self.channels.label_ids[desc["channel"]]))
+                out.append(MapInstance(
+                    id=int(instance_id), label=label.name, label_id=label.id,
+                    is_thing=label.is_thing, confidence=desc["confidence"],
+                    centroid_m=geometry.centroid_m, bbox=geometry.bbox,
+                    num_observations=int(desc["num_observations"]),
+                    label_distribution=desc["distribution"], num_voxels=geometry.num_voxels,
+                    mean_color_rgb=geometry.mean_color_rgb))
+            self._instances = (self._version, out)
+            return list(out)
+
+    def query_labels(self, points_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(label ids [N] int32, instance ids [N] int32) at world points [N, 3]; 0 where the map
+        knows nothing. Raises :class:`InvalidInputError` for non-finite or mis-shaped input."""
+        points = np.asarray(points_m, np.float64)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise InvalidInputError("points_m", list(points.shape), "must be [N, 3]",
+                                    kind="query")
+        if not np.all(np.isfinite(points)):
+            raise InvalidInputError("points_m", "non-finite entries", "must be finite",
+                                    kind="query")
+        with self._lock:
+            return self._points_panoptic(points)
+
+    def render_labels(self, T_world_cam: np.ndarray,  # noqa: N803
+                      intrinsics: CameraIntrinsics) -> LabelRender:
+        """Raycast the current map (mesh of the current state) into a camera."""
+        T = validate_rigid_transform(T_world_cam, "T_world_cam")  # noqa: N806
+        with self._lock:
+            _, raycaster = self._current_mesh()
+        return raycaster.render(T, intrinsics)
+
+    def finalize(self) -> None:
+        """End of sequence: retire the candidates that were never confirmed."""
+        with self._lock:
+            self.tracker.finalize()
+            self._version += 1
+
+    def reset(self) -> None:
+        """Forget everything (configuration kept)."""
+        with self._lock:
+            self._build_state()
+
+    @property
+    def num_frames(self) -> int:
+        """Frames integrated so far."""
+        return self._frame_index
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the full state (grid, instances, checks) to one ``.npz`` file."""
+        with self._lock:
+            state = self.grid.export_state()
+            meta = {"format_version": SAVE_FORMAT_VERSION, "method": self.method_name,
+                    "config": self.config.to_dict(),
+                    "label_ids": self.channels.label_ids.tolist(),
+                    "frame_index": self._frame_index, "version": self._version,
+                    "tracker": self.tracker.to_dict(), "checker": self.checker.to_dict(),
+                    "extra": self._extra_state()}
+            arrays = {f"grid_{name}": arr for name, arr in state.attributes.items()
+                      if name != "label_evidence"}
+            # Few voxels hold label evidence: store those rows only.
+            evidence = state.attributes["label_evidence"].reshape(-1, self.channels.count)
+            rows = np.flatnonzero(evidence.any(axis=1))
+            arrays["label_rows"] = rows
+            arrays["label_values"] = evidence[rows]
+            buffer = io.BytesIO()
+            np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                     block_keys=state.block_keys, **arrays)
+        Path(path).write_bytes(buffer.getvalue())
+
+    def load(self, path: str | Path) -> None:
+        """Replace the state with one written by :meth:`save` (the saved configuration too).
+
+        Raises :class:`DataFormatError` if the file is missing, of another method or written
+        for another label registry; the current state is then kept.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise DataFormatError("path", str(path), "map file not found", kind="map_file")
+        try:
+            with np.load(path) as data:
+                meta = json.loads(bytes(data["meta"]).decode())
+                self._check_saved_meta(meta)
+                config = InstantMapConfig.from_dict(meta["config"])
+                keys = data["block_keys"]
+                attrs = {name[5:]: data[name] for name in data.files if name.startswith("grid_")}
+                res = config.tsdf.block_resolution
+                evidence = np.zeros((keys.shape[0] * res ** 3, self.channels.count), np.float32)
+                evidence[data["label_rows"]] = data["label_values"]
+                attrs["label_evidence"] = evidence.reshape(keys.shape[0], res, res, res, -1)
+            # Rebuild in a fresh map and swap only once everything loaded.
+            fresh = type(self)(self.registry, config)
+            fresh.grid.import_state(GridState(block_keys=keys, attributes=attrs))
+            fresh.tracker.load_dict(meta["tracker"])
+            fresh.checker.load_dict(meta["checker"])
+            fresh._load_extra_state(meta.get("extra", {}))
+            fresh._frame_index = int(meta["frame_index"])
+            fresh._version = int(meta["version"])
+        except DataFormatError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataFormatError("path", str(path), f"not a readable map file: {exc}",
+                                  kind="map_file") from exc
+        with self._lock:
+            lock = self._lock
+            self.__dict__.update(fresh.__dict__)
+            self._lock = lock
+
+    def _check_saved_meta(self, meta: dict[str, Any]) -> None:
+        if meta.get("format_version") != SAVE_FORMAT_VERSION:
+            raise DataFormatError("format_version", meta.get("format_version"),
+                                  f"unsupported map file version (expected "
+                                  f"{SAVE_FORMAT_VERSION})", kind="map_file")
+        if meta.get("method") != self.method_name:
+            raise DataFormatError("method", meta.get("method"),
+                                  f"file holds a '{meta.get('method')}' map, not "
+                                  f"'{self.method_name}'", kind="map_file")
+        if meta.get("label_ids") != self.channels.label_ids.tolist():
+            raise DataFormatError("label_ids", meta.get("label_ids"),
+                                  "map was built with another label registry", kind="map_file")
+
+    def _extra_state(self) -> dict[str, Any]:
+        """Subclass state to save (JSON-able)."""
+        return {}
+
+    def _load_extra_state(self, data: dict[str, Any]) -> None:
+        """Restore what :meth:`_extra_state` wrote."""
+
+
+def _incidence_cos(cam: np.ndarray) -> np.ndarray:
+    """|cos| of the angle between the depth-image normal and the viewing ray, [h, w].
+
+    Normals come from central differences of the back-projected grid ``cam`` [h, w, 3]; where a
+    neighbour has no depth the factor is 1 (no information, no penalty).
+    """
+    h, w, _ = cam.shape
+    out = np.ones((h, w), np.float32)
+    if h < 3 or w < 3:
+        return out
+    du = cam[1:-1, 2:] - cam[1:-1, :-2]
+    dv = cam[2:, 1:-1] - cam[:-2, 1:-1]
+    normal = np.cross(du, dv)
+    ray = cam[1:-1, 1:-1]
+    num = np.abs((normal * ray).sum(axis=-1))
+    den = np.linalg.norm(normal, axis=-1) * np.linalg.norm(ray, axis=-1)
+    valid = ((cam[1:-1, 2:, 2] > 0) & (cam[1:-1, :-2, 2] > 0) & (cam[2:, 1:-1, 2] > 0)
+             & (cam[:-2, 1:-1, 2] > 0) & (den > 0))
+    out[1:-1, 1:-1] = np.where(valid, num / np.where(den > 0, den, 1.0), 1.0)
+    return out

@@ -1,0 +1,295 @@
+"""A colour TSDF on Open3D's ``VoxelBlockGrid`` with per-voxel panoptic attributes.
+
+Owns: the sparse voxel-block grid (geometry, colour, label evidence, instance slot), block
+preallocation and zero-initialisation, point -> voxel lookups, marching-cubes extraction and the
+lossless state export/import of the grid.
+Does not own: what the label and instance attributes mean or how they are voted
+(``core/labels/voting.py``, ``core/tracking``), nor any map-level policy.
+
+Layout (checked against Open3D 0.20): voxel ``(x, y, z)`` of the block with hash-map buffer index
+``b`` sits at flat index ``b * R^3 + x + R * y + R^2 * z`` (``R`` = block resolution) and its
+centre at ``(block_key * R + (x, y, z)) * voxel_size``; so the voxel nearest to a point ``p`` is
+``round(p / voxel_size)``. The stored TSDF is ``sdf / trunc`` clamped to [-1, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import open3d as o3d
+import open3d.core as o3c
+
+from panoptic_mapper.core.config import ConfigBase, require
+from panoptic_mapper.core.types import CameraIntrinsics
+
+_CPU = o3c.Device("CPU:0")
+
+
+@dataclass
+class TsdfConfig(ConfigBase):
+    """Geometry of the voxel grid and of TSDF integration."""
+
+    voxel_size_m: float = 0.02
+    """Voxel edge length, metres."""
+    block_resolution: int = 8
+    """Voxels per block edge (8 is 3-4x faster than 16 on CPU)."""
+    block_count: int = 4000
+    """Blocks allocated up front (one 2 cm block covers 16 cm^3); growing past it rehashes
+    the whole grid (a latency spike and a transient doubling of memory)."""
+    trunc_voxels: float = 4.0
+    """TSDF truncation distance, in voxels."""
+    depth_min_m: float = 0.1
+    """Depth below this is treated as invalid, metres."""
+    depth_max_m: float = 4.0
+    """Depth above this is not integrated, metres."""
+
+    def validate(self) -> None:
+        require(0.001 <= self.voxel_size_m <= 1.0, "voxel_size_m", self.voxel_size_m,
+                "must be in [0.001, 1] m")
+        require(self.block_resolution in (4, 8, 16), "block_resolution", self.block_resolution,
+                "must be 4, 8 or 16")
+        require(self.block_count >= 16, "block_count", self.block_count, "must be >= 16")
+        require(1.0 <= self.trunc_voxels <= 32.0, "trunc_voxels", self.trunc_voxels,
+                "must be in [1, 32] voxels")
+        require(self.depth_min_m >= 0.0, "depth_min_m", self.depth_min_m, "must be >= 0 m")
+        require(self.depth_max_m > self.depth_min_m, "depth_max_m", self.depth_max_m,
+                "must be > depth_min_m")
+
+    @property
+    def trunc_m(self) -> float:
+        """Truncation distance, metres."""
+        return self.trunc_voxels * self.voxel_size_m
+
+
+@dataclass
+class ExtractedMesh:
+    """Marching-cubes output of the grid, in a canonical (sorted) vertex order."""
+
+    vertices_m: np.ndarray
+    """[V, 3] float32 world positions."""
+    triangles: np.ndarray
+    """[F, 3] int32 vertex indices."""
+    colors: np.ndarray
+    """[V, 3] uint8 RGB."""
+
+
+@dataclass
+class GridState:
+    """The grid's full content as plain arrays (what ``save`` writes)."""
+
+    block_keys: np.ndarray
+    """[B, 3] int32 block coordinates, sorted lexicographically."""
+    attributes: dict[str, np.ndarray]
+    """Attribute name -> [B, R, R, R, C] array of those blocks."""
+
+
+class PanopticVoxelGrid:
+    """Sparse TSDF voxel grid with extra per-voxel attributes kept in the same hash map.
+
+    Attributes (all per voxel): ``tsdf`` (f32, sdf/trunc), ``weight`` (f32, integration count),
+    ``color`` (f32 RGB, 0-255), ``label_evidence`` (f32 x ``num_label_channels``),
+    ``label_mass`` (f32, the sum of ``label_evidence``, kept separately so that finding the
+    labelled voxels reads 4 bytes per voxel), ``instance_id`` (i32) and ``instance_weight``
+    (f32). Views returned by the accessors are
+    zero-copy numpy arrays of shape ``[capacity * R^3, C]`` (or ``[capacity * R^3]``); fetch them
+    again after every integration, because growing the grid reallocates the buffers.
+
+    Not thread-safe: the owning map serialises access.
+    """
+
+    GEOMETRY_ATTRIBUTES = ("tsdf", "weight", "color")
+    PANOPTIC_ATTRIBUTES = ("label_evidence", "label_mass", "instance_id", "instance_weight")
+
+    def __init__(self, config: TsdfConfig, num_label_channels: int):
+        self.config = config
+        self.num_label_channels = int(num_label_channels)
+        self._res = config.block_resolution
+        self._vpb = self._res ** 3
+        self._vbg = self._new_vbg()
+
+    def _new_vbg(self) -> o3d.t.geometry.VoxelBlockGrid:
+        return o3d.t.geometry.VoxelBlockGrid(
+            attr_names=self.GEOMETRY_ATTRIBUTES + self.PANOPTIC_ATTRIBUTES,
+            attr_dtypes=(o3c.float32, o3c.float32, o3c.float32, o3c.float32, o3c.float32,
+                         o3c.int32, o3c.float32),
+            attr_channels=(1, 1, 3, self.num_label_channels, 1, 1, 1),
+            voxel_size=self.config.voxel_size_m, block_resolution=self._res,
+            block_count=self.config.block_count, device=_CPU)
+
+    # ---- views ---------------------------------------------------------------------------------
+    def attribute(self, name: str) -> np.ndarray:
+        """Zero-copy [capacity * R^3, C] view of an attribute (C dropped when 1)."""
+        arr = self._vbg.attribute(name).numpy()
+        channels = arr.shape[-1]
+        flat = arr.reshape(-1, channels)
+        return flat[:, 0] if channels == 1 else flat
+
+    @property
+    def voxels_per_block(self) -> int:
+        return self._vpb
+
+    @property
+    def num_blocks(self) -> int:
+        """Number of allocated (active) blocks."""
+        return int(self._vbg.hashmap().size())
+
+    @property
+    def capacity(self) -> int:
+        """Blocks the grid can hold before it grows."""
+        return int(self._vbg.hashmap().capacity())
+
+    # ---- integration -----------------------------------------------------------------------
+    def integrate(self, depth_m: np.ndarray, rgb: np.ndarray, intrinsics: CameraIntrinsics,
+                  T_world_cam: np.ndarray) -> np.ndarray:  # noqa: N803
+        """Fuse one depth + colour image; returns the [B, 3] int32 block keys it touched.
+
+        ``depth_m`` must already be cleaned (0 outside the valid range). Newly allocated blocks
+        are zeroed first: Open3D hands out buffers without clearing them.
+        """
+        K = o3c.Tensor(intrinsics.K)
+        extrinsic = o3c.Tensor(np.linalg.inv(T_world_cam))
+        depth = o3d.t.geometry.Image(o3c.Tensor.from_numpy(np.ascontiguousarray(depth_m)))
+        color = o3d.t.geometry.Image(o3c.Tensor.from_numpy(
+            np.ascontiguousarray(rgb, dtype=np.float32) * np.float32(1.0 / 255.0)))
+        cfg = self.config
+        keys = self._vbg.compute_unique_block_coordinates(
+            depth, K, extrinsic, 1.0, cfg.depth_max_m, cfg.trunc_voxels)
+        self.allocate_blocks(keys.numpy())
+        self._vbg.integrate(keys, depth, color, K, K, extrinsic, 1.0, cfg.depth_max_m,
+                            cfg.trunc_voxels)
+        return keys.numpy()
+
+    def allocate_blocks(self, block_keys: np.ndarray) -> np.ndarray:
+        """Activate blocks [B, 3] (duplicates allowed) and zero the new ones; returns buffer
+        indices [B] int64."""
+        keys = np.ascontiguousarray(np.asarray(block_keys, np.int32).reshape(-1, 3))
+        if keys.shape[0] == 0:
+            return np.zeros(0, np.int64)
+        keys = np.unique(keys, axis=0)
+        hashmap = self._vbg.hashmap()
+        buf, is_new = hashmap.activate(o3c.Tensor(keys))
+        is_new = is_new.numpy()
+        if is_new.any():
+            new_bufs = buf.numpy()[is_new].astype(np.int64)
+            for name in self.GEOMETRY_ATTRIBUTES + self.PANOPTIC_ATTRIBUTES:
+                self._vbg.attribute(name).numpy()[new_bufs] = 0
+        found, _ = hashmap.find(o3c.Tensor(keys))
+        return found.numpy().astype(np.int64)
+
+    # ---- lookups ---------------------------------------------------------------------------
+    def voxel_coords(self, points_m: np.ndarray) -> np.ndarray:
+        """[N, 3] int64 integer coordinates of the voxels nearest to world points [N, 3]."""
+        return np.floor(np.asarray(points_m, np.float64) / self.config.voxel_size_m
+                        + 0.5).astype(np.int64)
+
+    def flat_indices(self, voxel_coords: np.ndarray) -> np.ndarray:
+        """Flat attribute index of integer voxel coordinates [N, 3]; -1 where not allocated."""
+        coords = np.asarray(voxel_coords, np.int64).reshape(-1, 3)
+        if coords.shape[0] == 0:
+            return np.zeros(0, np.int64)
+        shift = self._res.bit_length() - 1  # the resolution is a power of two
+        blocks = (coords >> shift).astype(np.int32)
+        local = coords & (self._res - 1)
+        buf, found = self._vbg.hashmap().find(o3c.Tensor(blocks))
+        flat = buf.numpy().astype(np.int64) << (3 * shift)
+        flat += local[:, 0] + (local[:, 1] << shift) + (local[:, 2] << (2 * shift))
+        flat[~found.numpy()] = -1
+        return flat
+
+    def lookup(self, points_m: np.ndarray) -> np.ndarray:
+        """Flat index of the voxel nearest to each world point [N, 3]; -1 where unallocated."""
+        return self.flat_indices(self.voxel_coords(points_m))
+
+    def neighbourhood(self, points_m: np.ndarray, radius_voxels: int = 1
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The voxels around each point with tent-filter weights.
+
+        With ``radius_voxels`` r, the (2r)^3 voxels whose centres are less than r voxels away
+        along every axis, weighted by prod_axis max(0, 1 - |offset| / r); r = 1 gives the 8 cell
+        corners with trilinear weights.
+
+        Returns:
+            ``(flat [N, K] int64 (-1 where unallocated), weights [N, K] float32)``.
+        """
+        r = int(radius_voxels)
+        grid = np.asarray(points_m, np.float64).reshape(-1, 3) / self.config.voxel_size_m
+        base = np.floor(grid)
+        frac = (grid - base).astype(np.float32)  # [N, 3]
+        steps = np.arange(-r + 1, r + 1)
+        offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), -1).reshape(-1, 3)
+        corners = base.astype(np.int64)[:, None, :] + offsets[None]  # [N, K, 3]
+        flat = self.flat_indices(corners.reshape(-1, 3)).reshape(corners.shape[:2])
+        dist = np.abs(offsets[None].astype(np.float32) - frac[:, None, :])
+        w = np.clip(1.0 - dist / r, 0.0, None).prod(axis=2)
+        return flat, w.astype(np.float32)
+
+    def active_flat_indices(self) -> np.ndarray:
+        """[M] int64 flat indices of every voxel of every allocated block (block-major)."""
+        bufs = np.sort(self._vbg.hashmap().active_buf_indices().numpy().astype(np.int64))
+        return (bufs[:, None] * self._vpb + np.arange(self._vpb)[None]).reshape(-1)
+
+    def voxel_positions(self, flat: np.ndarray) -> np.ndarray:
+        """[N, 3] float64 world centres of voxels given by flat index (allocated ones only)."""
+        flat = np.asarray(flat, np.int64)
+        keys = self._vbg.hashmap().key_tensor().numpy().astype(np.int64)
+        res = self._res
+        buf, local = np.divmod(flat, self._vpb)
+        xyz = np.stack([local % res, (local // res) % res, local // (res * res)], axis=1)
+        return (keys[buf] * res + xyz) * self.config.voxel_size_m
+
+    # ---- products --------------------------------------------------------------------------
+    def extract_mesh(self, weight_threshold: float) -> ExtractedMesh:
+        """Marching cubes at the zero level, vertices sorted lexicographically so that the same
+        grid content always yields the same arrays."""
+        if self.num_blocks == 0:
+            return ExtractedMesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32),
+                                 np.zeros((0, 3), np.uint8))
+        mesh = self._vbg.extract_triangle_mesh(weight_threshold)
+        vertices = mesh.vertex.positions.numpy().astype(np.float32)
+        if vertices.shape[0] == 0:
+            return ExtractedMesh(vertices.reshape(0, 3), np.zeros((0, 3), np.int32),
+                                 np.zeros((0, 3), np.uint8))
+        colors = np.clip(mesh.vertex.colors.numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        triangles = mesh.triangle.indices.numpy().astype(np.int64)
+        order = np.lexsort((vertices[:, 2], vertices[:, 1], vertices[:, 0]))
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        triangles = rank[triangles]
+        # Canonical triangle order too: rotate each so its smallest index comes first, then sort.
+        first = np.argmin(triangles, axis=1)
+        triangles = np.take_along_axis(
+            triangles, (first[:, None] + np.arange(3)[None]) % 3, axis=1)
+        triangles = triangles[np.lexsort((triangles[:, 2], triangles[:, 1], triangles[:, 0]))]
+        return ExtractedMesh(vertices[order], triangles.astype(np.int32), colors[order])
+
+    # ---- state -----------------------------------------------------------------------------
+    def export_state(self) -> GridState:
+        """Copy of every allocated block (keys sorted, attributes in the same order)."""
+        hashmap = self._vbg.hashmap()
+        bufs = hashmap.active_buf_indices().numpy().astype(np.int64)
+        keys = hashmap.key_tensor().numpy()[bufs]
+        order = np.lexsort((keys[:, 2], keys[:, 1], keys[:, 0]))
+        bufs, keys = bufs[order], keys[order]
+        attrs = {name: self._vbg.attribute(name).numpy()[bufs].copy()
+                 for name in self.GEOMETRY_ATTRIBUTES + self.PANOPTIC_ATTRIBUTES}
+        return GridState(block_keys=keys.astype(np.int32), attributes=attrs)
+
+    def import_state(self, state: GridState) -> None:
+        """Replace the content with ``state`` (from :meth:`export_state`)."""
+        res = self._res
+        for name in self.GEOMETRY_ATTRIBUTES + self.PANOPTIC_ATTRIBUTES:
+            arr = state.attributes.get(name)
+            expected = (state.block_keys.shape[0], res, res, res)
+            if arr is None or tuple(arr.shape[:4]) != expected:
+                raise ValueError(f"grid attribute '{name}' missing or not {expected}")
+        self._vbg = self._new_vbg()
+        bufs = self.allocate_blocks(state.block_keys)
+        order = np.lexsort((state.block_keys[:, 2], state.block_keys[:, 1],
+                            state.block_keys[:, 0]))
+        for name in self.GEOMETRY_ATTRIBUTES + self.PANOPTIC_ATTRIBUTES:
+            view = self._vbg.attribute(name).numpy()
+            view[bufs] = state.attributes[name][order].reshape(view[bufs].shape)
+
+    def reset(self) -> None:
+        """Drop every block (the preallocated capacity is kept)."""
+        self._vbg = self._new_vbg()
