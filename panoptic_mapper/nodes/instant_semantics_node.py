@@ -14,6 +14,7 @@ Parameters: ``InstantSemanticsNodeConfig`` (``ros/node_config.py``), documented 
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 
@@ -400,3 +401,7 @@ def _reason_key(reason: str) -> str:
 def main(args: list[str] | None = None) -> int:
     """Console entry point: ``instant_semantics_node --ros-args --params-file ...``."""
     return run_node(InstantSemanticsNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,7 @@ Parameters: ``SegmenterNodeConfig`` (``ros/node_config.py``), documented in
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -275,3 +276,7 @@ class SegmenterNode(PanopticLifecycleNode):
 def main(args: list[str] | None = None) -> int:
     """Console entry point: ``segmenter_node --ros-args --params-file ...``."""
     return run_node(SegmenterNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,7 +19,7 @@ from typing import Literal
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.mapping.instant_map import InstantMapConfig
 from panoptic_mapper.core.segmentation.grounded_sam import GroundedSamConfig
-from panoptic_mapper.ros.sync import SyncConfig
+from panoptic_mapper.ros.sync import SyncConfig, SyncLimitsConfig
 
 DEFAULT_API_NAMESPACE = "/panoptic_mapper"
 """Where the planner-facing services and map topics live, whichever node serves them."""
@@ -235,9 +235,8 @@ class SegmenterNodeConfig(ConfigBase):
     """Input and output topics."""
     qos: QosConfig = field(default_factory=QosConfig)
     """Subscription QoS."""
-    sync: SyncConfig = field(default_factory=SyncConfig)
-    """Stamp matching of the emulator's inputs (rgb, depth, ground truth); tolerances of
-    depth and pose are not used."""
+    sync: SyncLimitsConfig = field(default_factory=SyncLimitsConfig)
+    """Stamp matching of the emulator's inputs (rgb, depth and ground truth, equal stamps)."""
     diagnostics_period_s: float = 2.0
     """Period of the diagnostics (rates, skipped frames, timing), seconds."""
     grounded_sam: GroundedSamConfig = field(default_factory=GroundedSamConfig)

@@ -40,8 +40,29 @@ StreamPolicy = Literal["key", "nearest", "latest"]
 
 
 @dataclass
-class SyncConfig(ConfigBase):
-    """Matching tolerances and buffer bounds of a :class:`StampSynchronizer`."""
+class SyncLimitsConfig(ConfigBase):
+    """Buffer bounds of a :class:`StampSynchronizer` (all streams matched by equal stamps)."""
+
+    max_wait_s: float = 2.0
+    """How far the RGB stream may run ahead of an incomplete frame before that frame is dropped
+    as missing its other inputs, seconds (message time, so it scales with playback rate)."""
+    max_pending: int = 60
+    """Most frames buffered while waiting for their partners (streams buffer 8x as many
+    items)."""
+    time_jump_back_s: float = 5.0
+    """A stamp this many seconds older than the last emitted frame resets the synchroniser
+    (a bag played in a loop, a restarted sensor) instead of being rejected as stale."""
+
+    def validate(self) -> None:
+        require(self.max_wait_s > 0.0, "max_wait_s", self.max_wait_s, "must be > 0")
+        require(self.max_pending >= 1, "max_pending", self.max_pending, "must be >= 1")
+        require(self.time_jump_back_s > self.max_wait_s, "time_jump_back_s",
+                self.time_jump_back_s, "must be larger than max_wait_s")
+
+
+@dataclass
+class SyncConfig(SyncLimitsConfig):
+    """Matching tolerances and buffer bounds of the mapper's RGB-D synchroniser."""
 
     depth_tolerance_s: float = 0.0
     """Largest |depth stamp - RGB stamp| accepted, seconds (0 = equal stamps, as with
@@ -50,23 +71,12 @@ class SyncConfig(ConfigBase):
     """Largest |segmentation stamp - RGB stamp|, seconds (0: segmenters copy the RGB stamp)."""
     pose_tolerance_s: float = 0.02
     """Largest |pose stamp - RGB stamp|, seconds; the nearest pose within it is used."""
-    max_wait_s: float = 2.0
-    """How far the RGB stream may run ahead of an incomplete frame before that frame is dropped
-    as missing its other inputs, seconds (message time, so it scales with playback rate)."""
-    max_pending: int = 60
-    """Most frames (and most items per stream) buffered while waiting for their partners."""
-    time_jump_back_s: float = 5.0
-    """An RGB stamp this many seconds older than the last emitted frame resets the
-    synchroniser (a bag loop or a restarted sensor) instead of being rejected as stale."""
 
     def validate(self) -> None:
+        super().validate()
         for name in ("depth_tolerance_s", "segmentation_tolerance_s", "pose_tolerance_s"):
             value = getattr(self, name)
             require(0.0 <= value <= 10.0, name, value, "must be in [0, 10] seconds")
-        require(self.max_wait_s > 0.0, "max_wait_s", self.max_wait_s, "must be > 0")
-        require(self.max_pending >= 1, "max_pending", self.max_pending, "must be >= 1")
-        require(self.time_jump_back_s > self.max_wait_s, "time_jump_back_s",
-                self.time_jump_back_s, "must be larger than max_wait_s")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,168 @@
+"""The node set of the mapping graph, and its launch arguments: one table for both launchers.
+
+``launch/mapper.launch.py`` (launch_ros, on a ROS 2 install) and ``panoptic-mapper launch``
+(subprocesses, in the pip environment, where launch_ros does not exist) both declare
+:data:`LAUNCH_ARGUMENTS` and start the nodes :func:`plan` returns, with the same parameter
+file and the same per-node overrides, so the two cannot drift apart.
+
+The "one endpoint for planners" rule lives here: exactly one started node gets
+``planner_api.serve: true``, the mapper node when it runs, else the instant semantics node.
+
+ROS-free and free of launch imports. Owns: which nodes exist, how launch arguments map to
+node parameters. Does not own: the parameters' defaults (``config/mapper.yaml``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from panoptic_mapper.core.errors import ConfigError
+
+PACKAGE = "panoptic_mapper"
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    """A launch argument (``ros2 launch ... name:=value``; ``--arg name:=value`` for pip)."""
+
+    name: str
+    default: str
+    description: str
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of the graph."""
+
+    key: str
+    """Short name used by ``--nodes`` and the ``with_<key>`` launch arguments."""
+    executable: str
+    """Console script (pip) and ``lib/panoptic_mapper`` executable (ROS install)."""
+    name: str
+    """Node name; also its section in the parameter file."""
+    module: str
+    """Python module whose ``main()`` runs the node."""
+    default_enabled: bool
+    config_class: str
+    """``module:Class`` of the node's root config dataclass ("" when not available yet)."""
+    topic_parameters: dict[str, str] = field(default_factory=dict)
+    """Launch argument -> the node parameter it sets (topic names, frames)."""
+
+
+PARAMS_FILE_ARG = "params_file"
+
+LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
+    LaunchArgument(PARAMS_FILE_ARG, "",
+                   "ROS parameter file of all nodes; empty = the package's config/mapper.yaml"),
+    LaunchArgument("label_file", "",
+                   "Label registry YAML for all nodes; empty = as in the parameter file "
+                   "(default: the shipped config/labels/default.yaml)"),
+    LaunchArgument("use_sim_time", "false",
+                   "Use /clock time (play bags with --clock when true)"),
+    LaunchArgument("with_segmenter", "true", "Start segmenter_node"),
+    LaunchArgument("with_instant", "true", "Start instant_semantics_node"),
+    LaunchArgument("with_mapper", "false",
+                   "Start mapper_node (refined map); it then serves the planner API instead of "
+                   "instant_semantics_node"),
+    LaunchArgument("segmenter_backend", "",
+                   "replay, emulator or grounded_sam; empty = as in the parameter file"),
+    LaunchArgument("map_frame", "", "Map frame of poses and outputs; empty = as in the "
+                   "parameter file (map)"),
+    LaunchArgument("rgb_topic", "", "sensor_msgs/Image colour topic; empty = parameter file"),
+    LaunchArgument("depth_topic", "", "sensor_msgs/Image depth topic; empty = parameter file"),
+    LaunchArgument("camera_info_topic", "",
+                   "sensor_msgs/CameraInfo topic; empty = parameter file"),
+    LaunchArgument("pose_topic", "", "Camera pose topic (PoseStamped or Odometry); empty = "
+                   "parameter file"),
+    LaunchArgument("segmentation_topic", "",
+                   "PanopticSegmentation topic between segmenter and mappers; empty = "
+                   "parameter file"),
+)
+
+NODES: tuple[NodeSpec, ...] = (
+    NodeSpec("segmenter", "segmenter_node", "segmenter_node",
+             "panoptic_mapper.nodes.segmenter_node", True,
+             "panoptic_mapper.ros.node_config:SegmenterNodeConfig",
+             {"rgb_topic": "topics.rgb", "depth_topic": "topics.depth",
+              "segmentation_topic": "topics.output", "segmenter_backend": "backend"}),
+    NodeSpec("instant", "instant_semantics_node", "instant_semantics_node",
+             "panoptic_mapper.nodes.instant_semantics_node", True,
+             "panoptic_mapper.ros.node_config:InstantSemanticsNodeConfig",
+             {"rgb_topic": "input.topics.rgb", "depth_topic": "input.topics.depth",
+              "camera_info_topic": "input.topics.camera_info",
+              "pose_topic": "input.topics.pose",
+              "segmentation_topic": "input.topics.segmentation", "map_frame": "map_frame"}),
+    # The refined map (issue 8); its node takes the same label/frame/API parameters.
+    NodeSpec("mapper", "mapper_node", "mapper_node", "panoptic_mapper.nodes.mapper_node", False,
+             "", {"map_frame": "map_frame"}),
+)
+NODE_KEYS = tuple(spec.key for spec in NODES)
+
+
+@dataclass
+class PlannedNode:
+    """A node to start, with the overrides applied on top of the parameter file."""
+
+    spec: NodeSpec
+    params_file: str
+    overrides: dict[str, Any]
+    """Dotted parameter name -> value (typed: bool, str, ...)."""
+
+
+def default_arguments() -> dict[str, str]:
+    """Every launch argument with its default value."""
+    return {arg.name: arg.default for arg in LAUNCH_ARGUMENTS}
+
+
+def plan(arguments: Mapping[str, str], default_params_file: str) -> list[PlannedNode]:
+    """The nodes to start for the given launch argument values (strings, as launch passes them).
+
+    Raises:
+        ConfigError: an unknown argument, a boolean argument that is not true/false, or no
+            node selected.
+    """
+    args = default_arguments()
+    unknown = sorted(set(arguments) - set(args))
+    if unknown:
+        raise ConfigError("launch argument", unknown[0],
+                          f"unknown; known: {sorted(args)}")
+    args.update({k: str(v) for k, v in arguments.items()})
+    enabled = {spec.key: _bool(args, f"with_{spec.key}") for spec in NODES}
+    if not any(enabled.values()):
+        raise ConfigError("with_*", "false", "no node selected")
+    params_file = args[PARAMS_FILE_ARG] or default_params_file
+    use_sim_time = _bool(args, "use_sim_time")
+    server = "mapper" if enabled["mapper"] else "instant"
+    planned = []
+    for spec in NODES:
+        if not enabled[spec.key]:
+            continue
+        overrides: dict[str, Any] = {"use_sim_time": use_sim_time}
+        if args["label_file"]:
+            overrides["label_file"] = args["label_file"]
+        for argument, parameter in spec.topic_parameters.items():
+            if args[argument]:
+                overrides[parameter] = args[argument]
+        if spec.key in ("instant", "mapper"):
+            overrides["planner_api.serve"] = spec.key == server
+        planned.append(PlannedNode(spec, params_file, overrides))
+    return planned
+
+
+def nested(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}`` (a parameter-file section)."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _bool(args: Mapping[str, str], name: str) -> bool:
+    value = args[name].strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(name, args[name], "must be true or false")
+    return value == "true"
