@@ -133,9 +133,9 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         """Subscribe to the inputs and start the worker and the timers."""
         cfg = self.config
         topics, qos = cfg.input.topics, sensor_qos(cfg.input.qos)
-        # Callbacks only offer messages to the thread-safe synchroniser: they may run
-        # concurrently, and never wait for integration.
-        group = ReentrantCallbackGroup()
+        # One mutually exclusive group per subscription: a topic's messages reach the
+        # (thread-safe) synchroniser in order, different topics in parallel, and no callback
+        # ever waits for integration.
         subs = [(Image, topics.rgb, "rgb"), (Image, topics.depth, "depth"),
                 (CameraInfo, topics.camera_info, "camera_info")]
         if cfg.input.pose_source != "tf":
@@ -146,7 +146,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         for msg_type, topic, stream in subs:
             self._subscriptions.append(self.create_subscription(
                 msg_type, topic, lambda msg, s=stream: self._offer(s, msg), qos,
-                callback_group=group))
+                callback_group=MutuallyExclusiveCallbackGroup()))
         self._stop.clear()
         self._worker = threading.Thread(target=self._worker_loop, name="integration",
                                         daemon=True)

@@ -23,7 +23,7 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
@@ -111,11 +111,11 @@ class SegmenterNode(PanopticLifecycleNode):
         """Subscribe to the inputs and start the worker."""
         cfg = self.config
         qos = sensor_qos(cfg.qos)
-        group = ReentrantCallbackGroup()
+        # One mutually exclusive group per subscription keeps each topic in order.
         if cfg.backend == "replay":
             self._subscriptions.append(self.create_subscription(
                 PanopticSegmentation, cfg.topics.recorded_segmentation, self._forward, qos,
-                callback_group=group))
+                callback_group=MutuallyExclusiveCallbackGroup()))
             inputs = [cfg.topics.recorded_segmentation]
         elif cfg.backend == "emulator":
             topics = {"rgb": cfg.topics.rgb, "depth": cfg.topics.depth,
@@ -124,12 +124,12 @@ class SegmenterNode(PanopticLifecycleNode):
             for stream, topic in topics.items():
                 self._subscriptions.append(self.create_subscription(
                     Image, topic, lambda msg, s=stream: self._offer(s, msg), qos,
-                    callback_group=group))
+                    callback_group=MutuallyExclusiveCallbackGroup()))
             inputs = list(topics.values())
         else:
             self._subscriptions.append(self.create_subscription(
                 Image, cfg.topics.rgb, lambda msg: self._offer("rgb", msg), qos,
-                callback_group=group))
+                callback_group=MutuallyExclusiveCallbackGroup()))
             inputs = [cfg.topics.rgb]
         if cfg.backend != "replay":
             self._stop.clear()
