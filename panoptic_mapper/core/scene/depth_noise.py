@@ -6,7 +6,8 @@ Applied in this order to a clean z-depth image:
    ``sigma(z) = sigma_base_m + sigma_quadratic_m * (z - sigma_offset_m)^2`` (the Kinect model
    of Nguyen et al. 2012: ~1.2 mm at 0.5 m, ~6 mm at 2 m, ~2.6 cm at 4 m);
 2. disparity quantisation: ``d = fx * baseline / z`` rounded to ``disparity_step_px``, so the depth
-   step grows with ``z^2`` (about 1.3 cm at 2 m for fx = 525, baseline 7.5 cm, 1/8 px);
+   step grows with ``z^2`` (about 1.3 cm at 2 m for fx = 525, baseline 7.5 cm, 1/8 px); ``fx``
+   is taken at the 640-pixel reference width, so a smaller rendering has the same depth noise;
 3. dropout at depth edges (a pixel next to a jump larger than ``edge_jump_rel`` of its depth is
    lost with ``edge_dropout_prob``), at grazing angles and per pixel;
 4. random elliptic holes (Poisson count per frame);
@@ -96,7 +97,7 @@ def apply_depth_noise(depth_m: np.ndarray, rng: np.random.Generator, config: Dep
         depth_m: [H, W] float32 clean z-depth, metres (0 = nothing hit).
         rng: random source (the caller seeds it per frame for determinism).
         config: noise parameters; ``enabled=False`` returns an exact copy.
-        fx: focal length in pixels (for disparity quantisation).
+        fx: focal length of this image in pixels (for disparity quantisation).
         cos_incidence: [H, W] |cos| of the angle between viewing ray and surface normal.
 
     Returns:
@@ -111,7 +112,7 @@ def apply_depth_noise(depth_m: np.ndarray, rng: np.random.Generator, config: Dep
     z = depth
     noisy = z + rng.standard_normal(z.shape, dtype=np.float32) * depth_sigma_m(z, config)
     if config.disparity_step_px > 0:
-        fb = np.float32(fx * config.baseline_m)
+        fb = np.float32(fx / px_scale * config.baseline_m)
         step = np.float32(config.disparity_step_px)
         disparity = np.maximum(np.round(fb / np.maximum(noisy, np.float32(1e-3)) / step), 1.0)
         noisy = fb / (disparity * step)

@@ -284,11 +284,7 @@ class GroundedSamEmulator:
         n_labels = self.registry.max_id + 1
         key = np.where(is_thing, instances.astype(np.int64) * n_labels + labels, labels)
         key = np.where(labels == VOID_LABEL_ID, -1, key)
-        values, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-        inverse = inverse.reshape(labels.shape)
-        has_void = values[0] == -1
-        seg_map = inverse - 1 if has_void else inverse
-        values, counts = (values[1:], counts[1:]) if has_void else (values, counts)
+        values, seg_map, counts = _compact(key)
         medians = self._median_depths(seg_map, len(values), depth_m)
         outcomes = []
         for v, c, d in zip(values.tolist(), counts.tolist(), medians.tolist()):
@@ -296,7 +292,7 @@ class GroundedSamEmulator:
             outcomes.append(GtSegmentOutcome(gt_label_id=int(label_id),
                                              gt_instance_id=int(v // n_labels),
                                              area_px=int(c), median_depth_m=float(d)))
-        return seg_map.astype(np.int32), outcomes
+        return seg_map, outcomes
 
     @staticmethod
     def _median_depths(seg_map: np.ndarray, n: int, depth_m: np.ndarray | None) -> np.ndarray:
@@ -522,6 +518,26 @@ class GroundedSamEmulator:
         segment_ids = np.where(owner >= 0, lut[owner], 0).astype(np.int32)
         segments.sort(key=lambda s: s.id)
         return PanopticSegmentation2D(segment_ids, tuple(segments), stamp_ns)
+
+
+def _compact(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct non-negative keys of an image, the image of their indices (-1 where the key is
+    negative) and their pixel counts; by a dense table when keys are small (no sorting)."""
+    valid = key >= 0
+    top = int(key.max()) if key.size else -1
+    if top < 0:
+        return np.zeros(0, np.int64), np.full(key.shape, -1, np.int32), np.zeros(0, np.int64)
+    if top < (1 << 22):
+        all_counts = np.bincount(key[valid], minlength=top + 1)
+        values = np.flatnonzero(all_counts)
+        lut = np.full(top + 1, -1, np.int32)
+        lut[values] = np.arange(len(values), dtype=np.int32)
+        index = np.where(valid, lut[np.maximum(key, 0)], -1).astype(np.int32)
+        return values, index, all_counts[values]
+    values, inverse, counts = np.unique(key[valid], return_inverse=True, return_counts=True)
+    index = np.full(key.shape, -1, np.int32)
+    index[valid] = inverse
+    return values, index, counts
 
 
 def _merged_outcome(outcomes: list[GtSegmentOutcome], members: list[int], area: int
