@@ -53,7 +53,7 @@ class MeshLabelRenderer:
         directions_cam = np.stack([(u - intrinsics.cx) / intrinsics.fx,
                                    (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)], -1)
         T = np.asarray(T_world_cam, np.float64)  # noqa: N806
-        directions = directions_cam.reshape(-1, 3) @ T[:3, :3].T
+        directions = directions_cam.reshape(-1, 3) @ np.ascontiguousarray(T[:3, :3].T)
         origins = np.broadcast_to(T[:3, 3], directions.shape)
         rays = np.ascontiguousarray(np.concatenate([origins, directions], 1), np.float32)
         hits = self._scene.cast_rays(o3d.core.Tensor(rays))

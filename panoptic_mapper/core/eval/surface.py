@@ -165,7 +165,7 @@ class VisibilityAccumulator:
 
     def observe(self, depth_m: np.ndarray, T_world_cam: np.ndarray,  # noqa: N803
                 intrinsics: CameraIntrinsics) -> int:
-        """Mark the samples this frame observes; returns how many it observes.
+        """Mark the samples this frame observes; returns how many it newly observes.
 
         Args:
             depth_m: [H, W] measured depth, metres, 0 = no measurement.
@@ -180,8 +180,11 @@ class VisibilityAccumulator:
                                     f"must match the intrinsics {list(intrinsics.shape)}",
                                     kind="size_mismatch")
         T = np.asarray(T_world_cam, np.float64)  # noqa: N806
-        offsets = self.points_m - T[:3, 3]  # [N, 3] camera centre -> point, world frame
-        p_cam = offsets @ T[:3, :3]
+        # Samples observed before need no ray: consecutive frames mostly see the same surface.
+        pending = np.flatnonzero(~self.observed)
+        offsets = self.points_m[pending] - T[:3, 3]  # camera centre -> sample, world frame
+        # A contiguous rotation keeps numpy on its fast small-matrix path.
+        p_cam = offsets @ np.ascontiguousarray(T[:3, :3])
         z = p_cam[:, 2]
         front = np.flatnonzero(z > 1e-6)
         col = np.rint(intrinsics.fx * p_cam[front, 0] / z[front] + intrinsics.cx).astype(np.int64)
@@ -195,6 +198,6 @@ class VisibilityAccumulator:
                                offsets[candidates]], axis=1)
         hits = self._scene.cast_rays(o3d.core.Tensor(np.ascontiguousarray(rays, np.float32)))
         first = hits["primitive_ids"].numpy().astype(np.int64)
-        seen = candidates[first == self._triangle_ids[candidates]]
+        seen = pending[candidates[first == self._triangle_ids[pending[candidates]]]]
         self.observed[seen] = True
         return int(seen.size)
