@@ -28,6 +28,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from panoptic_mapper.core.errors import InvalidInputError, PanopticMapperError
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import create_map
+from panoptic_mapper.core.query.engine import create_query_engine
 from panoptic_mapper.core.types import PanopticSegmentation2D, RgbdFrame
 from panoptic_mapper.msg import PanopticSegmentation
 from panoptic_mapper.nodes.runtime import (PanopticLifecycleNode, load_registry, quietly,
@@ -100,7 +101,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
             map_config = cfg.map.to_dict()
             registry = self._registry
             self.session = MapSession(lambda: create_map("instant", registry, map_config),
-                                      registry)
+                                      registry, create_query_engine(cfg.query, registry))
             if cfg.input.pose_source == "tf":
                 self._tf = TfPoseSource(self, cfg.map_frame)
         except (PanopticMapperError, OSError) as exc:
@@ -276,6 +277,9 @@ class InstantSemanticsNode(PanopticLifecycleNode):
                 start = time.perf_counter()
                 if session.refresh() is not None:
                     self.timings["refresh"].add(time.perf_counter() - start)
+                    if session.query_table_error:
+                        self._problem("query_table", "query_objects answers from the previous "
+                                      f"instance table: {session.query_table_error}")
                 next_refresh = time.monotonic() + period_s
 
     def _process(self, matched_at: float, matched: MatchedFrame) -> None:

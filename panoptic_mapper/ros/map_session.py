@@ -18,13 +18,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.io.ply import COLOR_MODES, write_ply
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.labels.registry import normalize_phrase
 from panoptic_mapper.core.mapping.base import IntegrationReport, PanopticMap
+from panoptic_mapper.core.query.engine import QueryEngine, QueryResult
 from panoptic_mapper.core.types import (MapInstance, PanopticMesh, PanopticSegmentation2D,
                                         RgbdFrame)
 
@@ -46,11 +47,6 @@ class MapSnapshot:
     """Frames integrated since the map was created, reset or loaded."""
     refresh_ms: float = 0.0
     """Time the refresh took (mesh update + instance table)."""
-
-
-QueryFunction = Callable[[str, Sequence[MapInstance], int, float], list[MapInstance]]
-"""``(query, instances, max_results, min_score) -> matching instances with ``score`` set, best
-first`` (``max_results`` 0 = no limit)."""
 
 
 @dataclass
@@ -80,16 +76,18 @@ class MapSession:
     """Owns a :class:`PanopticMap` for a node (see the module docstring)."""
 
     def __init__(self, map_factory: Callable[[], PanopticMap], registry: LabelRegistry,
-                 query: QueryFunction | None = None):
+                 query_engine: QueryEngine | None = None):
         """Args:
             map_factory: builds an empty map (called now, and again on :meth:`reset`).
             registry: the label registry of the map (for colours and label filters).
-            query: the text matching behind :meth:`query_objects` (None: queries fail with
-                a message saying so).
+            query_engine: answers :meth:`query_objects`; its instance table is replaced at
+                every refresh (None: queries fail with a message saying so).
         """
         self._factory = map_factory
         self.registry = registry
-        self._query = query
+        self._query_engine = query_engine
+        self.query_table_error = ""
+        """Why the last refresh could not update the query engine's table ("" = it did)."""
         self._write_lock = threading.Lock()
         self._map = map_factory()
         self._dirty = True
@@ -136,6 +134,7 @@ class MapSession:
             update = self._map.update_mesh()
             mesh = self._map.get_mesh()
             instances = tuple(self._map.get_instances())
+            self._update_query_table(instances)
             previous = self._snapshot
             self._snapshot = MapSnapshot(
                 version=previous.version + 1, stamp_ns=self._last_stamp_ns, mesh=mesh,
@@ -144,6 +143,15 @@ class MapSession:
                 refresh_ms=(time.perf_counter() - start) * 1e3)
             self._dirty = False
             return self._snapshot
+
+    def _update_query_table(self, instances: tuple[MapInstance, ...]) -> None:
+        if self._query_engine is None:
+            return
+        try:
+            self._query_engine.update_instances(instances)
+            self.query_table_error = ""
+        except InvalidInputError as exc:  # the engine keeps its previous table
+            self.query_table_error = str(exc)
 
     def reset(self) -> None:
         """Replace the map with an empty one and publish an empty snapshot."""
@@ -191,12 +199,16 @@ class MapSession:
         return sorted(instances, key=lambda i: i.id)
 
     def query_objects(self, query: str, max_results: int = 0,
-                      min_score: float = 0.0) -> list[MapInstance]:
-        """Instances of the latest snapshot that match a free-text query, best first."""
-        if self._query is None:
+                      min_score: float = 0.0) -> QueryResult:
+        """Instances of the latest snapshot that match a free-text query, best first.
+
+        ``min_score`` 0 applies the engine's calibrated default threshold.
+        """
+        if self._query_engine is None:
             raise InvalidInputError("query", query, "this node has no query engine configured",
                                     kind="request")
-        return self._query(query, self._snapshot.instances, int(max_results), float(min_score))
+        return self._query_engine.query_objects(query, int(max_results),
+                                                float(min_score) if min_score > 0 else None)
 
     def export_mesh(self, path: str | Path, color_mode: str = "rgb") -> ExportResult:
         """Write the latest snapshot's mesh as PLY (colour per ``color_mode``, ids always)."""

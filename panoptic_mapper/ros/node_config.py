@@ -18,6 +18,7 @@ from typing import Literal
 
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.mapping.instant_map import InstantMapConfig
+from panoptic_mapper.core.query.engine import QueryConfig
 from panoptic_mapper.core.segmentation.grounded_sam import GroundedSamConfig
 from panoptic_mapper.ros.sync import SyncConfig, SyncLimitsConfig
 
@@ -181,6 +182,9 @@ class InstantSemanticsNodeConfig(ConfigBase):
     """Period of the diagnostics (rates, drops, invalid inputs, timings), seconds."""
     map: InstantMapConfig = field(default_factory=InstantMapConfig)
     """The instant map (core/mapping/instant_map.py)."""
+    query: QueryConfig = field(default_factory=QueryConfig)
+    """Free-text queries of the query_objects service (core/query/engine.py); a min_score of 0
+    in a request means this section's min_score."""
 
     def validate(self) -> None:
         require(1 <= self.queue_size <= 100, "queue_size", self.queue_size, "must be in 1..100")

@@ -5,7 +5,7 @@ Services (default namespace ``/panoptic_mapper``):
 =================  =============================  ===============================================
 name               type                           answer
 =================  =============================  ===============================================
-query_objects      panoptic_mapper/QueryObjects   instances matching a phrase, best first
+query_objects      panoptic_mapper/QueryObjects   instances matching free text, best first
 list_instances     panoptic_mapper/ListInstances  instances, optionally of one label / things only
 save_map           panoptic_mapper/SaveMap        writes the full map state
 load_map           panoptic_mapper/LoadMap        replaces the map with a saved one
@@ -37,6 +37,7 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from panoptic_mapper.core.errors import InvalidInputError, PanopticMapperError
+from panoptic_mapper.core.query.engine import QueryResult
 from panoptic_mapper.core.types import MapInstance
 from panoptic_mapper.ros.map_session import ExportResult, MapSnapshot
 from panoptic_mapper.ros.node_config import PlannerApiConfig
@@ -56,8 +57,7 @@ class PlannerBackend(Protocol):
     @property
     def snapshot(self) -> MapSnapshot: ...
 
-    def query_objects(self, query: str, max_results: int,
-                      min_score: float) -> list[MapInstance]: ...
+    def query_objects(self, query: str, max_results: int, min_score: float) -> QueryResult: ...
 
     def list_instances(self, label: str = "", things_only: bool = False
                        ) -> list[MapInstance]: ...
@@ -201,11 +201,13 @@ class PlannerApi:
             if not request.query.strip():
                 raise InvalidInputError("query", request.query, "must not be empty",
                                         kind="request")
-            found = self._backend.query_objects(request.query, int(request.max_results),
-                                                float(request.min_score))
-            response.instances = _instance_msgs(found)
-            return (f"{len(found)} instance(s) for '{request.query}' "
-                    f"(map as of stamp {self._backend.snapshot.stamp_ns} ns)")
+            result = self._backend.query_objects(request.query, int(request.max_results),
+                                                 float(request.min_score))
+            response.instances = _instance_msgs(result.instances)
+            notes = "".join(f"; {note}" for note in result.notes)
+            return (f"{len(result.matches)} instance(s) for '{request.query}' with score >= "
+                    f"{result.min_score:g} (map as of stamp {self._backend.snapshot.stamp_ns} "
+                    f"ns){notes}")
         return self._answer(response, action)
 
     def _list_instances(self, request: ListInstances.Request,

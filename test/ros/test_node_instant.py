@@ -25,7 +25,8 @@ from panoptic_mapper.msg import PanopticMesh  # noqa: E402
 from panoptic_mapper.nodes.instant_semantics_node import InstantSemanticsNode  # noqa: E402
 from panoptic_mapper.nodes.runtime import autostart  # noqa: E402
 from panoptic_mapper.ros.qos import LATCHED_MAP_QOS  # noqa: E402
-from panoptic_mapper.srv import ExportMesh, ListInstances, LoadMap, SaveMap  # noqa: E402
+from panoptic_mapper.srv import (ExportMesh, ListInstances, LoadMap, QueryObjects,  # noqa: E402
+                                 SaveMap)
 
 pytestmark = pytest.mark.ros
 
@@ -86,6 +87,20 @@ def test_frames_are_integrated_and_listed(mapped):
                          ListInstances.Request(label="unicorn"))
     assert not unknown.success and "unicorn" in unknown.message
     assert node.problems.counts == {}
+
+
+def test_query_objects_answers_free_text(mapped):
+    graph, node, api = mapped
+    for text in ("box", "a cardboard box"):
+        answer = graph.call(QueryObjects, f"{api}/query_objects", QueryObjects.Request(query=text))
+        assert answer.success, answer.message
+        assert [i.label for i in answer.instances] == ["box"], (text, answer.message)
+        assert answer.instances[0].score >= node.config.query.min_score
+    answer = graph.call(QueryObjects, f"{api}/query_objects",
+                        QueryObjects.Request(query="giraffe", max_results=3))
+    assert answer.success and answer.instances == []
+    empty = graph.call(QueryObjects, f"{api}/query_objects", QueryObjects.Request(query=" "))
+    assert not empty.success and "query" in empty.message
 
 
 def test_late_subscriber_receives_the_latched_mesh(mapped):
