@@ -188,6 +188,62 @@ def test_robust_rule_drops_rare_classes():
     assert rare_labels(gt.label_ids, gt.label_ids, 0.005) == []
 
 
+def reference_pq(gt, pred, things):
+    """A direct per-segment transcription of the panopticapi rules (slow, for checking)."""
+    def segments(labels, instances):
+        out = {}
+        for k, (label, instance) in enumerate(zip(labels.ravel(), instances.ravel())):
+            if label != 0:
+                out.setdefault((label, instance if label in things else 0), set()).add(k)
+        return out
+
+    void = {k for k, label in enumerate(gt.label_ids.ravel()) if label == 0}
+    gt_segments = segments(gt.label_ids, gt.instance_ids)
+    pred_segments = segments(pred.label_ids, pred.instance_ids)
+    per_class, matched_gt, matched_pred = {}, set(), set()
+    for g, g_pixels in gt_segments.items():
+        for p, p_pixels in pred_segments.items():
+            if g[0] != p[0]:
+                continue
+            inter = len(g_pixels & p_pixels)
+            iou = inter / (len(g_pixels | p_pixels) - len(p_pixels & void))
+            if iou > 0.5:
+                stats = per_class.setdefault(g[0], [0.0, 0, 0, 0])
+                stats[0] += iou
+                stats[1] += 1
+                matched_gt.add(g)
+                matched_pred.add(p)
+    for g in set(gt_segments) - matched_gt:
+        per_class.setdefault(g[0], [0.0, 0, 0, 0])[3] += 1
+    for p, p_pixels in pred_segments.items():
+        if p not in matched_pred and len(p_pixels & void) <= 0.5 * len(p_pixels):
+            per_class.setdefault(p[0], [0.0, 0, 0, 0])[2] += 1
+    return {label: 100 * iou / (tp + fp / 2 + fn / 2)
+            for label, (iou, tp, fp, fn) in per_class.items()}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_a_per_segment_reference(seed):
+    rng = np.random.default_rng(seed)
+    # Blocky random scenes with void, stuff and things, and a prediction that moves blocks.
+    blocks = rng.integers(0, 8, size=(4, 5))
+    gt_labels = np.array([0, WALL, FLOOR, CHAIR, CHAIR, TABLE, CHAIR, 0])[blocks]
+    gt_inst = np.where(np.isin(gt_labels, list(THINGS)), blocks + 1, 0)
+    gt_labels, gt_inst = (np.kron(a, np.ones((6, 6), int)) for a in (gt_labels, gt_inst))
+    shift = rng.integers(-1, 2, size=2)
+    pred_labels = np.roll(gt_labels, shift, axis=(0, 1))
+    # Some predicted instances are split (per quarter-block id changes).
+    split = np.kron(rng.random((8, 10)) < 0.2, np.ones((3, 3), int))
+    pred_inst = np.roll(gt_inst, shift, axis=(0, 1)) * 3 + split
+    flip = rng.random(gt_labels.shape) < 0.1
+    pred_labels = np.where(flip, rng.choice([0, WALL, CHAIR], gt_labels.shape), pred_labels)
+    gt, pred = img(gt_labels, gt_inst), img(pred_labels, pred_inst)
+    expected = reference_pq(gt, pred, THINGS)
+    result = panoptic_quality(gt, pred, THINGS)
+    assert {k: v.pq for k, v in result.per_class.items()} == pytest.approx(expected)
+    assert result.pq == pytest.approx(np.mean(list(expected.values())))
+
+
 def test_image_wise_pools_counts_per_category():
     gt, pred = hand_example()
     empty_gt = img([0] * 20, [0] * 20)

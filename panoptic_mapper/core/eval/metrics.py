@@ -234,17 +234,19 @@ def panoptic_stats(gt_label_ids: np.ndarray, gt_instance_ids: np.ndarray,
     fp_segments = (pred_valid & ~pred_matched
                    & (pred_on_void <= VOID_FP_FRACTION * np.maximum(pred_area, 1.0)))
 
-    stats = PanopticStats()
+    # Per-category sums: one bincount per quantity over the category index of each item.
+    labels = np.unique(np.concatenate([gt_labels[gt_valid], pred_labels[pred_valid]]))
+    n = len(labels)
+    matched_category = np.searchsorted(labels, gt_labels[pair_gt[matched]])
+    iou_sum = np.bincount(matched_category, weights=iou[matched], minlength=n)
+    tp = np.bincount(matched_category, minlength=n)
+    fp = np.bincount(np.searchsorted(labels, pred_labels[fp_segments]), minlength=n)
+    fn = np.bincount(np.searchsorted(labels, gt_labels[fn_segments]), minlength=n)
     thing_set = set(things)
-    for label in np.unique(np.concatenate([gt_labels[gt_valid], pred_labels[pred_valid]])):
-        label = int(label)
-        match_of_label = matched & (gt_labels[pair_gt] == label)
-        stats.counts[label] = np.array([
-            iou[match_of_label].sum(), match_of_label.sum(),
-            (fp_segments & (pred_labels == label)).sum(),
-            (fn_segments & (gt_labels == label)).sum()], np.float64)
-        stats.is_thing[label] = label in thing_set
-    return stats
+    return PanopticStats(
+        counts={int(label): np.array([iou_sum[k], tp[k], fp[k], fn[k]], np.float64)
+                for k, label in enumerate(labels)},
+        is_thing={int(label): int(label) in thing_set for label in labels})
 
 
 def panoptic_quality(gt: PanopticLabels, pred: PanopticLabels, thing_label_ids: Collection[int],

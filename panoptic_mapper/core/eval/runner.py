@@ -394,7 +394,8 @@ def evaluate(source: str | Path | EvalSource, methods: list[MethodSpec],
     """Run every method on the source and score them (see module docstring).
 
     Args:
-        source: a dataset folder or bag path, or an opened :class:`EvalSource`.
+        source: a dataset folder or bag path (opened with ``config.stride`` and
+            ``config.max_frames``), or an opened :class:`EvalSource` (fed as it is).
         methods: the maps to run side by side (display names must be unique).
         config: run settings; defaults to :class:`EvalConfig()`.
         progress: show tqdm progress bars.
