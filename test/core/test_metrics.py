@@ -4,9 +4,9 @@ import pytest
 
 from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.eval.metrics import (
-    ConfusionMatrix, PanopticImage, depth_consistency, geometry_scores, image_wise_panoptic_quality,
-    instance_coverage, panoptic_image_from_segmentation, panoptic_quality, panoptic_stats,
-    rare_labels, scene_panoptic_quality, semantic_scores)
+    ConfusionMatrix, PanopticImage, depth_consistency, geometry_scores,
+    image_wise_panoptic_quality, instance_coverage, panoptic_image_from_segmentation,
+    panoptic_quality, panoptic_stats, rare_labels, scene_panoptic_quality, semantic_scores)
 from panoptic_mapper.core.types import PanopticSegmentation2D, Segment
 
 WALL, FLOOR, CHAIR, TABLE = 1, 2, 10, 11
