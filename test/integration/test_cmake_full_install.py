@@ -23,7 +23,9 @@ PACKAGE = "panoptic_mapper"
 pytestmark = pytest.mark.slow
 
 
-def _tracked_files() -> list[str]:
+@pytest.fixture(scope="module")
+def tracked_files() -> list[str]:
+    """The tracked source files, listed once (others may commit while the test runs)."""
     if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
         pytest.skip("needs a git checkout to know the tracked sources")
     listing = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, check=True,
@@ -43,12 +45,12 @@ def _run(command: list[str], env: dict[str, str], cwd: Path, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def install_prefix(tmp_path_factory) -> Path:
+def install_prefix(tmp_path_factory, tracked_files) -> Path:
     if shutil.which("cmake") is None:
         pytest.skip("cmake not installed")
     root = tmp_path_factory.mktemp("cmake_full")
     source, build, prefix, log = root / "src", root / "build", root / "install", root / "log.txt"
-    for name in _tracked_files():
+    for name in tracked_files:
         target = source / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / name, target)
@@ -92,9 +94,9 @@ def test_installed_package_imports_from_the_prefix(install_prefix):
         assert install_prefix in path.parents, f"{path} is not from the installed prefix"
 
 
-def test_executables_and_share_files_are_installed(install_prefix):
+def test_executables_and_share_files_are_installed(install_prefix, tracked_files):
     share = install_prefix / "share" / PACKAGE
-    scripts = [Path(name).name for name in _tracked_files() if name.startswith("scripts/")]
+    scripts = [Path(name).name for name in tracked_files if name.startswith("scripts/")]
     assert scripts, "no scripts/ to install"
     for name in scripts:
         executable = install_prefix / "lib" / PACKAGE / name
@@ -102,7 +104,7 @@ def test_executables_and_share_files_are_installed(install_prefix):
     assert (share / "package.xml").is_file()
     assert (install_prefix / "share" / "ament_index" / "resource_index" / "packages"
             / PACKAGE).is_file()
-    shipped = [name for name in _tracked_files() if name.split("/")[0] in ("config", "launch")]
+    shipped = [name for name in tracked_files if name.split("/")[0] in ("config", "launch")]
     assert "config/labels/default.yaml" in shipped
     for name in shipped:
         assert (share / name).is_file(), f"{name} not installed"
