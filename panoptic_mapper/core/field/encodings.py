@@ -1,0 +1,132 @@
+"""Multiresolution hash-grid encoding with a tiny-cuda-nn fast path and a pure-PyTorch fallback.
+
+``HashGridEncoding(config)`` picks its implementation from ``config.implementation``: ``torch``
+runs everywhere (``_torch_ref.hash_grid_encode``); ``tcnn`` uses tiny-cuda-nn's fused CUDA kernel
+and needs ``tinycudann`` plus CUDA; ``auto`` takes tcnn when both are present. Both keep the same
+parameter layout, so :meth:`HashGridEncoding.table` can move between them.
+
+Owns: the encoding module and the tcnn availability check.
+Does not own: scene normalisation (inputs are already in the unit cube) or decoders.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+
+import torch
+from torch import nn
+
+from panoptic_mapper.core.errors import ConfigError
+from panoptic_mapper.core.field._torch_ref import HashGridLayout, hash_grid_encode
+from panoptic_mapper.core.field.config import HashGridConfig
+
+LOGGER = logging.getLogger(__name__)
+
+TABLE_INIT_RANGE = 1e-4
+"""Tables start uniform in [-1e-4, 1e-4] (tiny-cuda-nn's initialisation)."""
+
+
+@functools.lru_cache(maxsize=1)
+def tcnn_available() -> bool:
+    """True when ``tinycudann`` imports and a CUDA device is present."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        importlib.import_module("tinycudann")
+    except Exception:  # noqa: BLE001 (a broken build fails with arbitrary errors)
+        return False
+    return True
+
+
+def resolve_implementation(config: HashGridConfig) -> str:
+    """``"tcnn"`` or ``"torch"``: what ``config.implementation`` means on this machine."""
+    if config.implementation == "torch":
+        return "torch"
+    if config.implementation == "tcnn":
+        if not tcnn_available():
+            raise ConfigError("implementation", "tcnn",
+                              "tiny-cuda-nn needs the tinycudann package and a CUDA device; "
+                              "neither is usable here (use 'auto' or 'torch')")
+        return "tcnn"
+    return "tcnn" if tcnn_available() else "torch"
+
+
+class HashGridEncoding(nn.Module):
+    """Points in the unit cube [N, 3] -> hash-grid features [N, L * F].
+
+    Args:
+        config: grid sizes and implementation choice.
+        device: where the table lives (tcnn forces CUDA).
+    """
+
+    def __init__(self, config: HashGridConfig, device: torch.device | str | None = None):
+        super().__init__()
+        self.config = config
+        self.layout = HashGridLayout.create(config.num_levels, config.log2_hashmap_size,
+                                            config.base_resolution, config.max_resolution)
+        self.implementation = resolve_implementation(config)
+        self.output_dim = config.output_dim
+        if self.implementation == "tcnn":
+            self._tcnn = _make_tcnn_encoding(config, self.layout)
+            self._table = None
+        else:
+            self._tcnn = None
+            table = torch.empty(self.layout.total_entries, config.features_per_level,
+                                device=device)
+            nn.init.uniform_(table, -TABLE_INIT_RANGE, TABLE_INIT_RANGE)
+            self._table = nn.Parameter(table)
+            for name, value in self.layout.tensors(table.device).items():
+                self.register_buffer(f"_layout_{name}", value, persistent=False)
+
+    def table(self) -> torch.Tensor:
+        """[P, F] the feature table, in tiny-cuda-nn's layout (a view for tcnn)."""
+        if self._tcnn is not None:
+            return self._tcnn.params.view(-1, self.config.features_per_level)
+        return self._table
+
+    @torch.no_grad()
+    def load_table(self, table: torch.Tensor) -> None:
+        """Overwrite the table with a [P, F] table of the same layout (either implementation)."""
+        target = self.table()
+        if tuple(table.shape) != tuple(target.shape):
+            raise ConfigError("table", list(table.shape),
+                              f"expected a table of shape {list(target.shape)}")
+        target.copy_(table.to(device=target.device, dtype=target.dtype))
+
+    def forward(self, points01: torch.Tensor) -> torch.Tensor:
+        """Encode [N, 3] points (clamped to the unit cube) into [N, L * F] float32 features."""
+        points01 = points01.clamp(0.0, 1.0)
+        if self._tcnn is not None:
+            return self._tcnn(points01.contiguous()).float()
+        return hash_grid_encode(
+            points01, self._table, self._layout_scales, self._layout_resolutions,
+            self._layout_sizes, self._layout_offsets, self._layout_dense,
+            smoothstep=self.config.interpolation == "smoothstep")
+
+
+def _make_tcnn_encoding(config: HashGridConfig, layout: HashGridLayout) -> nn.Module:
+    """A ``tinycudann.Encoding`` with the same grid as ``layout`` (imported lazily)."""
+    tcnn = importlib.import_module("tinycudann")
+    per_level_scale = 1.0
+    if config.num_levels > 1:
+        per_level_scale = (config.max_resolution / config.base_resolution) ** (
+            1.0 / (config.num_levels - 1))
+    encoding = tcnn.Encoding(
+        n_input_dims=3,
+        encoding_config={
+            "otype": "HashGrid",
+            "n_levels": config.num_levels,
+            "n_features_per_level": config.features_per_level,
+            "log2_hashmap_size": config.log2_hashmap_size,
+            "base_resolution": config.base_resolution,
+            "per_level_scale": per_level_scale,
+            "interpolation": "Smoothstep" if config.interpolation == "smoothstep" else "Linear",
+        },
+        dtype=torch.float32,
+    )
+    expected = layout.total_entries * config.features_per_level
+    if encoding.params.numel() != expected:
+        LOGGER.warning("tiny-cuda-nn allocated %d hash-grid parameters, the reference layout "
+                       "has %d: tables cannot be exchanged", encoding.params.numel(), expected)
+    return encoding

@@ -1,0 +1,128 @@
+"""Loss terms of PanopticRecon++ (Eq. 24-33), each a plain function returning a scalar tensor.
+
+Probabilities that are already normalised are scored with NLL on ``log(p + eps)`` and plain
+BCE, not with the code's softmax-on-probabilities quirks (reference note, section 6.3).
+
+Owns: :class:`LossName` and the loss functions. Does not own: weights or schedule (config),
+sampling, matching.
+"""
+from __future__ import annotations
+
+import enum
+
+import torch
+import torch.nn.functional as F
+
+from panoptic_mapper.core.field.matching import PROB_EPS
+
+LOG_EPS = 1e-8
+"""Added to rendered probabilities before the log of the NLL losses."""
+IGNORE = -1
+"""Target value of pixels that carry no loss."""
+
+
+class LossName(enum.Enum):
+    """Keys of the per-step loss dictionary (also the names in progress logs)."""
+
+    DEPTH = "depth"
+    SDF_NEAR = "sdf_near"
+    SDF_FREE = "sdf_free"
+    EIKONAL = "eikonal"
+    SEMANTIC = "semantic"
+    INSTANCE_DICE = "instance_dice"
+    INSTANCE_BCE = "instance_bce"
+    TOKEN_CLASS = "token_class"
+    PANOPTIC = "panoptic"
+    QUERY_SEPARATION = "query_separation"
+    TOTAL = "total"
+
+
+def depth_l1(rendered_range_m: torch.Tensor, observed_range_m: torch.Tensor) -> torch.Tensor:
+    """E26: mean |D - u_d| over rays, metres."""
+    return (rendered_range_m - observed_range_m).abs().mean()
+
+
+def sdf_losses(sdf_m: torch.Tensor, ranges_m: torch.Tensor, observed_range_m: torch.Tensor,
+               truncation_m: float, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """E24 near-surface and free-space SDF losses.
+
+    With the projective SDF ``b = D - rho``: samples with ``|b| <= tau`` get ``|s - b|``;
+    samples in front of the band (``b > tau``) get ``max(0, exp(-beta s) - 1, s - b)``.
+    Samples behind the band get nothing: ``b`` says nothing about occluded space.
+
+    Args:
+        sdf_m: [R, S] predicted SDF at the samples.
+        ranges_m: [R, S] sample ranges.
+        observed_range_m: [R] observed ranges.
+
+    Returns:
+        (near, free): means over their samples (0 when a set is empty).
+    """
+    b = observed_range_m[:, None] - ranges_m
+    near = b.abs() <= truncation_m
+    free = b > truncation_m
+    zero = sdf_m.sum() * 0.0
+    near_loss = (sdf_m - b).abs()[near].mean() if bool(near.any()) else zero
+    if bool(free.any()):
+        s, bf = sdf_m[free], b[free]
+        free_loss = torch.maximum(torch.maximum(torch.zeros_like(s), torch.exp(-beta * s) - 1.0),
+                                  s - bf).mean()
+    else:
+        free_loss = zero
+    return near_loss, free_loss
+
+
+def eikonal(gradients: torch.Tensor) -> torch.Tensor:
+    """E25: mean ``(1 - |grad s|)^2`` over [P, 3] gradients."""
+    return ((gradients.norm(dim=-1) - 1.0) ** 2).mean()
+
+
+def probability_nll(probs: torch.Tensor, target: torch.Tensor,
+                    ignore_index: int) -> torch.Tensor:
+    """Mean ``-log p[target]`` over rows whose target is not ``ignore_index`` (E32, E33)."""
+    keep = target != ignore_index
+    if not bool(keep.any()):
+        return probs.sum() * 0.0
+    return F.nll_loss(torch.log(probs[keep] + LOG_EPS), target[keep])
+
+
+def matched_mask_losses(pred: torch.Tensor, target: torch.Tensor, pairs: list[tuple[int, int]],
+                        dice_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """E30 on matched pairs only: mean Dice and mean BCE.
+
+    Args:
+        pred: [N, X] rendered token masks on the frame's rays.
+        target: [L, X] binary 2D masks.
+        pairs: (mask index, token row) of accepted matches.
+
+    Returns:
+        (dice, bce), each the mean over pairs (0 without pairs).
+    """
+    if not pairs:
+        zero = pred.sum() * 0.0
+        return zero, zero
+    masks = torch.tensor([m for m, _ in pairs], dtype=torch.long)
+    tokens = torch.tensor([t for _, t in pairs], dtype=torch.long)
+    p = pred[tokens].clamp(PROB_EPS, 1.0 - PROB_EPS)  # [K, X]
+    t = target[masks]
+    dice = 1.0 - (2.0 * (p * t).sum(dim=1) + dice_eps) / (p.sum(dim=1) + t.sum(dim=1) + dice_eps)
+    bce = F.binary_cross_entropy(p, t, reduction="none").mean(dim=1)
+    return dice.mean(), bce.mean()
+
+
+def token_class_loss(class_logits: torch.Tensor, token_rows: torch.Tensor,
+                     token_classes: torch.Tensor) -> torch.Tensor:
+    """E31 as softmax cross-entropy: matched tokens against their masks' classes (1..T)."""
+    if token_rows.numel() == 0:
+        return class_logits.sum() * 0.0
+    return F.cross_entropy(class_logits[token_rows], token_classes)
+
+
+def query_separation(queries: torch.Tensor, margin: float) -> torch.Tensor:
+    """The code's hinge ``mean_{i != j} max(0, margin - |q_i - q_j|)`` on projected queries."""
+    n = queries.shape[0]
+    if n < 2:
+        return queries.sum() * 0.0
+    distance = torch.cdist(queries, queries)
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=queries.device)
+    return F.relu(margin - distance)[off_diagonal].mean()

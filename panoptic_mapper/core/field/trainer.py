@@ -1,0 +1,522 @@
+"""Training of the neural panoptic field, resumable in chunks of steps.
+
+One step (``FieldTrainer.step``):
+
+1. geometry: rays with depth from random keyframes; SDF at band (+ free-space) samples, or at
+   the paper's volume samples; depth L1, near-surface and free-space SDF losses, finite-difference
+   eikonal;
+2. segmentation (after the geometry warm-up): rays from a few keyframes; detached NeuS weights
+   composite semantic probabilities and token masks; per frame, Hungarian assignment of its
+   thing masks to tokens, matched-pair Dice + BCE, token class CE; the Bayes panoptic head's
+   rendered distribution against stuff classes and assigned tokens (unmatched masks ignored);
+3. Adam step with the decayed learning rates; token maintenance when due.
+
+Thread safety: every step and every read of the field (:meth:`FieldTrainer.predict`) holds
+``FieldTrainer.lock``, so a ROS worker thread can train while service threads query.
+
+Owns: :class:`FieldTrainer`, :class:`TrainingProgress`, :class:`FieldPrediction`.
+Does not own: keyframe selection or the prior map (``core/mapping/refined_map.py``).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from panoptic_mapper.core.errors import InvalidInputError
+from panoptic_mapper.core.field.classes import ClassSpace
+from panoptic_mapper.core.field.config import FieldTrainingConfig
+from panoptic_mapper.core.field.gaussian_tokens import InstanceTokens
+from panoptic_mapper.core.field.keyframes import (NO_MASK, Keyframe, KeyframeStore, RayBatch,
+                                                  concat_ray_batches, make_ray_batch,
+                                                  sample_geometry_rays,
+                                                  sample_segmentation_pixels)
+from panoptic_mapper.core.field.losses import (IGNORE, LossName, depth_l1, eikonal,
+                                               matched_mask_losses, probability_nll,
+                                               query_separation, sdf_losses, token_class_loss)
+from panoptic_mapper.core.field.matching import (UNMATCHED, MaskAssignment, assign_masks,
+                                                 bce_cost, dice_cost)
+from panoptic_mapper.core.field.panoptic_field import PanopticField, SceneBox
+from panoptic_mapper.core.field.panoptic_head import bayes_panoptic_probabilities
+from panoptic_mapper.core.field.rendering import (RayBundle, band_ranges, interval_midpoints,
+                                                  neus_alpha, normalized_weights,
+                                                  volume_ranges, weights_from_alpha)
+from panoptic_mapper.core.field.schedule import TrainingPhase, lr_factor, phase_at
+from panoptic_mapper.core.field.token_init import (TokenSeeds, seeds_from_keyframes,
+                                                   voxel_downsample_mean)
+from panoptic_mapper.core.field.token_manager import (TokenChange, TokenManager,
+                                                      TokenManagerState)
+
+PIXELS_PER_KEYFRAME_FOR_POINTS = 2000
+"""Valid pixels per keyframe back-projected when the trainer needs a scene point cloud."""
+PREDICT_CHUNK = 65536
+"""Points per forward pass in :meth:`FieldTrainer.predict`."""
+
+
+@dataclass
+class TrainingProgress:
+    """Where training stands (returned by :meth:`FieldTrainer.train_steps`)."""
+
+    step: int
+    """Steps done so far."""
+    total_steps: int
+    """The step budget of the schedule."""
+    phase: str
+    """Phase of the last step."""
+    losses: dict[str, float]
+    """Loss values of the last step, by :class:`LossName` value."""
+    num_tokens: int
+    num_keyframes: int
+    steps_per_s: float
+    """Rate over the chunk just trained."""
+    elapsed_s: float
+    """Wall time of the chunk."""
+    token_changes: list[TokenChange] = field(default_factory=list)
+    """Maintenance results within the chunk."""
+
+    @property
+    def done(self) -> bool:
+        """The schedule's budget is used up."""
+        return self.step >= self.total_steps
+
+
+@dataclass
+class FieldPrediction:
+    """The field at query points (no gradients)."""
+
+    sdf_m: torch.Tensor
+    """[P] signed distance ([0] when not requested)."""
+    semantic_probs: torch.Tensor
+    """[P, C]."""
+    token_masks: torch.Tensor
+    """[P, N]."""
+    token_class_probs: torch.Tensor
+    """[N, T + 1]."""
+    token_ids: list[int]
+    """Stable id of each token column."""
+
+
+class FieldTrainer:
+    """Owns the field, its optimiser, the schedule state and the token manager state.
+
+    Args:
+        config: field and training settings.
+        classes: class spaces from the label registry.
+        store: the keyframes to train on (may keep growing while training).
+    """
+
+    def __init__(self, config: FieldTrainingConfig, classes: ClassSpace, store: KeyframeStore):
+        self.config = config
+        self.classes = classes
+        self.store = store
+        self.lock = threading.RLock()
+        self.manager = TokenManager(config.token_manager)
+        self.field: PanopticField | None = None
+        self.optimizer: torch.optim.Adam | None = None
+        self.manager_state: TokenManagerState | None = None
+        self.step_count = 0
+        self.total_steps = config.trainer.total_steps
+        self.rng = np.random.default_rng(config.trainer.seed)
+        self.generator = torch.Generator().manual_seed(config.trainer.seed)
+        self.last_losses: dict[str, float] = {}
+        self._base_lrs: list[float] = []
+        self._points_cache: tuple[int, np.ndarray] | None = None
+
+    # ---- setup ---------------------------------------------------------------------------
+    @property
+    def is_setup(self) -> bool:
+        return self.field is not None
+
+    def setup(self, seeds: TokenSeeds | None = None,
+              extra_points_m: np.ndarray | None = None) -> None:
+        """Fix the scene box and create the field, tokens and optimiser.
+
+        Args:
+            seeds: initial tokens; by default from back-projected mask pixels of the keyframes.
+            extra_points_m: [M, 3] more points the box must cover (e.g. a prior map's mesh).
+        """
+        keyframes = self.store.snapshot()
+        if not keyframes:
+            raise InvalidInputError("keyframes", 0, "training needs at least one keyframe",
+                                    kind="field")
+        points = [self.scene_points(keyframes)]
+        if extra_points_m is not None and len(extra_points_m):
+            points.append(np.asarray(extra_points_m, np.float64).reshape(-1, 3))
+        box = SceneBox.from_points(np.concatenate(points), self.config.field.scene_margin_m)
+        if seeds is None:
+            seeds = seeds_from_keyframes(keyframes, self.config.tokens,
+                                         self.config.sampler.near_m, self.rng)
+        key_dim = self.config.field.instance_grid.output_dim
+        tokens = InstanceTokens.create(seeds.means_m, seeds.sigmas_m,
+                                       np.arange(1, seeds.count + 1), key_dim, key_dim,
+                                       self.generator, rotations=seeds.rotations)
+        with self.lock:
+            self._build(box, tokens)
+            self.manager_state = self.manager.initialize_state(tokens)
+
+    def _build(self, box: SceneBox, tokens: InstanceTokens) -> None:
+        self.field = PanopticField(self.config.field, self.config.tokens, self.classes, box,
+                                   tokens, self.config.sampler.init_inv_s_per_m)
+        lr = self.config.optimizer
+        f = self.field
+        groups = [
+            {"params": [f.sdf_encoding.table(), f.semantic_encoding.table(),
+                        f.instance_encoding.table()], "lr": lr.grids, "eps": 1e-15},
+            {"params": list(f.sdf_decoder.parameters()) + list(f.semantic_decoder.parameters()),
+             "lr": lr.decoders},
+            {"params": [f.log_inv_s], "lr": lr.inv_s},
+            {"params": list(f.instance_module.parameters()), "lr": lr.instance_module},
+            {"params": [f.tokens.means], "lr": lr.token_means},
+            {"params": [f.tokens.quats], "lr": lr.token_quats},
+            {"params": [f.tokens.log_scales], "lr": lr.token_log_scales},
+            {"params": [f.tokens.features], "lr": lr.token_features},
+            {"params": [f.tokens.class_features], "lr": lr.token_class_features},
+        ]
+        self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), foreach=True)
+        self._base_lrs = [g["lr"] for g in groups]
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Rescale the schedule to a new budget (phases are fractions of it)."""
+        if total_steps < 1:
+            raise InvalidInputError("total_steps", total_steps, "must be >= 1", kind="field")
+        with self.lock:
+            self.total_steps = int(total_steps)
+
+    def scene_points(self, keyframes: list[Keyframe] | None = None) -> np.ndarray:
+        """[M, 3] back-projected points of (a subset of the pixels of) all keyframes, cached per
+        keyframe-store version."""
+        version = self.store.version
+        if keyframes is None and self._points_cache and self._points_cache[0] == version:
+            return self._points_cache[1]
+        keyframes = self.store.snapshot() if keyframes is None else keyframes
+        near = self.config.sampler.near_m
+        rng = np.random.default_rng(version)
+        points = []
+        for keyframe in keyframes:
+            valid = keyframe.valid_pixels(near)
+            if len(valid):
+                count = min(PIXELS_PER_KEYFRAME_FOR_POINTS, len(valid))
+                points.append(keyframe.surface_points(rng.choice(valid, count, replace=False)))
+        result = np.concatenate(points) if points else np.zeros((0, 3))
+        self._points_cache = (version, result)
+        return result
+
+    # ---- training --------------------------------------------------------------------------
+    def phase(self) -> TrainingPhase:
+        """The phase of the next step."""
+        return phase_at(self.step_count, self.total_steps, self.config.schedule)
+
+    def train_steps(self, num_steps: int, deadline_s: float | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> TrainingProgress:
+        """Run up to ``num_steps`` steps (stops early at ``deadline_s``, a ``time.monotonic``
+        value, or when ``should_stop()`` is true). Sets torch's thread count when configured."""
+        if not self.is_setup:
+            raise InvalidInputError("trainer", "not set up", "call setup() first", kind="field")
+        threads = self.config.trainer.torch_threads
+        previous_threads = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        changes: list[TokenChange] = []
+        start = time.monotonic()
+        done = 0
+        try:
+            for _ in range(num_steps):
+                if deadline_s is not None and time.monotonic() >= deadline_s:
+                    break
+                if should_stop is not None and should_stop():
+                    break
+                change = self.step()
+                if change is not None and change.changed:
+                    changes.append(change)
+                done += 1
+        finally:
+            if threads:
+                torch.set_num_threads(previous_threads)
+        elapsed = time.monotonic() - start
+        return self.progress(done / elapsed if elapsed > 0 else 0.0, elapsed, changes)
+
+    def progress(self, steps_per_s: float = 0.0, elapsed_s: float = 0.0,
+                 changes: list[TokenChange] | None = None) -> TrainingProgress:
+        """A progress record of the current state."""
+        with self.lock:
+            num_tokens = self.field.tokens.num_tokens if self.field is not None else 0
+            return TrainingProgress(self.step_count, self.total_steps,
+                                    phase_at(max(self.step_count - 1, 0), self.total_steps,
+                                             self.config.schedule).name,
+                                    dict(self.last_losses), num_tokens, len(self.store),
+                                    steps_per_s, elapsed_s, list(changes or []))
+
+    def step(self) -> TokenChange | None:
+        """One optimisation step; returns the token maintenance result when one ran."""
+        with self.lock:
+            keyframes = self.store.snapshot()
+            phase = self.phase()
+            losses: dict[LossName, torch.Tensor] = {}
+            self._geometry_losses(keyframes, losses)
+            if phase.segmentation:
+                self._segmentation_losses(keyframes, phase, losses)
+            weights = self._loss_weights()
+            total = sum(weights[name] * value for name, value in losses.items())
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            factor = lr_factor(self.step_count, self.total_steps, self.config.schedule)
+            for group, base in zip(self.optimizer.param_groups, self._base_lrs):
+                group["lr"] = base * factor
+            self.optimizer.step()
+            losses[LossName.TOTAL] = total
+            self.last_losses = {name.value: float(value.detach()) for name, value in
+                                losses.items()}
+            change = None
+            if self.manager.is_due(self.manager_state, self.step_count, self.total_steps):
+                change = self._maintain_tokens()
+            self.step_count += 1
+            return change
+
+    def _loss_weights(self) -> dict[LossName, float]:
+        w = self.config.loss
+        return {LossName.DEPTH: w.depth, LossName.SDF_NEAR: w.sdf_near,
+                LossName.SDF_FREE: w.sdf_free, LossName.EIKONAL: w.eikonal,
+                LossName.SEMANTIC: w.semantic, LossName.INSTANCE_DICE: w.instance,
+                LossName.INSTANCE_BCE: w.instance, LossName.TOKEN_CLASS: w.token_class,
+                LossName.PANOPTIC: w.panoptic, LossName.QUERY_SEPARATION: w.query_separation}
+
+    def _geometry_losses(self, keyframes: list[Keyframe],
+                         losses: dict[LossName, torch.Tensor]) -> None:
+        cfg = self.config
+        sampler = cfg.sampler
+        rays = sample_geometry_rays(keyframes, cfg.trainer.geometry_rays_per_step,
+                                    sampler.near_m, self.rng)
+        bundle = RayBundle(rays.origins_m, rays.directions, rays.observed_range_m)
+        if sampler.mode == "volume":
+            ranges = volume_ranges(self.field, bundle, sampler, self.generator)
+        else:
+            band = band_ranges(rays.observed_range_m, sampler.band_m,
+                               sampler.geometry_band_samples, sampler.near_m, self.generator)
+            parts = [band]
+            if sampler.free_space_samples:
+                near = torch.full_like(rays.observed_range_m, sampler.near_m)
+                far = torch.maximum(band[:, 0], near)
+                from_near = torch.rand(rays.num_rays, sampler.free_space_samples,
+                                       generator=self.generator)
+                parts.insert(0, near[:, None] + (far - near)[:, None] * from_near.sort(1).values)
+            ranges = torch.cat(parts, dim=1)
+        points = bundle.points(ranges)  # [R, S, 3]
+        sdf = self.field.sdf(points.reshape(-1, 3)).view(ranges.shape)
+        weights = weights_from_alpha(neus_alpha(sdf, self.field.inv_s()))
+        depth = (normalized_weights(weights) * interval_midpoints(ranges)).sum(dim=1)
+        losses[LossName.DEPTH] = depth_l1(depth, rays.observed_range_m)
+        near_loss, free_loss = sdf_losses(sdf, ranges, rays.observed_range_m,
+                                          cfg.loss.truncation_m, cfg.loss.free_space_beta)
+        losses[LossName.SDF_NEAR] = near_loss
+        losses[LossName.SDF_FREE] = free_loss
+        count = cfg.trainer.eikonal_points_per_step
+        if count:
+            flat = points.reshape(-1, 3).detach()
+            chosen = flat[torch.randint(0, flat.shape[0], (count,), generator=self.generator)]
+            h = cfg.trainer.eikonal_step_m
+            offsets = torch.cat([torch.eye(3), -torch.eye(3)]) * h  # [6, 3]
+            probe = (chosen[:, None, :] + offsets[None]).reshape(-1, 3)
+            values = self.field.sdf(probe).view(count, 6)
+            gradient = (values[:, :3] - values[:, 3:]) / (2.0 * h)
+            losses[LossName.EIKONAL] = eikonal(gradient)
+
+    def _segmentation_losses(self, keyframes: list[Keyframe], phase: TrainingPhase,
+                             losses: dict[LossName, torch.Tensor]) -> None:
+        cfg = self.config
+        sampler = cfg.sampler
+        labelled = [k for k in keyframes
+                    if k.has_segmentation and len(k.segment_pixels(sampler.near_m))]
+        if not labelled:
+            return
+        chosen = self.rng.choice(len(labelled),
+                                 min(cfg.trainer.segmentation_frames_per_step, len(labelled)),
+                                 replace=False)
+        frames = [labelled[i] for i in chosen]
+        batches = [make_ray_batch(k, sample_segmentation_pixels(
+            k, cfg.trainer.segmentation_rays_per_frame, cfg.trainer.segment_balanced_fraction,
+            sampler.near_m, self.rng)) for k in frames]
+        rays = concat_ray_batches(batches)
+        bundle = RayBundle(rays.origins_m, rays.directions, rays.observed_range_m)
+        if sampler.mode == "volume":
+            ranges = volume_ranges(self.field, bundle, sampler, self.generator)
+        else:
+            ranges = band_ranges(rays.observed_range_m, sampler.segmentation_band_m,
+                                 sampler.segmentation_band_samples, sampler.near_m,
+                                 self.generator)
+        num_rays, num_samples = ranges.shape
+        points = bundle.points(ranges)
+        with torch.no_grad():
+            sdf = self.field.sdf(points.reshape(-1, 3)).view(num_rays, num_samples)
+            weights = normalized_weights(weights_from_alpha(neus_alpha(sdf, self.field.inv_s())))
+            weights = weights[:, :-1] / weights[:, :-1].sum(dim=1, keepdim=True)
+        label_points = points[:, :-1].reshape(-1, 3)
+        semantic = torch.softmax(self.field.semantic_logits(label_points), dim=-1)
+        masks = self.field.token_masks(label_points)  # [R * (S-1), N]
+        per_sample = num_samples - 1
+
+        def composite(values: torch.Tensor) -> torch.Tensor:
+            return (weights[..., None] * values.view(num_rays, per_sample, -1)).sum(dim=1)
+
+        rendered_semantic = composite(semantic)
+        rendered_masks = composite(masks)  # [R, N]
+        if phase.semantic:
+            losses[LossName.SEMANTIC] = probability_nll(rendered_semantic, rays.semantic_class,
+                                                        ignore_index=0)
+        panoptic_target = self._match_frames(frames, batches, rays, rendered_masks, phase,
+                                             losses)
+        if phase.panoptic:
+            panoptic = composite(bayes_panoptic_probabilities(semantic, masks,
+                                                              self.classes.num_stuff))
+            losses[LossName.PANOPTIC] = probability_nll(panoptic, panoptic_target, IGNORE)
+        if cfg.loss.query_separation > 0 and self.field.tokens.num_tokens > 1:
+            queries = self.field.instance_module.queries(self.field.tokens.features)
+            losses[LossName.QUERY_SEPARATION] = query_separation(
+                queries, cfg.loss.query_separation_margin)
+
+    def _match_frames(self, frames: list[Keyframe], batches: list[RayBatch], rays: RayBatch,
+                      rendered_masks: torch.Tensor, phase: TrainingPhase,
+                      losses: dict[LossName, torch.Tensor]) -> torch.Tensor:
+        """Hungarian matching per frame, instance and class losses; returns the [R] panoptic
+        target (stuff class, 1 + S + token row, or IGNORE)."""
+        cfg = self.config
+        num_stuff = self.classes.num_stuff
+        semantic = rays.semantic_class
+        target = torch.where((semantic >= 1) & (semantic <= num_stuff) & (rays.thing_mask < 0),
+                             semantic, torch.full_like(semantic, IGNORE))
+        num_tokens = self.field.tokens.num_tokens
+        class_logits = self.field.token_class_logits() if num_tokens else None
+        dice_terms, bce_terms, class_rows, class_targets = [], [], [], []
+        surface = rays.surface_points().numpy()
+        start = 0
+        for batch, keyframe in zip(batches, frames):
+            stop = start + batch.num_rays
+            local_masks = batch.thing_mask
+            present = torch.unique(local_masks[local_masks != NO_MASK])
+            if len(present) == 0:
+                start = stop
+                continue
+            gt = (local_masks[None, :] == present[:, None]).float()  # [L, X]
+            centroids = np.stack([np.median(surface[start:stop][(local_masks == m).numpy()],
+                                            axis=0) for m in present.tolist()])
+            if num_tokens == 0:
+                none = np.zeros((len(present), 0))
+                unmatched = MaskAssignment(np.full(len(present), UNMATCHED, np.int64),
+                                           np.zeros(len(present), bool), none, none)
+                self.manager.record(self.manager_state, self.field.tokens, unmatched, centroids)
+                start = stop
+                continue
+            pred = rendered_masks[start:stop].T  # [N, X]
+            with torch.no_grad():
+                dice = dice_cost(pred, gt, cfg.loss.dice_eps).numpy()
+                bce = bce_cost(pred, gt).numpy()
+                class_cost = None
+                if cfg.loss.match_class_cost > 0:
+                    probs = torch.softmax(class_logits, dim=-1)
+                    mask_classes = torch.as_tensor(keyframe.thing_classes[present.numpy()])
+                    cost = -probs[:, mask_classes].T.numpy()  # [L, N]
+                    class_cost = cfg.loss.match_class_cost * (cost - cost.min())
+            assignment = assign_masks(dice, bce, cfg.token_manager.reject_dice_cost, class_cost)
+            self.manager.record(self.manager_state, self.field.tokens, assignment, centroids)
+            pairs = assignment.matched_pairs
+            if pairs:
+                dice_loss, bce_loss = matched_mask_losses(pred, gt, pairs, cfg.loss.dice_eps)
+                dice_terms.append(dice_loss)
+                bce_terms.append(bce_loss)
+                for mask, row in pairs:
+                    class_rows.append(row)
+                    class_targets.append(int(keyframe.thing_classes[int(present[mask])]))
+                    target[start:stop][local_masks == present[mask]] = 1 + num_stuff + row
+            start = stop
+        if bce_terms:
+            if phase.dice:
+                losses[LossName.INSTANCE_DICE] = torch.stack(dice_terms).mean()
+            losses[LossName.INSTANCE_BCE] = torch.stack(bce_terms).mean()
+            losses[LossName.TOKEN_CLASS] = token_class_loss(
+                class_logits, torch.tensor(class_rows), torch.tensor(class_targets))
+        return target
+
+    def _maintain_tokens(self) -> TokenChange:
+        masks = None
+        tokens = self.field.tokens
+        if tokens.num_tokens:
+            points = self.iom_points()
+            if len(points):
+                with torch.no_grad():
+                    masks = self.field.token_masks(torch.from_numpy(points.astype(np.float32)))
+                masks = masks > self.config.token_manager.mask_threshold
+        return self.manager.maintain(self.manager_state, tokens, self.optimizer, masks,
+                                     self.step_count)
+
+    def iom_points(self) -> np.ndarray:
+        """[P, 3] surface points on which 3D token masks are compared (voxel-downsampled)."""
+        cfg = self.config.token_manager
+        points = voxel_downsample_mean(self.scene_points(), cfg.iom_voxel_size_m)
+        if len(points) > cfg.max_iom_points:
+            points = points[self.rng.choice(len(points), cfg.max_iom_points, replace=False)]
+        return points
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to resume: field, tokens, optimiser, schedule and manager state,
+        random state. Plain tensors and Python values (loadable with ``weights_only=True``)."""
+        with self.lock:
+            state = {"step": self.step_count, "total_steps": self.total_steps,
+                     "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
+                     "last_losses": dict(self.last_losses), "setup": self.field is not None}
+            if self.field is not None:
+                state.update({
+                    "box_center_m": list(self.field.box.center_m),
+                    "box_half_size_m": self.field.box.half_size_m,
+                    "num_tokens": self.field.tokens.num_tokens,
+                    "field": self.field.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "manager": self.manager_state.to_dict()})
+            return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (same configuration and label registry)."""
+        with self.lock:
+            self.step_count = int(state["step"])
+            self.total_steps = int(state["total_steps"])
+            self.rng.bit_generator.state = state["rng"]
+            self.generator.set_state(state["generator"])
+            self.last_losses = dict(state["last_losses"])
+            if not state["setup"]:
+                self.field = self.optimizer = self.manager_state = None
+                return
+            count = int(state["num_tokens"])
+            key_dim = self.config.field.instance_grid.output_dim
+            tokens = InstanceTokens.create(np.zeros((count, 3)), np.ones((count, 3)),
+                                           np.arange(1, count + 1), key_dim, key_dim,
+                                           torch.Generator())
+            box = SceneBox(tuple(state["box_center_m"]), float(state["box_half_size_m"]))
+            self._build(box, tokens)
+            self.field.load_state_dict(state["field"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.manager_state = TokenManagerState.from_dict(state["manager"])
+
+    # ---- inference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, points_m: np.ndarray, with_sdf: bool = True) -> FieldPrediction:
+        """The field at [P, 3] world points (chunked, under the lock)."""
+        with self.lock:
+            if self.field is None:
+                raise InvalidInputError("trainer", "not set up", "no field yet", kind="field")
+            points = torch.from_numpy(np.asarray(points_m, np.float32).reshape(-1, 3))
+            num_tokens = self.field.tokens.num_tokens
+            sdf = [torch.zeros(0)]
+            semantic = [torch.zeros(0, self.classes.num_semantic_classes)]
+            masks = [torch.zeros(0, num_tokens)]
+            for chunk in torch.split(points, PREDICT_CHUNK):
+                if with_sdf:
+                    sdf.append(self.field.sdf(chunk))
+                semantic.append(torch.softmax(self.field.semantic_logits(chunk), dim=-1))
+                masks.append(self.field.token_masks(chunk))
+            class_probs = (torch.softmax(self.field.token_class_logits(), dim=-1) if num_tokens
+                           else torch.zeros(0, self.classes.num_token_classes))
+            return FieldPrediction(torch.cat(sdf), torch.cat(semantic), torch.cat(masks),
+                                   class_probs, self.field.tokens.ids_list())

@@ -1,0 +1,505 @@
+"""The refined panoptic map: a PanopticRecon++ neural field trained on keyframes, over a prior.
+
+``RefinedPanopticMap`` implements ``PanopticMap`` (the ``"refined"`` method of ``create_map``):
+
+* ``integrate_frame`` feeds every frame to the prior (the instant map by default) and keeps a
+  keyframe when the camera moved, turned or waited enough (``KeyframeConfig``);
+* ``train_steps(n)`` trains the field in chunks (for a background worker; thread-safe against the
+  getters); ``finalize()`` trains to the end of the step budget within ``finalize_max_s``,
+  scaling the budget to the measured step rate when ``auto_budget`` is on;
+* until the field is ready (``is_ready``: the schedule passed ``ready_fraction`` and the field was
+  published) every getter answers from the prior; afterwards the mesh is the prior's geometry
+  with vertex labels from the field (Bayes panoptic head), instances are the tokens, and
+  ``render_labels`` raycasts that labelled mesh. Tokens inherit the prior's instance ids by 3D
+  overlap on the mesh vertices (``core/field/instance_ids.py``);
+* ``save``/``load`` write one ``.npz`` file with the prior's state, the keyframes and the field
+  checkpoint (optimiser and token-manager state included, so training resumes).
+
+Ablations of the paper's Table V (config paths under ``training``):
+
+=====================  ============================================================
+Gaussian prior         ``tokens.gaussian_prior`` (False: mask = sigmoid(f_q . f_k))
+token prune/split      ``token_manager.enabled``
+panoptic head          ``schedule.panoptic_head``
+token class head       ``thing_label_from_token`` (this config; False: semantic branch)
+=====================  ============================================================
+
+Owns: :class:`RefinedMapConfig`, :class:`RefinedPanopticMap`.
+Does not own: the field and its training (``core/field``), the prior map.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from panoptic_mapper.core.config import ConfigBase, require
+from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
+from panoptic_mapper.core.field.classes import ClassSpace
+from panoptic_mapper.core.field.config import FieldTrainingConfig, KeyframeConfig
+from panoptic_mapper.core.field.instance_ids import (IdBindingState, bind_ids,
+                                                     published_instance_ids)
+from panoptic_mapper.core.field.keyframes import Keyframe, KeyframeSelector, KeyframeStore
+from panoptic_mapper.core.field.panoptic_head import NO_TOKEN, decode_panoptic
+from panoptic_mapper.core.field.token_init import seeds_from_prior
+from panoptic_mapper.core.field.trainer import FieldTrainer, TrainingProgress
+from panoptic_mapper.core.labels import LabelRegistry
+from panoptic_mapper.core.mapping.base import IntegrationReport, MeshUpdate, PanopticMap
+from panoptic_mapper.core.mapping.instant_map import InstantMapConfig, InstantPanopticMap
+from panoptic_mapper.core.tsdf.raycast import MeshRaycaster
+from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraIntrinsics,
+                                        LabelRender, MapInstance, OrientedBox, PanopticMesh,
+                                        PanopticSegmentation2D, RgbdFrame,
+                                        validate_rigid_transform)
+
+LOGGER = logging.getLogger(__name__)
+
+SAVE_FORMAT_VERSION = 1
+CALIBRATION_STEPS = 10
+"""Steps timed by ``finalize`` before it fits the step budget to the time budget."""
+KEYFRAME_ARRAYS = ("depth_m", "semantic_class", "thing_mask", "thing_classes", "T_world_cam")
+
+
+@dataclass
+class RefinedMapConfig(ConfigBase):
+    """The refined map: prior, keyframes, field training and publishing."""
+
+    instant: InstantMapConfig = field(default_factory=InstantMapConfig)
+    """The instant map used as prior (its geometry, instances and the answers until ready)."""
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    """Keyframe selection and storage."""
+    training: FieldTrainingConfig = field(default_factory=FieldTrainingConfig)
+    """The neural field, its losses, schedule and budget."""
+    tokens_from_prior: bool = True
+    """Seed one token per prior thing instance (False: the paper's back-projected pixels)."""
+    min_keyframes: int = 3
+    """Training starts once this many keyframes are stored."""
+    ready_fraction: float = 0.6
+    """The field replaces the prior once this fraction of the step budget is trained."""
+    finalize_max_s: float = 240.0
+    """Wall-time budget of ``finalize()`` for training, seconds (0 = no limit)."""
+    auto_budget: bool = True
+    """``finalize()`` times a few steps and shrinks the step budget so that the whole schedule
+    fits ``finalize_max_s`` (only before the segmentation phase has started)."""
+    thing_label_from_token: bool = True
+    """A thing vertex takes its token's class (h_SI); False: the semantic branch (ablation)."""
+    stuff_ambiguity: tuple[float, float] = (0.0, 0.0)
+    """Points whose stuff mass lies strictly inside this interval become unlabelled (the code
+    uses (0.2, 0.8)); equal bounds disable the rule."""
+    id_binding_min_iou: float = 0.2
+    """A token inherits a prior instance id when their vertex IoU reaches this."""
+    query_max_abs_sdf_m: float = 0.2
+    """``query_labels`` answers 0 for points farther than this from the field's surface."""
+
+    def validate(self) -> None:
+        require(self.min_keyframes >= 1, "min_keyframes", self.min_keyframes, "must be >= 1")
+        require(0 <= self.ready_fraction <= 1, "ready_fraction", self.ready_fraction,
+                "must be in [0, 1]")
+        require(self.finalize_max_s >= 0, "finalize_max_s", self.finalize_max_s, "must be >= 0")
+        require(len(self.stuff_ambiguity) == 2, "stuff_ambiguity", self.stuff_ambiguity,
+                "must be [low, high]")
+        require(0 <= self.id_binding_min_iou <= 1, "id_binding_min_iou",
+                self.id_binding_min_iou, "must be in [0, 1]")
+        require(self.query_max_abs_sdf_m > 0, "query_max_abs_sdf_m", self.query_max_abs_sdf_m,
+                "must be > 0")
+
+
+@dataclass
+class _Published:
+    """What the getters serve once the field is ready (replaced, never mutated)."""
+
+    mesh: PanopticMesh
+    raycaster: MeshRaycaster
+    instances: list[MapInstance]
+    step: int
+    """Training step of the field that labelled it."""
+
+
+class RefinedPanopticMap:
+    """PanopticRecon++ over a prior map (see module docstring); implements ``PanopticMap``.
+
+    Args:
+        registry: the label registry.
+        config: settings (defaults when None).
+        prior: the prior map; by default an :class:`InstantPanopticMap` built from
+            ``config.instant``. Any ``PanopticMap`` works (tests use a stand-in).
+    """
+
+    method_name = "refined"
+
+    def __init__(self, registry: LabelRegistry, config: RefinedMapConfig | None = None,
+                 prior: PanopticMap | None = None):
+        self.registry = registry
+        self.config = config or RefinedMapConfig()
+        self.prior = prior if prior is not None else InstantPanopticMap(registry,
+                                                                       self.config.instant)
+        self.classes = ClassSpace.from_registry(registry)
+        self._lock = threading.RLock()
+        self._build_state()
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | RefinedMapConfig | None,
+                    registry: LabelRegistry) -> "RefinedPanopticMap":
+        """Build from a nested dict (YAML section), a config object or None (defaults)."""
+        if isinstance(config, RefinedMapConfig):
+            return cls(registry, config)
+        return cls(registry, RefinedMapConfig.from_dict(config))
+
+    def _build_state(self) -> None:
+        sampler = self.config.training.sampler
+        self.store = KeyframeStore(self.config.keyframes, sampler.near_m)
+        self.selector = KeyframeSelector(self.config.keyframes)
+        self.trainer = FieldTrainer(self.config.training, self.classes, self.store)
+        self._published: _Published | None = None
+        self._bindings = IdBindingState()
+        self._finalized = False
+
+    # ---- integration ---------------------------------------------------------------------------
+    def integrate_frame(self, frame: RgbdFrame,
+                        segmentation: PanopticSegmentation2D | None) -> IntegrationReport:
+        """Feed the prior; keep the frame as a keyframe when the selector says so."""
+        report = self.prior.integrate_frame(frame, segmentation)
+        if not report.accepted:
+            return report
+        keyframe = False
+        with self._lock:
+            if self.selector.is_keyframe(frame.T_world_cam, frame.stamp_ns):
+                try:
+                    stored, warnings = Keyframe.from_frame(frame, segmentation, self.classes,
+                                                           self.registry, self.config.keyframes)
+                except InvalidInputError as exc:
+                    report.warnings.append(f"refined map: frame not kept as keyframe: {exc}")
+                else:
+                    report.warnings.extend(warnings)
+                    evicted = self.store.add(stored)
+                    self.selector.accept(frame.T_world_cam, frame.stamp_ns)
+                    keyframe = True
+                    if evicted is not None:
+                        report.stats["refined_evicted_keyframe"] = float(evicted)
+        report.stats["refined_keyframe"] = float(keyframe)
+        report.stats["refined_keyframes"] = float(len(self.store))
+        return report
+
+    # ---- training ------------------------------------------------------------------------------
+    @property
+    def is_ready(self) -> bool:
+        """True once the field answers instead of the prior."""
+        return self._published is not None
+
+    def can_train(self) -> bool:
+        """Enough keyframes are stored to start (or continue) training."""
+        return self.trainer.is_setup or len(self.store) >= self.config.min_keyframes
+
+    def train_steps(self, num_steps: int, deadline_s: float | None = None) -> TrainingProgress:
+        """Train up to ``num_steps`` steps (see :meth:`FieldTrainer.train_steps`); publishes the
+        field the first time the schedule passes ``ready_fraction``.
+
+        Raises:
+            InvalidInputError: fewer than ``min_keyframes`` keyframes are stored.
+        """
+        self._ensure_setup()
+        progress = self.trainer.train_steps(num_steps, deadline_s)
+        if not self.is_ready and self._field_ready():
+            self._publish()
+        return progress
+
+    def progress(self) -> TrainingProgress:
+        """Training progress without training."""
+        return self.trainer.progress()
+
+    def _field_ready(self) -> bool:
+        return (self.trainer.is_setup
+                and self.trainer.step_count >= self.config.ready_fraction
+                * self.trainer.total_steps)
+
+    def _ensure_setup(self) -> None:
+        if self.trainer.is_setup:
+            return
+        if len(self.store) < self.config.min_keyframes:
+            raise InvalidInputError("keyframes", len(self.store),
+                                    f"training needs at least {self.config.min_keyframes} "
+                                    "keyframes", kind="field")
+        self.prior.update_mesh()
+        seeds = None
+        if self.config.tokens_from_prior:
+            seeds = seeds_from_prior(self.prior.get_instances(), self.config.training.tokens)
+            if seeds.count == 0:
+                seeds = None
+        self.trainer.setup(seeds, self.prior.get_mesh().vertices_m)
+
+    # ---- PanopticMap ---------------------------------------------------------------------------
+    def update_mesh(self) -> MeshUpdate:
+        """Update the prior's mesh; once ready, relabel it with the current field."""
+        update = self.prior.update_mesh()
+        if not self.is_ready:
+            if self._field_ready():
+                self._publish()
+            else:
+                return update
+        else:
+            self._publish()
+        mesh = self._published.mesh
+        return MeshUpdate(changed=True, num_vertices=mesh.num_vertices,
+                          num_triangles=mesh.num_triangles)
+
+    def get_mesh(self) -> PanopticMesh:
+        published = self._published
+        return published.mesh if published is not None else self.prior.get_mesh()
+
+    def get_instances(self) -> list[MapInstance]:
+        published = self._published
+        return list(published.instances) if published is not None else self.prior.get_instances()
+
+    def query_labels(self, points_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Label and instance ids at [N, 3] world points: from the field once ready (0 away
+        from its surface or outside its box), else from the prior."""
+        points = np.asarray(points_m, np.float64)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise InvalidInputError("points_m", list(points.shape), "must be [N, 3]",
+                                    kind="query")
+        if not np.all(np.isfinite(points)):
+            raise InvalidInputError("points_m", "non-finite entries", "must be finite",
+                                    kind="query")
+        if not self.is_ready:
+            return self.prior.query_labels(points)
+        with self._lock:
+            labels, token_ids, sdf = self._label_points(points, with_sdf=True)
+            bindings = IdBindingState.from_dict(self._bindings.to_dict())
+        known = (np.abs(sdf) <= self.config.query_max_abs_sdf_m) & self._box_contains(points)
+        stuff = np.where(token_ids == 0, labels, 0)
+        instances = published_instance_ids(bindings, token_ids, stuff)
+        unbound = (token_ids != 0) & ~np.isin(token_ids, list(bindings.token_to_map))
+        instances[unbound] = NO_INSTANCE_ID
+        labels = np.where(known, labels, VOID_LABEL_ID).astype(np.int32)
+        return labels, np.where(known, instances, NO_INSTANCE_ID).astype(np.int32)
+
+    def render_labels(self, T_world_cam: np.ndarray,  # noqa: N803
+                      intrinsics: CameraIntrinsics) -> LabelRender:
+        """Raycast the labelled mesh (once ready), else the prior's render."""
+        published = self._published
+        if published is None:
+            return self.prior.render_labels(T_world_cam, intrinsics)
+        T = validate_rigid_transform(T_world_cam, "T_world_cam")  # noqa: N806
+        return published.raycaster.render(T, intrinsics)
+
+    def finalize(self) -> None:
+        """Finish the prior, train to the end of the step budget (within ``finalize_max_s``)
+        and publish. With too few keyframes the map keeps answering from the prior."""
+        self.prior.finalize()
+        if not self.can_train():
+            LOGGER.warning("refined map: %d keyframes (< %d), field not trained; answering "
+                           "from the prior", len(self.store), self.config.min_keyframes)
+            return
+        self._ensure_setup()
+        limit = self.config.finalize_max_s
+        deadline = time.monotonic() + limit if limit > 0 else None
+        if self.config.auto_budget and deadline is not None:
+            self._fit_budget(deadline)
+        remaining = self.trainer.total_steps - self.trainer.step_count
+        if remaining > 0:
+            progress = self.trainer.train_steps(remaining, deadline)
+            if not progress.done:
+                LOGGER.warning("refined map: time budget of %.0f s reached at step %d of %d",
+                               limit, progress.step, progress.total_steps)
+        self._publish()
+        self._finalized = True
+
+    def _fit_budget(self, deadline: float) -> None:
+        """Time a few steps and shrink the budget so the schedule fits before ``deadline``."""
+        trainer = self.trainer
+        segmentation_start = self.config.training.schedule.segmentation_start
+        if trainer.step_count >= segmentation_start * trainer.total_steps:
+            return
+        progress = trainer.train_steps(CALIBRATION_STEPS, deadline)
+        if progress.steps_per_s <= 0 or trainer.step_count >= segmentation_start * \
+                trainer.total_steps:
+            return
+        # Later steps also render segmentation rays, so the warm-up rate is optimistic.
+        affordable = int(0.6 * progress.steps_per_s * max(deadline - time.monotonic(), 0.0))
+        budget = min(trainer.total_steps, trainer.step_count + affordable)
+        if budget < trainer.total_steps:
+            LOGGER.info("refined map: step budget %d -> %d to fit %.0f s", trainer.total_steps,
+                        budget, self.config.finalize_max_s)
+            trainer.set_total_steps(max(budget, trainer.step_count + 1))
+
+    # ---- publishing ----------------------------------------------------------------------------
+    def _label_points(self, points_m: np.ndarray, with_sdf: bool
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Registry label id [P], token id [P] (0 = none) and SDF [P] (empty without) at points."""
+        prediction = self.trainer.predict(points_m, with_sdf=with_sdf)
+        decoding = decode_panoptic(
+            prediction.semantic_probs, prediction.token_masks, prediction.token_class_probs,
+            self.classes.num_stuff, self.config.training.schedule.panoptic_head,
+            self.config.thing_label_from_token, tuple(self.config.stuff_ambiguity))
+        labels = self.classes.semantic_class_labels()[decoding.semantic_class.numpy()]
+        token_rows = decoding.token_index.numpy()
+        token_ids = np.zeros(len(token_rows), np.int64)
+        has_token = token_rows != NO_TOKEN
+        token_ids[has_token] = np.asarray(prediction.token_ids, np.int64)[token_rows[has_token]]
+        return labels, token_ids, prediction.sdf_m.numpy()
+
+    def _publish(self) -> None:
+        """Label the prior's mesh with the field and swap in the products."""
+        prior_mesh = self.prior.get_mesh()
+        step = self.trainer.step_count
+        labels, token_ids, _ = self._label_points(prior_mesh.vertices_m, with_sdf=False)
+        prior_instances = self.prior.get_instances()
+        prior_things = {inst.id for inst in prior_instances if inst.is_thing}
+        prior_stuff = {inst.label_id: inst.id for inst in prior_instances if not inst.is_thing}
+        stuff_labels = np.where(token_ids == 0, labels, VOID_LABEL_ID)
+        present_stuff = [lab for lab in np.unique(stuff_labels) if lab != VOID_LABEL_ID]
+        with self._lock:
+            bind_ids(self._bindings, token_ids, prior_mesh.instance_ids, prior_things,
+                     prior_stuff, np.asarray(present_stuff), self.config.id_binding_min_iou)
+            instance_ids = published_instance_ids(self._bindings, token_ids, stuff_labels)
+            mesh = PanopticMesh(prior_mesh.vertices_m, prior_mesh.triangles, prior_mesh.colors,
+                                labels.astype(np.int32), instance_ids)
+            instances = self._instances(mesh, token_ids, prior_instances)
+            self._published = _Published(mesh, MeshRaycaster(mesh), instances, step)
+
+    def _instances(self, mesh: PanopticMesh, token_ids: np.ndarray,
+                   prior_instances: list[MapInstance]) -> list[MapInstance]:
+        """One MapInstance per published id present on the mesh."""
+        prediction = self.trainer.predict(np.zeros((0, 3)), with_sdf=False)
+        class_probs = prediction.token_class_probs.numpy()
+        column = {token: i for i, token in enumerate(prediction.token_ids)}
+        token_labels = self.classes.token_class_labels()
+        prior_observations = {inst.id: inst.num_observations for inst in prior_instances}
+        out = []
+        for instance_id in np.unique(mesh.instance_ids):
+            if instance_id == NO_INSTANCE_ID:
+                continue
+            selected = mesh.instance_ids == instance_id
+            label_id = int(np.bincount(mesh.label_ids[selected]).argmax())
+            if label_id == VOID_LABEL_ID:
+                continue
+            label = self.registry.by_id(label_id)
+            tokens = np.unique(token_ids[selected])
+            distribution = {label_id: 1.0}
+            confidence = 1.0
+            if label.is_thing and tokens[0] in column:
+                probs = class_probs[column[int(tokens[0])], 1:]
+                probs = probs / max(float(probs.sum()), 1e-12)
+                distribution = {int(token_labels[i + 1]): float(p) for i, p in enumerate(probs)
+                                if p > 1e-3}
+                confidence = float(distribution.get(label_id, 0.0))
+            points = mesh.vertices_m[selected].astype(np.float64)
+            out.append(MapInstance(
+                id=int(instance_id), label=label.name, label_id=label_id,
+                is_thing=label.is_thing, confidence=confidence, centroid_m=points.mean(axis=0),
+                bbox=_oriented_box(points),
+                num_observations=int(prior_observations.get(int(instance_id), 0)),
+                label_distribution=distribution, num_voxels=int(selected.sum()),
+                mean_color_rgb=mesh.colors[selected].mean(axis=0).astype(np.uint8)))
+        return out
+
+    def _box_contains(self, points_m: np.ndarray) -> np.ndarray:
+        box = self.trainer.field.box if self.trainer.field is not None else None
+        return box.contains(points_m) if box is not None else np.zeros(len(points_m), bool)
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the prior, the keyframes and the field checkpoint to one ``.npz`` file."""
+        with self._lock:
+            with tempfile.TemporaryDirectory() as tmp:
+                prior_file = Path(tmp) / "prior.npz"
+                self.prior.save(prior_file)
+                prior_bytes = prior_file.read_bytes()
+            checkpoint = io.BytesIO()
+            torch.save(self.trainer.state_dict(), checkpoint)
+            keyframes = self.store.snapshot()
+            meta = {"format_version": SAVE_FORMAT_VERSION, "method": self.method_name,
+                    "config": self.config.to_dict(),
+                    "semantic_labels": self.classes.semantic_class_labels().tolist(),
+                    "bindings": self._bindings.to_dict(), "published": self.is_ready,
+                    "finalized": self._finalized,
+                    "selector": {"last_stamp_ns": self.selector.last_stamp_ns,
+                                 "last_T_world_cam": None if self.selector.last_T_world_cam
+                                 is None else self.selector.last_T_world_cam.tolist()},
+                    "keyframes": [{"stamp_ns": k.stamp_ns, "has_segmentation": k.has_segmentation,
+                                   "intrinsics": [k.intrinsics.width, k.intrinsics.height,
+                                                  k.intrinsics.fx, k.intrinsics.fy,
+                                                  k.intrinsics.cx, k.intrinsics.cy]}
+                                  for k in keyframes]}
+            arrays = {f"kf{i}_{name}": np.asarray(getattr(k, name))
+                      for i, k in enumerate(keyframes) for name in KEYFRAME_ARRAYS}
+            buffer = io.BytesIO()
+            np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                     prior=np.frombuffer(prior_bytes, np.uint8),
+                     field=np.frombuffer(checkpoint.getvalue(), np.uint8), **arrays)
+        Path(path).write_bytes(buffer.getvalue())
+
+    def load(self, path: str | Path) -> None:
+        """Replace the state with one written by :meth:`save`; on a bad file raises
+        :class:`DataFormatError` and keeps the current state."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataFormatError("path", str(path), "map file not found", kind="map_file")
+        try:
+            with np.load(path) as data:
+                meta = json.loads(bytes(data["meta"]).decode())
+                prior_bytes = bytes(data["prior"])
+                checkpoint = torch.load(io.BytesIO(bytes(data["field"])), weights_only=True)
+                keyframe_arrays = [{name: data[f"kf{i}_{name}"] for name in KEYFRAME_ARRAYS}
+                                   for i in range(len(meta.get("keyframes", [])))]
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise DataFormatError("path", str(path), f"not a readable map file: {exc}",
+                                  kind="map_file") from exc
+        if meta.get("method") != self.method_name:
+            raise DataFormatError("method", meta.get("method"),
+                                  f"file holds a '{meta.get('method')}' map, not "
+                                  f"'{self.method_name}'", kind="map_file")
+        if meta.get("semantic_labels") != self.classes.semantic_class_labels().tolist():
+            raise DataFormatError("semantic_labels", meta.get("semantic_labels"),
+                                  "map was built with another label registry", kind="map_file")
+        config = RefinedMapConfig.from_dict(meta["config"])
+        with tempfile.TemporaryDirectory() as tmp:
+            prior_file = Path(tmp) / "prior.npz"
+            prior_file.write_bytes(prior_bytes)
+            self.prior.load(prior_file)
+        keyframes = [_keyframe_from_arrays(info, arrays) for info, arrays in
+                     zip(meta["keyframes"], keyframe_arrays)]
+        with self._lock:
+            self.config = config
+            self._build_state()
+            self.store.replace_all(keyframes)
+            selector = meta["selector"]
+            self.selector.last_stamp_ns = int(selector["last_stamp_ns"])
+            if selector["last_T_world_cam"] is not None:
+                self.selector.last_T_world_cam = np.asarray(selector["last_T_world_cam"])
+            self.trainer.load_state_dict(checkpoint)
+            self._bindings = IdBindingState.from_dict(meta["bindings"])
+            self._finalized = bool(meta["finalized"])
+        if meta["published"]:
+            self._publish()
+
+
+def _keyframe_from_arrays(info: dict, arrays: dict[str, np.ndarray]) -> Keyframe:
+    width, height, fx, fy, cx, cy = info["intrinsics"]
+    return Keyframe(int(info["stamp_ns"]), arrays["T_world_cam"],
+                    CameraIntrinsics(int(width), int(height), fx, fy, cx, cy),
+                    arrays["depth_m"], arrays["semantic_class"], arrays["thing_mask"],
+                    arrays["thing_classes"], bool(info["has_segmentation"]))
+
+
+def _oriented_box(points_m: np.ndarray) -> OrientedBox:
+    """A PCA-aligned box around [N, 3] points (N >= 1)."""
+    centre = points_m.mean(axis=0)
+    if len(points_m) < 3:
+        return OrientedBox(centre, np.eye(3), np.ptp(points_m, axis=0))
+    _, _, vt = np.linalg.svd(points_m - centre, full_matrices=False)
+    rotation = vt.T
+    if np.linalg.det(rotation) < 0:
+        rotation[:, 2] *= -1
+    local = (points_m - centre) @ rotation
+    low, high = local.min(axis=0), local.max(axis=0)
+    return OrientedBox(centre + rotation @ ((low + high) / 2), rotation, high - low)

@@ -1,0 +1,166 @@
+"""The refined map over a stand-in prior: prior answers until ready, training raises PQ, ids of
+the prior survive, save/load resumes, background training is thread-safe."""
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
+from panoptic_mapper.core.eval.metrics import scene_panoptic_quality
+from panoptic_mapper.core.mapping.base import IntegrationReport, PanopticMap, create_map
+from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPanopticMap
+
+sys.path.insert(0, str(Path(__file__).parent))
+from field_toy_scene import ToyPriorMap, make_toy_scene  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def toy_scene():
+    return make_toy_scene(num_frames=16, width=64, height=48)
+
+
+def _config(total_steps: int, **changes) -> RefinedMapConfig:
+    config = RefinedMapConfig(**changes)
+    config.keyframes.image_scale = 1.0
+    config.keyframes.min_translation_m = 0.0
+    config.training.trainer.total_steps = total_steps
+    config.training.trainer.torch_threads = 1
+    return config
+
+
+def _integrated(scene, config, prior=None) -> RefinedPanopticMap:
+    refined = RefinedPanopticMap(scene.registry, config, prior=prior or ToyPriorMap(scene))
+    for frame, segmentation in zip(scene.frames, scene.segmentations):
+        assert refined.integrate_frame(frame, segmentation).accepted
+    return refined
+
+
+def _scene_pq(refined, scene) -> float:
+    renders = [refined.render_labels(f.T_world_cam, f.intrinsics) for f in scene.frames]
+    return scene_panoptic_quality(scene.ground_truth, renders, scene.thing_label_ids).pq
+
+
+def test_answers_from_the_prior_until_ready(toy_scene):
+    prior = ToyPriorMap(toy_scene)
+    refined = _integrated(toy_scene, _config(20, ready_fraction=0.5), prior)
+    assert isinstance(refined, PanopticMap)
+    assert prior.frames == 16 and len(refined.store) == 16
+    assert not refined.is_ready
+    assert refined.get_mesh() is prior.mesh
+    assert [i.id for i in refined.get_instances()] == [101, 102, 103, 104]
+    refined.train_steps(5)
+    assert not refined.is_ready and refined.get_mesh() is prior.mesh
+    refined.train_steps(5)
+    assert refined.is_ready and refined.get_mesh() is not prior.mesh
+    assert refined.get_mesh().num_vertices == prior.mesh.num_vertices
+
+
+class _RejectingPrior(ToyPriorMap):
+    def integrate_frame(self, frame, segmentation):
+        return IntegrationReport(accepted=False, reason="pose jump")
+
+
+def test_rejected_frames_are_not_kept(toy_scene):
+    refined = RefinedPanopticMap(toy_scene.registry, _config(10),
+                                 prior=_RejectingPrior(toy_scene))
+    report = refined.integrate_frame(toy_scene.frames[0], toy_scene.segmentations[0])
+    assert not report.accepted and report.reason == "pose jump"
+    assert len(refined.store) == 0
+    with pytest.raises(InvalidInputError, match="keyframes"):
+        refined.train_steps(1)
+    refined.finalize()  # too few keyframes: stays on the prior, no exception
+    assert not refined.is_ready
+
+
+def test_keyframe_selection_uses_motion(toy_scene):
+    config = _config(10)
+    config.keyframes.min_translation_m = 10.0
+    config.keyframes.min_rotation_deg = 90.0
+    config.keyframes.max_interval_s = 0.35
+    refined = _integrated(toy_scene, config)
+    # frames are 0.1 s apart and turn 22.5 deg each: every 4th frame is a keyframe
+    assert len(refined.store) == 4
+
+
+@pytest.mark.slow
+def test_short_training_raises_pq_and_keeps_prior_ids(toy_scene):
+    baseline = _integrated(toy_scene, _config(120, ready_fraction=0.0))
+    baseline.train_steps(0)  # untrained field, published
+    assert baseline.is_ready
+    untrained_pq = _scene_pq(baseline, toy_scene)
+    refined = _integrated(toy_scene, _config(120))
+    refined.finalize()
+    trained_pq = _scene_pq(refined, toy_scene)
+    assert untrained_pq < 20.0
+    assert trained_pq > 60.0
+    things = [i for i in refined.get_instances() if i.is_thing]
+    assert {i.id for i in things} <= {101, 102, 103, 104}
+    assert {i.label for i in things} >= {"table", "chair", "cabinet"}
+
+
+def test_save_load_resumes(toy_scene, tmp_path):
+    refined = _integrated(toy_scene, _config(40, ready_fraction=0.25))
+    refined.train_steps(12)
+    assert refined.is_ready
+    path = tmp_path / "refined.npz"
+    refined.save(path)
+    restored = RefinedPanopticMap(toy_scene.registry, _config(5), prior=ToyPriorMap(toy_scene))
+    restored.load(path)
+    assert restored.config.training.trainer.total_steps == 40
+    assert restored.trainer.step_count == 12 and len(restored.store) == 16
+    assert restored.is_ready
+    np.testing.assert_array_equal(restored.get_mesh().label_ids, refined.get_mesh().label_ids)
+    np.testing.assert_array_equal(restored.get_mesh().instance_ids,
+                                  refined.get_mesh().instance_ids)
+    points = toy_scene.mesh.vertices_m[::50]
+    for a, b in zip(restored.query_labels(points), refined.query_labels(points)):
+        np.testing.assert_array_equal(a, b)
+    # both continue identically (same random state and optimiser moments)
+    refined.train_steps(2)
+    restored.train_steps(2)
+    assert restored.progress().losses == pytest.approx(refined.progress().losses, rel=1e-4)
+    with pytest.raises(DataFormatError):
+        restored.load(tmp_path / "missing.npz")
+
+
+def test_background_training_while_reading(toy_scene):
+    refined = _integrated(toy_scene, _config(30, ready_fraction=0.1))
+    refined.train_steps(3)
+    errors = []
+
+    def train():
+        try:
+            refined.train_steps(12)
+        except Exception as exc:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(exc)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    frame = toy_scene.frames[3]
+    while worker.is_alive():
+        render = refined.render_labels(frame.T_world_cam, frame.intrinsics)
+        labels, instances = refined.query_labels(toy_scene.mesh.vertices_m[:200])
+        assert render.label_ids.shape == frame.depth_m.shape and labels.shape == (200,)
+        refined.get_instances()
+    worker.join()
+    assert not errors
+    assert refined.progress().step == 15
+
+
+def test_query_validates_points_and_unknown_space(toy_scene):
+    refined = _integrated(toy_scene, _config(10, ready_fraction=0.0))
+    refined.train_steps(1)
+    with pytest.raises(InvalidInputError):
+        refined.query_labels(np.array([[np.nan, 0.0, 0.0]]))
+    labels, instances = refined.query_labels(np.array([[50.0, 50.0, 50.0]]))
+    assert labels.tolist() == [0] and instances.tolist() == [0]
+
+
+def test_create_map_builds_refined_over_instant(label_registry):
+    refined = create_map("refined", label_registry,
+                         {"training": {"trainer": {"total_steps": 10}}, "min_keyframes": 2})
+    assert isinstance(refined, RefinedPanopticMap)
+    assert refined.prior.method_name == "instant"
+    assert refined.trainer.total_steps == 10 and refined.config.min_keyframes == 2
