@@ -292,3 +292,25 @@ def test_config_errors_name_the_field(registry):
     with pytest.raises(ConfigError) as err:
         GroundedSamEmulator.from_config({"miss_rat": 0.1}, registry)
     assert err.value.field == "miss_rat"
+
+
+def test_documented_parameter_table_matches_the_presets():
+    """docs/benchmark.md lists every emulator parameter with its value at each level."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "benchmark.md").read_text()
+    doc = doc[doc.index("## The Grounded-SAM emulator"):]
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1:4]
+    fields = [f for f in GroundedSamEmulatorConfig.__dataclass_fields__ if f != "seed"]
+    assert sorted(rows) == sorted(fields)
+    for level, column in (("clean", 0), ("medium", 1), ("hard", 2)):
+        config = emulator_preset(level)
+        for name in fields:
+            value = getattr(config, name)
+            values = value if isinstance(value, tuple) else (value,)
+            documented = [float(v) for v in rows[name][column].split("-")]
+            assert documented == pytest.approx([float(v) for v in values]), (level, name)

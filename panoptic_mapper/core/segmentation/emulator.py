@@ -95,7 +95,7 @@ class GroundedSamEmulatorConfig(ConfigBase):
     """Probability that a detected thing segment is cut in two (over-segmentation)."""
     split_min_area_frac: float = 0.003
     """Only segments covering at least this fraction of the image are split."""
-    erosion_px: float = 2.0
+    erosion_px: float = 1.5
     """Mean number of pixel layers removed at segment boundaries (at 640 px)."""
     erosion_jitter_px: float = 1.0
     """Per-segment uniform jitter of the erosion, +- pixels (at 640 px)."""
@@ -147,7 +147,7 @@ NOISE_LEVELS: dict[str, dict[str, Any]] = {
     "hard": dict(min_area_frac=0.0006, merge_rate_same_class=0.6, merge_rate_other=0.15,
                  miss_rate=0.12, miss_rate_small=0.45, miss_rate_far=0.3, stuff_miss_rate=0.08,
                  confusion_rate=0.25, random_confusion_rate=0.04, split_rate=0.15,
-                 erosion_px=4.0, erosion_jitter_px=2.0, boundary_noise_px=2.0,
+                 erosion_px=3.0, erosion_jitter_px=1.5, boundary_noise_px=2.0,
                  false_positives_per_frame=1.0, false_positive_area_frac=(0.002, 0.06),
                  score_range=(0.35, 0.9)),
 }
