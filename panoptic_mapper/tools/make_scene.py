@@ -66,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
         trajectory_config = TrajectoryConfig(num_frames=args.frames, rate_hz=args.rate,
                                              seed=args.seed)
         trajectory = generate_trajectory(scene, trajectory_config)
+        seen = sorted({r.index for r in scene.rooms
+                       if r.contains_xy(trajectory.positions_m[:, :2]).any()})
+        if len(seen) < len(scene.rooms):
+            print(f"warning: the {args.frames}-frame walk only enters room(s) {seen} of "
+                  f"{len(scene.rooms)}; give about 600 frames per room to see them all",
+                  file=sys.stderr)
         render_config = RenderConfig(camera=CameraConfig().scaled(args.scale),
                                      depth_noise=DepthNoiseConfig(enabled=not args.clean_depth),
                                      seed=args.seed)

@@ -14,7 +14,7 @@ the emulated segmenter (``core/segmentation/emulator``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -199,8 +199,7 @@ class SceneRenderer:
 
 def render_sequence(scene: SyntheticScene, trajectory: CameraTrajectory,
                     config: RenderConfig | None = None,
-                    segmenter: SegmenterBackend | None = None,
-                    on_frame: Callable[[int], None] | None = None) -> Iterator[DatasetSample]:
+                    segmenter: SegmenterBackend | None = None) -> Iterator[DatasetSample]:
     """Render every pose of a trajectory as a dataset sample (no disk involved).
 
     Args:
@@ -209,7 +208,6 @@ def render_sequence(scene: SyntheticScene, trajectory: CameraTrajectory,
         config: rendering parameters (default: 640x480, depth noise on).
         segmenter: when given (e.g. the Grounded-SAM emulator), each sample carries its 2D
             panoptic segmentation of the frame, computed from the frame's ground truth.
-        on_frame: called with the frame index after each frame (progress bars).
 
     Yields:
         :class:`DatasetSample` with ``frame`` (RGB, sensor depth, pose, stamp, index),
@@ -232,5 +230,3 @@ def render_sequence(scene: SyntheticScene, trajectory: CameraTrajectory,
                                                             depth_m=view.depth_m,
                                                             ground_truth=gt))
             yield DatasetSample(frame=frame, segmentation=seg, ground_truth=gt)
-            if on_frame is not None:
-                on_frame(i)
