@@ -44,6 +44,8 @@ import torch
 
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
+from panoptic_mapper.core.field.appearance import (AppearanceConfig, GsplatAppearance,
+                                                  appearance_unavailable_reason)
 from panoptic_mapper.core.field.classes import ClassSpace
 from panoptic_mapper.core.field.config import FieldTrainingConfig, KeyframeConfig
 from panoptic_mapper.core.field.instance_ids import (IdBindingState, bind_ids,
@@ -79,6 +81,8 @@ class RefinedMapConfig(ConfigBase):
     """Keyframe selection and storage."""
     training: FieldTrainingConfig = field(default_factory=FieldTrainingConfig)
     """The neural field, its losses, schedule and budget."""
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+    """The optional gsplat colour branch (CUDA only), trained in ``finalize()``."""
     tokens_from_prior: bool = True
     """Seed one token per prior thing instance (False: the paper's back-projected pixels)."""
     min_keyframes: int = 3
@@ -156,12 +160,16 @@ class RefinedPanopticMap:
 
     def _build_state(self) -> None:
         sampler = self.config.training.sampler
-        self.store = KeyframeStore(self.config.keyframes, sampler.near_m)
+        keyframe_config = self.config.keyframes
+        if self.config.appearance.enabled:
+            keyframe_config = keyframe_config.replace(keep_rgb=True)
+        self.store = KeyframeStore(keyframe_config, sampler.near_m)
         self.selector = KeyframeSelector(self.config.keyframes)
         self.trainer = FieldTrainer(self.config.training, self.classes, self.store)
         self._published: _Published | None = None
         self._bindings = IdBindingState()
         self._finalized = False
+        self.appearance: GsplatAppearance | None = None
 
     # ---- integration ---------------------------------------------------------------------------
     def integrate_frame(self, frame: RgbdFrame,
@@ -175,7 +183,7 @@ class RefinedPanopticMap:
             if self.selector.is_keyframe(frame.T_world_cam, frame.stamp_ns):
                 try:
                     stored, warnings = Keyframe.from_frame(frame, segmentation, self.classes,
-                                                           self.registry, self.config.keyframes)
+                                                           self.registry, self.store.config)
                 except InvalidInputError as exc:
                     report.warnings.append(f"refined map: frame not kept as keyframe: {exc}")
                 else:
@@ -312,6 +320,38 @@ class RefinedPanopticMap:
                                limit, progress.step, progress.total_steps)
         self._publish()
         self._finalized = True
+        if self.config.appearance.enabled:
+            self._train_appearance()
+
+    def _train_appearance(self) -> None:
+        """Train the gsplat colour branch, or say why it is skipped."""
+        reason = appearance_unavailable_reason()
+        if reason is not None:
+            LOGGER.warning("refined map: %s", reason)
+            return
+        if self.appearance is None:
+            self.appearance = GsplatAppearance(self.config.appearance, self.store.snapshot(),
+                                               self.config.training.trainer.seed)
+        remaining = self.config.appearance.steps - self.appearance.step_count
+        if remaining > 0:
+            self.appearance.train_steps(remaining)
+
+    def render_color(self, T_world_cam: np.ndarray,  # noqa: N803
+                     intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
+        """([H, W, 3] uint8 colour, [H, W] float32 depth) from the appearance branch.
+
+        Raises:
+            InvalidInputError: the branch was not trained (disabled, or no CUDA / gsplat).
+        """
+        if self.appearance is None:
+            reason = appearance_unavailable_reason() or "it is disabled or not trained yet"
+            raise InvalidInputError("appearance", None, f"no appearance model: {reason}",
+                                    kind="appearance")
+        T = validate_rigid_transform(T_world_cam, "T_world_cam")  # noqa: N806
+        with torch.no_grad():
+            rgb, depth, _ = self.appearance.render(T, intrinsics)
+        return ((rgb.clamp(0, 1) * 255).round().byte().cpu().numpy(),
+                depth.float().cpu().numpy())
 
     def _fit_budget(self, deadline: float) -> None:
         """Time a few steps and shrink the budget so the schedule fits before ``deadline``."""
@@ -406,6 +446,15 @@ class RefinedPanopticMap:
         box = self.trainer.field.box if self.trainer.field is not None else None
         return box.contains(points_m) if box is not None else np.zeros(len(points_m), bool)
 
+    def _load_appearance(self, state: dict) -> None:
+        reason = appearance_unavailable_reason()
+        if reason is not None:
+            LOGGER.warning("refined map: the saved appearance model is not restored: %s", reason)
+            return
+        self.appearance = GsplatAppearance(self.config.appearance, self.store.snapshot(),
+                                           self.config.training.trainer.seed)
+        self.appearance.load_state_dict(state)
+
     # ---- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write the prior, the keyframes and the field checkpoint to one ``.npz`` file."""
@@ -415,7 +464,10 @@ class RefinedPanopticMap:
                 self.prior.save(prior_file)
                 prior_bytes = prior_file.read_bytes()
             checkpoint = io.BytesIO()
-            torch.save(self.trainer.state_dict(), checkpoint)
+            state = self.trainer.state_dict()
+            if self.appearance is not None:
+                state["appearance"] = self.appearance.state_dict()
+            torch.save(state, checkpoint)
             keyframes = self.store.snapshot()
             meta = {"format_version": SAVE_FORMAT_VERSION, "method": self.method_name,
                     "config": self.config.to_dict(),
@@ -432,6 +484,8 @@ class RefinedPanopticMap:
                                   for k in keyframes]}
             arrays = {f"kf{i}_{name}": np.asarray(getattr(k, name))
                       for i, k in enumerate(keyframes) for name in KEYFRAME_ARRAYS}
+            arrays.update({f"kf{i}_rgb": k.rgb for i, k in enumerate(keyframes)
+                           if k.rgb is not None})
             buffer = io.BytesIO()
             np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
                      prior=np.frombuffer(prior_bytes, np.uint8),
@@ -449,7 +503,8 @@ class RefinedPanopticMap:
                 meta = json.loads(bytes(data["meta"]).decode())
                 prior_bytes = bytes(data["prior"])
                 checkpoint = torch.load(io.BytesIO(bytes(data["field"])), weights_only=True)
-                keyframe_arrays = [{name: data[f"kf{i}_{name}"] for name in KEYFRAME_ARRAYS}
+                keyframe_arrays = [{name: data[f"kf{i}_{name}"] for name in
+                                    KEYFRAME_ARRAYS + ("rgb",) if f"kf{i}_{name}" in data.files}
                                    for i in range(len(meta.get("keyframes", [])))]
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise DataFormatError("path", str(path), f"not a readable map file: {exc}",
@@ -479,6 +534,8 @@ class RefinedPanopticMap:
             self.trainer.load_state_dict(checkpoint)
             self._bindings = IdBindingState.from_dict(meta["bindings"])
             self._finalized = bool(meta["finalized"])
+            if "appearance" in checkpoint:
+                self._load_appearance(checkpoint["appearance"])
         if meta["published"]:
             self._publish()
 
@@ -488,7 +545,7 @@ def _keyframe_from_arrays(info: dict, arrays: dict[str, np.ndarray]) -> Keyframe
     return Keyframe(int(info["stamp_ns"]), arrays["T_world_cam"],
                     CameraIntrinsics(int(width), int(height), fx, fy, cx, cy),
                     arrays["depth_m"], arrays["semantic_class"], arrays["thing_mask"],
-                    arrays["thing_classes"], bool(info["has_segmentation"]))
+                    arrays["thing_classes"], bool(info["has_segmentation"]), arrays.get("rgb"))
 
 
 def _oriented_box(points_m: np.ndarray) -> OrientedBox:
