@@ -87,10 +87,8 @@ class SegmenterNode(PanopticLifecycleNode):
         try:
             self._registry = load_registry(cfg.label_file)
             if cfg.backend != "replay":
-                section = getattr(cfg, cfg.backend, None)
-                self._backend = create_segmenter(
-                    cfg.backend, self._registry,
-                    section.to_dict() if section is not None else None)
+                self._backend = create_segmenter(cfg.backend, self._registry,
+                                                 cfg.backend_config())
         except (PanopticMapperError, OSError, ImportError) as exc:
             self.get_logger().error(f"configure failed ({cfg.backend} backend): {exc}")
             return TransitionCallbackReturn.FAILURE

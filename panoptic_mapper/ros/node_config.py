@@ -19,6 +19,7 @@ from typing import Literal
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.mapping.instant_map import InstantMapConfig
 from panoptic_mapper.core.query.engine import QueryConfig
+from panoptic_mapper.core.segmentation.emulator import GroundedSamEmulatorConfig
 from panoptic_mapper.core.segmentation.grounded_sam import GroundedSamConfig
 from panoptic_mapper.ros.sync import SyncConfig, SyncLimitsConfig
 
@@ -243,8 +244,23 @@ class SegmenterNodeConfig(ConfigBase):
     """Stamp matching of the emulator's inputs (rgb, depth and ground truth, equal stamps)."""
     diagnostics_period_s: float = 2.0
     """Period of the diagnostics (rates, skipped frames, timing), seconds."""
+    emulator_level: Literal["clean", "medium", "hard"] = "medium"
+    """Noise level of the emulator backend (core/segmentation/emulator.py NOISE_LEVELS)."""
+    emulator: GroundedSamEmulatorConfig = field(default_factory=GroundedSamEmulatorConfig)
+    """The emulator backend's error model; fields set to other values than these defaults
+    (= the medium level) override the values of ``emulator_level``."""
     grounded_sam: GroundedSamConfig = field(default_factory=GroundedSamConfig)
     """The grounded_sam backend (core/segmentation/grounded_sam.py)."""
+
+    def backend_config(self) -> dict:
+        """The config dict ``create_segmenter(self.backend, ...)`` takes."""
+        if self.backend == "emulator":
+            defaults = GroundedSamEmulatorConfig().to_dict()
+            changed = {k: v for k, v in self.emulator.to_dict().items() if defaults[k] != v}
+            return {"level": self.emulator_level, **changed}
+        if self.backend == "grounded_sam":
+            return self.grounded_sam.to_dict()
+        return {}
 
     def validate(self) -> None:
         require(1 <= self.queue_size <= 100, "queue_size", self.queue_size, "must be in 1..100")

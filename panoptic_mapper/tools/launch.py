@@ -92,19 +92,31 @@ def node_commands(planned, overrides_dir: Path) -> list[tuple[str, list[str]]]:
 
 
 def player_command(bag: str, rate: float, planned) -> list[str]:
-    """The ``panoptic-mapper play`` command feeding ``bag`` to the planned nodes."""
-    from panoptic_mapper.ros.node_config import SegmenterTopicsConfig
+    """The ``panoptic-mapper play`` command feeding ``bag`` to the planned nodes.
+
+    The player waits until every input topic of the planned nodes has a subscriber (a message
+    sent before discovery completes would be lost), and sends a recorded segmentation to the
+    replay segmenter's input.
+    """
+    from panoptic_mapper.ros.node_config import (InstantSemanticsNodeConfig,
+                                                 SegmenterNodeConfig)
 
     command = [sys.executable, "-m", "panoptic_mapper.tools.cli", "play", str(bag),
-               "--rate", str(rate), "--wait-timeout", "120"]
-    names = {node.spec.key: node for node in planned}
-    segmenter = names.get("segmenter")
-    if segmenter is not None and segmenter.overrides.get("backend", "replay") == "replay":
-        recorded = segmenter.overrides.get("topics.recorded_segmentation",
-                                           SegmenterTopicsConfig().recorded_segmentation)
-        command += ["--remap", f"/panoptic/segmentation:={recorded}",
-                    "--wait-for", recorded]
-    command += ["--wait-for", "/camera/color/image_raw"]
+               "--rate", str(rate), "--wait-timeout", "300"]
+    wait_for: list[str] = []
+    for node in planned:
+        if node.spec.key == "instant":
+            topics = InstantSemanticsNodeConfig().input.topics
+            wait_for += [node.overrides.get(f"input.topics.{name}", getattr(topics, name))
+                         for name in ("rgb", "depth", "camera_info", "pose")]
+        elif node.spec.key == "segmenter":
+            segmenter = SegmenterNodeConfig()
+            if node.overrides.get("backend", segmenter.backend) == "replay":
+                recorded = segmenter.topics.recorded_segmentation
+                command += ["--remap", f"/panoptic/segmentation:={recorded}"]
+                wait_for.append(recorded)
+    for topic in dict.fromkeys(wait_for):
+        command += ["--wait-for", topic]
     return command
 
 
@@ -169,6 +181,10 @@ class GraphProcesses:
         return {n: p.returncode for n, p in self.processes.items()}
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from panoptic_mapper.core.errors import ConfigError
     from panoptic_mapper.core.io.resources import config_path
@@ -192,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
                 print("player: " + " ".join(player_command(args.bag, args.rate, planned)))
             return 0
         graph = GraphProcesses(commands)
+        signal.signal(signal.SIGTERM, _interrupt)  # stop the nodes cleanly on SIGTERM too
         if args.bag:
             graph.start("player", player_command(args.bag, args.rate, planned))
         try:

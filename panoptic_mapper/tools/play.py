@@ -141,7 +141,7 @@ def _play(args: argparse.Namespace, info, topics: dict[str, str],
 
     from panoptic_mapper.core.io.bag import iter_raw_messages
 
-    rclpy.init()
+    rclpy.init(args=[])  # our argv is not ROS arguments (--remap means ours)
     node = rclpy.create_node("bag_player")
     stats = PlayStats()
     try:
