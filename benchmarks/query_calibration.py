@@ -5,7 +5,8 @@ generic negatives of ``query_sets.CALIBRATION_*``; one sample per (phrase, regis
 positive when the phrase names that label. Features and model: ``core/query/calibration.py``.
 Prints 5-fold cross-validated (folds by phrase) pair precision/recall at probability 0.5, how
 many negative phrases would return any label, and the fitted weights to copy into
-``MatchCalibration``'s defaults.
+``MatchCalibration``'s defaults. ``--explain PHRASE ...`` prints the most likely labels of
+phrases under the default calibration instead.
 
   cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/query_calibration.py
 """
@@ -75,10 +76,19 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--no-descriptions", action="store_true",
                         help="ablation: registry phrases only")
+    parser.add_argument("--explain", nargs="+", metavar="PHRASE",
+                        help="only print the three most likely labels of these phrases "
+                             "(default calibration)")
     args = parser.parse_args()
     registry = LabelRegistry.default()
     matcher = EmbeddingLabelMatcher(registry,
                                     TextMatchConfig(use_descriptions=not args.no_descriptions))
+    if args.explain:
+        for phrase in args.explain:
+            p = matcher.match(phrase).probability
+            top = sorted(((p[lab.id], lab.name) for lab in registry), reverse=True)[:3]
+            print(f"{phrase!r}: " + ", ".join(f"{name} {prob:.3f}" for prob, name in top))
+        return 0
     phrases, features, targets = calibration_samples(matcher)
     negatives = set(CALIBRATION_NEGATIVES)
     print(f"{len(phrases)} phrases x {len(registry)} labels = {targets.size} pairs, "

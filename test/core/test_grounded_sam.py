@@ -162,6 +162,38 @@ def test_sam_masks_match_the_reference_processor_path(segmenter, weights_dirs):
     np.testing.assert_array_equal(ours, reference)
 
 
+def test_detections_match_the_reference_post_processing(segmenter, weights_dirs):
+    """Scores and boxes equal GroundingDinoProcessor's documented post-processing."""
+    from transformers import AutoTokenizer, GroundingDinoForObjectDetection, GroundingDinoProcessor
+    from transformers.models.grounding_dino.image_processing_pil_grounding_dino import (
+        GroundingDinoImageProcessorPil)
+
+    rgb = _image(3)
+    ours = segmenter.segment_with_stats(SegmentationRequest(rgb=rgb)).detections
+    detector_dir = weights_dirs["detector_weights_dir"]
+    processor = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessorPil(
+            size={"shortest_edge": 64, "longest_edge": 96}),
+        tokenizer=AutoTokenizer.from_pretrained(detector_dir))
+    model = GroundingDinoForObjectDetection.from_pretrained(detector_dir).eval()
+    phrases = [p.phrase for c in segmenter.prompt_chunks for p in c.phrases]
+    inputs = processor(images=rgb, text=phrases, return_tensors="pt")
+    assert processor.tokenizer.decode(inputs["input_ids"][0], skip_special_tokens=True) \
+        .replace(" .", ".") == segmenter.prompt_chunks[0].text
+    with torch.inference_mode():
+        outputs = model(**inputs)
+    reference = processor.post_process_grounded_object_detection(
+        outputs, inputs["input_ids"], threshold=0.0, text_threshold=0.0,
+        target_sizes=[IMAGE_HW])[0]
+    height, width = IMAGE_HW
+    ref_boxes = reference["boxes"].numpy().clip(0, [width, height, width, height])
+    ref = sorted(zip(reference["scores"].tolist(), map(tuple, ref_boxes.round(3))))
+    mine = sorted((d.score, tuple(np.round(d.box_xyxy, 3))) for d in ours)
+    assert len(mine) == len(ref) == 30
+    np.testing.assert_allclose([s for s, _ in mine], [s for s, _ in ref], rtol=1e-5)
+    np.testing.assert_allclose([b for _, b in mine], [b for _, b in ref], atol=2e-3)
+
+
 def test_thresholds_filter_boxes(weights_dirs, label_registry):
     strict = GroundedSamSegmenter.from_config(
         _tiny_config(weights_dirs, box_threshold=0.999999, text_threshold=0.999999),
@@ -195,7 +227,7 @@ def test_large_boxes_are_skipped(weights_dirs, label_registry):
 def test_prompt_is_chunked_to_the_token_budget(weights_dirs, label_registry):
     seg = GroundedSamSegmenter.from_config(
         _tiny_config(weights_dirs, max_prompt_tokens=12, box_threshold=0.0,
-                     text_threshold=0.0), label_registry)
+                     text_threshold=0.0, max_detections=5), label_registry)
     assert len(seg.prompt_chunks) > 1
     assert all(c.num_tokens <= 12 for c in seg.prompt_chunks)
     phrases = [p.phrase for c in seg.prompt_chunks for p in c.phrases]
@@ -203,6 +235,7 @@ def test_prompt_is_chunked_to_the_token_budget(weights_dirs, label_registry):
     result = seg.segment_with_stats(SegmentationRequest(rgb=_image()))
     assert result.stats.num_prompt_chunks == len(seg.prompt_chunks)
     assert result.stats.num_boxes_above_threshold == 30 * len(seg.prompt_chunks)
+    assert result.stats.num_boxes_segmented == 5
 
 
 def test_prompt_phrase_subset_and_unknown_phrase(weights_dirs, label_registry):

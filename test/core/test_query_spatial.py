@@ -23,6 +23,9 @@ MUG_FLOOR = box([2.0, 0, 0.05], [0.08, 0.08, 0.10])
 BOX_UNDER = box([0, 0, 0.15], [0.3, 0.3, 0.3])         # top at 0.3, within the footprint
 MUG_HOVER = box([0.3, 0.1, 1.20], [0.08, 0.08, 0.10])  # 0.4 m above the table
 MUG_OFF_EDGE = box([0.9, 0.0, 0.80], [0.08, 0.08, 0.10])  # beside the table, same height
+SHELF = box([5, 0, 1.0], [1.0, 0.4, 2.0])              # 0..2 m tall
+BOOK_ON_BOARD = box([5, 0, 0.95], [0.2, 0.2, 0.3])     # on an inner board, bottom at 0.8 m
+BOX_AT_SHELF_FOOT = box([5, 0, 0.1], [0.2, 0.2, 0.2])  # on the floor inside the footprint
 
 
 def matrix(relation, targets, anchors, config=None):
@@ -47,6 +50,13 @@ def test_on_under_in_near():
     near_tight = matrix(Relation.NEAR, targets, [TABLE],
                         SpatialConfig(near_distance_m=0.3))[:, 0]
     np.testing.assert_array_equal(near_tight, [True, False, True, False, True])
+
+
+def test_on_includes_inner_surfaces_but_not_the_floor_below():
+    on = matrix(Relation.ON, [BOOK_ON_BOARD, BOX_AT_SHELF_FOOT, MUG_ON], [SHELF, TABLE])
+    np.testing.assert_array_equal(on, [[True, False], [False, False], [False, True]])
+    floor = box([0, 0, -0.01], [10, 10, 0.02])
+    assert matrix(Relation.ON, [BOX_AT_SHELF_FOOT], [floor])[0, 0]
 
 
 def test_rotated_anchor_uses_its_world_extent():

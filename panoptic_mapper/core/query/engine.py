@@ -127,10 +127,8 @@ class _InstanceTable:
     """[N, max_label_id + 1] rows sum to 1."""
     class_ids: np.ndarray
     """[N] most likely label."""
-    colors: np.ndarray
-    """[N, 3] mean sRGB colour (0 where unknown)."""
-    has_color: np.ndarray
-    """[N] bool."""
+    color_match: np.ndarray
+    """[N, K] how well each colour name names the instance's colour (0 where unknown)."""
     volumes_m3: np.ndarray
     extents: GravityExtents
     centroids_m: np.ndarray
@@ -191,10 +189,14 @@ class QueryEngine:
                 colors[row] = color
                 has_color[row] = True
         boxes = [inst.bbox for inst in instances]
+        color_match = np.zeros((n, len(self.colors.names)))
+        if has_color.any():
+            p = self.colors.probabilities(colors[has_color])
+            color_match[has_color] = p / p.max(axis=1, keepdims=True)
         return _InstanceTable(
             instances=instances, ids=ids, label_distribution=dist,
             class_ids=dist.argmax(axis=1) if n else np.zeros(0, np.int64),
-            colors=colors, has_color=has_color,
+            color_match=color_match,
             volumes_m3=np.array([float(np.prod(b.size_m)) for b in boxes]),
             extents=GravityExtents.from_boxes(boxes, self.config.spatial.up_axis),
             centroids_m=np.array([inst.centroid_m for inst in instances]).reshape(n, 3))
@@ -245,9 +247,13 @@ class QueryEngine:
         scores = self._attribute_scores(parsed, table, notes)
         relation = np.ones(len(table.ids))
         anchor_ids = np.zeros(len(table.ids), np.int64)
+        base = scores["text"] * scores["color"] * scores["size"]
         if parsed.relation is not None and parsed.anchor is not None:
-            relation, anchor_ids = self._relation_scores(parsed, table, threshold, notes)
-        final = scores["text"] * scores["color"] * scores["size"] * relation
+            # relation <= 1, so only instances already at the threshold can pass.
+            targets = np.flatnonzero(base >= threshold)
+            relation, anchor_ids = self._relation_scores(parsed, table, targets, threshold,
+                                                         notes)
+        final = base * relation
         if not self.config.include_stuff:
             final = final * np.array([inst.is_thing for inst in table.instances], float)
         order = [i for i in np.lexsort((table.ids, -final)) if final[i] >= threshold]
@@ -276,11 +282,7 @@ class QueryEngine:
                 text[known] = np.maximum(text[known], visual[known])
         color = np.ones(n)
         for word in parsed.colors:
-            word_score = np.zeros(n)
-            if table.has_color.any():
-                word_score[table.has_color] = self.colors.match_scores(
-                    table.colors[table.has_color], word)
-            color *= word_score
+            color *= table.color_match[:, self.colors.names.index(word)]
         size = np.ones(n)
         if parsed.size is not None and n:
             size = size_scores(table.volumes_m3, table.class_ids, parsed.size,
@@ -291,26 +293,32 @@ class QueryEngine:
         return {"text": text, "color": color, "size": size, "label": matched_label,
                 "matched_text": matched_text}
 
-    def _relation_scores(self, parsed: ParsedQuery, table: _InstanceTable, threshold: float,
-                         notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Best anchor score per instance among anchors in the relation, and that anchor."""
+    def _relation_scores(self, parsed: ParsedQuery, table: _InstanceTable, targets: np.ndarray,
+                         threshold: float, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per instance, the best score of an anchor it stands in the relation to, and that
+        anchor's id (0 for instances outside ``targets`` or without such an anchor)."""
         n = len(table.ids)
+        relation = np.zeros(n)
+        anchor_ids = np.zeros(n, np.int64)
         anchor = self._attribute_scores(parsed.anchor, table, notes)
         anchor_score = anchor["text"] * anchor["color"] * anchor["size"]
-        candidates = np.flatnonzero(anchor_score >= threshold)
-        if candidates.size == 0:
+        anchors = np.flatnonzero(anchor_score >= threshold)
+        if anchors.size == 0:
             notes.append(f"no instance matches the reference object '{parsed.anchor.text}'")
-            return np.zeros(n), np.zeros(n, np.int64)
-        sub = GravityExtents(table.extents.lo[candidates], table.extents.hi[candidates],
-                             table.extents.center[candidates])
-        holds = relation_matrix(parsed.relation, table.extents, sub,
-                                [table.instances[i].bbox for i in candidates],
-                                table.centroids_m, self.config.spatial)
-        holds &= table.ids[:, None] != table.ids[candidates][None, :]
-        weighted = holds * anchor_score[candidates][None, :]
-        best = weighted.argmax(axis=1)
-        return weighted.max(axis=1), np.where(weighted.max(axis=1) > 0,
-                                              table.ids[candidates][best], 0)
+        if anchors.size == 0 or targets.size == 0:
+            return relation, anchor_ids
+        ext = table.extents
+        holds = relation_matrix(
+            parsed.relation, GravityExtents(ext.lo[targets], ext.hi[targets], ext.center[targets]),
+            GravityExtents(ext.lo[anchors], ext.hi[anchors], ext.center[anchors]),
+            [table.instances[i].bbox for i in anchors], table.centroids_m[targets],
+            self.config.spatial)
+        holds &= table.ids[targets][:, None] != table.ids[anchors][None, :]
+        weighted = holds * anchor_score[anchors][None, :]
+        relation[targets] = weighted.max(axis=1)
+        anchor_ids[targets] = np.where(relation[targets] > 0,
+                                       table.ids[anchors][weighted.argmax(axis=1)], 0)
+        return relation, anchor_ids
 
     def _match(self, i: int, final: np.ndarray, scores: dict[str, Any], relation: np.ndarray,
                anchor_ids: np.ndarray) -> QueryMatch:

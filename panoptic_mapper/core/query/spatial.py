@@ -3,8 +3,10 @@
 Boxes are the instances' oriented boxes, reduced to their extents along a gravity-aligned frame
 (``up_axis`` and two horizontal axes), which is what "on", "under" and "near" are about:
 
-* ON: the target's bottom is within ``on_tolerance_m`` of the anchor's top, and the target's
-  centre lies over the anchor's footprint (grown by ``footprint_margin_m``);
+* ON: the target's centre lies over the anchor's footprint (grown by ``footprint_margin_m``) and
+  its bottom is within ``on_tolerance_m`` of the anchor's top, or raised off the anchor's bottom
+  but not above its top: it is supported by the anchor, on its top or on an inner surface (a box
+  on a shelf board, which box extents cannot tell from a box in a cabinet compartment);
 * UNDER: the target's top is below the anchor's top and its centre lies within the footprint
   (a box under a table; the table's box reaches the floor, so "below its bottom" would never hold);
 * IN: the target's centre is inside the anchor's oriented box;
@@ -108,8 +110,11 @@ def relation_matrix(relation: Relation, targets: GravityExtents, anchors: Gravit
         (t_c[..., :2] >= anchors.lo[None, :, :2] - margin)
         & (t_c[..., :2] <= anchors.hi[None, :, :2] + margin), axis=-1)
     if relation is Relation.ON:
-        gap = targets.lo[:, None, 2] - anchors.hi[None, :, 2]
-        return inside_footprint & (np.abs(gap) <= config.on_tolerance_m)
+        bottom = targets.lo[:, None, 2]
+        tol = config.on_tolerance_m
+        on_top = np.abs(bottom - anchors.hi[None, :, 2]) <= tol
+        on_inner = (bottom > anchors.lo[None, :, 2] + tol) & (bottom <= anchors.hi[None, :, 2])
+        return inside_footprint & (on_top | on_inner)
     if relation is Relation.UNDER:
         return inside_footprint & (targets.hi[:, None, 2] < anchors.hi[None, :, 2]
                                    - config.on_tolerance_m)
