@@ -132,6 +132,21 @@ class BuildContext:
         return mesh.frustum(r0, r1, h, self.max_edge_m, base, caps, material_id=material)
 
 
+def _model(label: str, parts: list[MeshPart], supports: list[SupportSurface] | None = None,
+           variant: str = "") -> ObjectModel:
+    """An :class:`ObjectModel` whose frame is re-centred on the parts' footprint: the size is the
+    true extent of the geometry, so footprints, back-to-wall placement and GT boxes are exact."""
+    vertices = np.concatenate([p.vertices_m for p in parts])
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    shift = np.array([-(lo[0] + hi[0]) / 2, -(lo[1] + hi[1]) / 2, -lo[2]])
+    T = np.eye(4)
+    T[:3, 3] = shift
+    moved = [SupportSurface((s.center_xy_m[0] + shift[0], s.center_xy_m[1] + shift[1]),
+                            s.size_xy_m, s.height_m + shift[2], s.clearance_m)
+             for s in supports or []]
+    return ObjectModel(label, [p.transformed(T) for p in parts], hi - lo, moved, variant)
+
+
 def _legs(ctx: BuildContext, width: float, depth: float, height: float, inset: float,
           material: int, round_legs: bool, thickness: float) -> list[MeshPart]:
     parts = []
@@ -159,8 +174,7 @@ def build_chair(ctx: BuildContext) -> ObjectModel:
     parts = [ctx.box((w, d, seat_t), (0, 0, seat_h - seat_t / 2), cover)]
     parts.append(ctx.box((w, back_t, back_h), (0, d / 2 - back_t / 2, seat_h + back_h / 2), cover))
     parts += _legs(ctx, w, d, seat_h - seat_t, 0.01, frame, upholstered, ctx.u(0.025, 0.04))
-    return ObjectModel("chair", parts, np.array([w, d, seat_h + back_h]),
-                       variant="upholstered" if upholstered else "wooden")
+    return _model("chair", parts, variant="upholstered" if upholstered else "wooden")
 
 
 def build_table(ctx: BuildContext, kind: str = "dining") -> ObjectModel:
@@ -177,12 +191,10 @@ def build_table(ctx: BuildContext, kind: str = "dining") -> ObjectModel:
                  ctx.frustum(0.05, 0.05, h - t, (0, 0, 0.02), leg_mat, caps=(False, False)),
                  ctx.frustum(0.25, 0.25, 0.02, (0, 0, 0), leg_mat, caps=(False, True))]
         side = r * math.sqrt(2.0) * 0.9
-        return ObjectModel("table", parts, np.array([2 * r, 2 * r, h]),
-                           [SupportSurface((0.0, 0.0), (side, side), h)], variant="round")
+        return _model("table", parts, [SupportSurface((0.0, 0.0), (side, side), h)], variant="round")
     parts = [ctx.box((w, d, t), (0, 0, h - t / 2), top_mat)]
     parts += _legs(ctx, w, d, h - t, 0.04, leg_mat, ctx.rng.random() < 0.3, ctx.u(0.04, 0.07))
-    return ObjectModel("table", parts, np.array([w, d, h]),
-                       [SupportSurface((0.0, 0.0), (w - 0.04, d - 0.04), h)], variant=kind)
+    return _model("table", parts, [SupportSurface((0.0, 0.0), (w - 0.04, d - 0.04), h)], variant=kind)
 
 
 def build_desk(ctx: BuildContext) -> ObjectModel:
@@ -204,8 +216,7 @@ def build_desk(ctx: BuildContext) -> ObjectModel:
                              front, faces=("-y", "+z", "-z", "+x", "-x")))
         parts.append(ctx.box((0.1, 0.02, 0.015), (x_ped, -d / 2 - 0.015, zc + drawer_h * 0.25),
                              handle, faces=("-y", "+z", "-z", "+x", "-x")))
-    return ObjectModel("desk", parts, np.array([w, d + 0.03, h]),
-                       [SupportSurface((0.0, 0.0), (w - 0.04, d - 0.04), h)])
+    return _model("desk", parts, [SupportSurface((0.0, 0.0), (w - 0.04, d - 0.04), h)])
 
 
 def build_sofa(ctx: BuildContext) -> ObjectModel:
@@ -230,7 +241,7 @@ def build_sofa(ctx: BuildContext) -> ObjectModel:
         parts.append(ctx.box((cw - 0.01, d - back_t - 0.02, 0.14),
                              (x, -back_t / 2, z_seat + 0.07), cushion, NO_BOTTOM))
     parts += _legs(ctx, w, d, z_base, 0.03, feet, True, 0.05)
-    return ObjectModel("sofa", parts, np.array([w, d, z_back]))
+    return _model("sofa", parts)
 
 
 def build_cabinet(ctx: BuildContext, nightstand: bool = False) -> ObjectModel:
@@ -252,8 +263,7 @@ def build_cabinet(ctx: BuildContext, nightstand: bool = False) -> ObjectModel:
         hx = x + (door_w / 2 - 0.05) * (1 if i == 0 and n_doors == 2 else -1)
         parts.append(ctx.box((0.02, 0.025, 0.12), (hx, -d / 2 - 0.010, h * 0.6), handle,
                              faces=("-y", "+z", "-z", "+x", "-x")))
-    return ObjectModel("cabinet", parts, np.array([w, d, h]),
-                       [SupportSurface((0.0, 0.01), (w - 0.04, d - 0.06), h)],
+    return _model("cabinet", parts, [SupportSurface((0.0, 0.01), (w - 0.04, d - 0.06), h)],
                        variant="nightstand" if nightstand else "cabinet")
 
 
@@ -275,7 +285,7 @@ def build_shelf(ctx: BuildContext) -> ObjectModel:
         clearance = (levels[i + 1] - t - z) if i + 1 < len(levels) else 3.0
         supports.append(SupportSurface((0.0, -0.005), (w - 2 * t - 0.02, d - 0.04), float(z),
                                        float(clearance)))
-    return ObjectModel("shelf", parts, np.array([w, d, h]), supports)
+    return _model("shelf", parts, supports)
 
 
 def build_bed(ctx: BuildContext) -> ObjectModel:
@@ -303,8 +313,7 @@ def build_bed(ctx: BuildContext) -> ObjectModel:
         x = -w / 2 + 0.05 + pw * (i + 0.5)
         parts.append(mesh.sphere((pw / 2 - 0.02, 0.2, 0.07), ctx.max_edge_m,
                                  (x, length / 2 - head_t - 0.25, top + 0.06), material_id=pillow))
-    return ObjectModel("bed", parts, np.array([w, length, head_h]),
-                       variant="double" if w >= 1.3 else "single")
+    return _model("bed", parts, variant="double" if w >= 1.3 else "single")
 
 
 def build_monitor(ctx: BuildContext) -> ObjectModel:
@@ -319,7 +328,7 @@ def build_monitor(ctx: BuildContext) -> ObjectModel:
              ctx.box((w, st, sh), (0, 0.0, lift + sh / 2), case),
              ctx.box((w - 0.03, 0.002, sh - 0.03), (0, -st / 2 - 0.001, lift + sh / 2), display,
                      faces=("-y",))]
-    return ObjectModel("monitor", parts, np.array([w, max(foot_d, st), lift + sh]))
+    return _model("monitor", parts)
 
 
 def build_mug(ctx: BuildContext) -> ObjectModel:
@@ -333,7 +342,7 @@ def build_mug(ctx: BuildContext) -> ObjectModel:
     parts += [ctx.box((0.03, hw, hw), (r + 0.012, 0, h * 0.8), body),
               ctx.box((0.03, hw, hw), (r + 0.012, 0, h * 0.8 - hh), body),
               ctx.box((hw, hw, hh + hw), (r + 0.027 - hw / 2 + 0.006, 0, h * 0.8 - hh / 2), body)]
-    return ObjectModel("mug", parts, np.array([2 * r + 0.04, 2 * r, h]))
+    return _model("mug", parts)
 
 
 def build_bin(ctx: BuildContext) -> ObjectModel:
@@ -346,11 +355,11 @@ def build_bin(ctx: BuildContext) -> ObjectModel:
         r_inside = r0 + (r1 - r0) * (h - 0.05) / h - 0.005
         parts = [ctx.frustum(r0, r1, h, (0, 0, 0), shell, caps=(False, False)),
                  mesh.disc(r_inside, ctx.max_edge_m, (0, 0, h - 0.05), material_id=inside)]
-        return ObjectModel("bin", parts, np.array([2 * r1, 2 * r1, h]), variant="round")
+        return _model("bin", parts, variant="round")
     s = ctx.u(0.22, 0.3)
     parts = [ctx.box((s, s, h), (0, 0, h / 2), shell, ("+x", "-x", "+y", "-y")),
              ctx.box((s - 0.01, s - 0.01, 0.001), (0, 0, h - 0.05), inside, faces=("+z",))]
-    return ObjectModel("bin", parts, np.array([s, s, h]), variant="square")
+    return _model("bin", parts, variant="square")
 
 
 def build_box(ctx: BuildContext, small: bool = False) -> ObjectModel:
@@ -363,8 +372,7 @@ def build_box(ctx: BuildContext, small: bool = False) -> ObjectModel:
     parts = [ctx.box((w, d, h), (0, 0, h / 2), card, NO_BOTTOM),
              ctx.box((w + 0.002, 0.05, 0.002), (0, 0, h + 0.001), tape,
                      faces=("+z", "+x", "-x"))]
-    return ObjectModel("box", parts, np.array([w, d, h]),
-                       [SupportSurface((0.0, 0.0), (w - 0.02, d - 0.02), h)])
+    return _model("box", parts, [SupportSurface((0.0, 0.0), (w - 0.02, d - 0.02), h)])
 
 
 def build_plant(ctx: BuildContext, small: bool = False) -> ObjectModel:
@@ -384,7 +392,6 @@ def build_plant(ctx: BuildContext, small: bool = False) -> ObjectModel:
         top = ph + stem_h
     n_balls = int(ctx.rng.integers(3, 7))
     reach = r1 * 1.8
-    height = top
     for _ in range(n_balls):
         rb = ctx.u(0.12, 0.25) * s
         a = ctx.u(0.0, 2 * math.pi)
@@ -392,10 +399,7 @@ def build_plant(ctx: BuildContext, small: bool = False) -> ObjectModel:
         center = (off * math.cos(a), off * math.sin(a), top + rb * ctx.u(0.6, 1.6))
         parts.append(mesh.sphere(rb, ctx.max_edge_m, center, bumpiness=0.18, rng=ctx.rng,
                                  material_id=leaves))
-        height = max(height, center[2] + rb * 1.18)
-    extent = 2 * max(reach * 1.2, r1)
-    return ObjectModel("plant", parts, np.array([extent, extent, height]),
-                       variant="small" if small else ("tall" if tall else "bush"))
+    return _model("plant", parts, variant="small" if small else ("tall" if tall else "bush"))
 
 
 def build_lamp(ctx: BuildContext, desk: bool = False) -> ObjectModel:
@@ -410,10 +414,7 @@ def build_lamp(ctx: BuildContext, desk: bool = False) -> ObjectModel:
     parts = [ctx.frustum(rb, rb * 0.9, 0.02, (0, 0, 0), metal, caps=(False, True)),
              ctx.frustum(0.012, 0.012, pole_h, (0, 0, 0.02), metal, caps=(False, False)),
              ctx.frustum(r_low, r_high, shade_h, (0, 0, 0.02 + pole_h - shade_h * 0.3), shade)]
-    height = 0.02 + pole_h + shade_h * 0.7
-    extent = 2 * max(rb, r_low)
-    return ObjectModel("lamp", parts, np.array([extent, extent, height]),
-                       variant="desk" if desk else "floor")
+    return _model("lamp", parts, variant="desk" if desk else "floor")
 
 
 BUILDERS: dict[str, Callable[..., ObjectModel]] = {
