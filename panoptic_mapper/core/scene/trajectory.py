@@ -244,8 +244,10 @@ def generate_trajectory(scene: SyntheticScene, config: TrajectoryConfig | None =
     t = np.concatenate([[0.0], np.cumsum(dt)])
     t_frames = np.arange(config.num_frames) / config.rate_hz
     if t[-1] < t_frames[-1]:
-        raise ConfigError("trajectory.num_frames", config.num_frames,
-                          "planned path too short; lower laps or speed")
+        raise ConfigError("trajectory.clearance_m", config.clearance_m,
+                          f"the free floor only allows a {s[-1]:.1f} m loop, too short for "
+                          f"{config.num_frames} frames: use larger or emptier rooms or a "
+                          f"smaller clearance")
     xy = np.stack([np.interp(t_frames, t, path[:, 0]), np.interp(t_frames, t, path[:, 1])], 1)
     z = np.interp(t_frames, t, height)
     R = camera_rotation(np.interp(t_frames, t, yaw), np.interp(t_frames, t, pitch),
