@@ -280,6 +280,12 @@ def test_backend_protocol_and_factory(registry):
     with pytest.raises(InvalidInputError) as err:
         emulator.emulate(gt, depth[:10], 0)
     assert err.value.field == "depth_m"
+    with pytest.raises(InvalidInputError) as err:
+        emulator.emulate(GroundTruthLabels(gt.label_ids, -gt.instance_ids), depth, 0)
+    assert err.value.field == "ground_truth.instance_ids"
+    with pytest.raises(InvalidInputError) as err:
+        emulator.emulate(GroundTruthLabels(gt.label_ids + 100, gt.instance_ids), depth, 0)
+    assert err.value.field == "ground_truth.label_ids" and err.value.kind == "unknown_label"
 
 
 def test_config_errors_name_the_field(registry):

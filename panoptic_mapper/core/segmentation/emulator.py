@@ -259,9 +259,13 @@ class GroundedSamEmulator:
             raise InvalidInputError("depth_m", list(np.asarray(depth_m).shape),
                                     f"must match the ground truth size {list(labels.shape)}",
                                     kind="size_mismatch")
-        if labels.size and int(labels.max()) > self.registry.max_id:
-            raise InvalidInputError("ground_truth.label_ids", int(labels.max()),
+        if labels.size and (int(labels.max()) > self.registry.max_id or int(labels.min()) < 0):
+            bad = int(labels.max()) if int(labels.min()) >= 0 else int(labels.min())
+            raise InvalidInputError("ground_truth.label_ids", bad,
                                     "label id unknown to the registry", kind="unknown_label")
+        if instances.size and int(instances.min()) < 0:
+            raise InvalidInputError("ground_truth.instance_ids", int(instances.min()),
+                                    "instance ids must be >= 0", kind="segmentation")
         cfg = self.config
         key = int(frame_key) & 0xFFFFFFFFFFFFFFFF
         rng = np.random.default_rng([cfg.seed, EMULATOR_STREAM, key & 0xFFFFFFFF, key >> 32])
@@ -278,8 +282,9 @@ class GroundedSamEmulator:
     # ---- steps --------------------------------------------------------------------------------
     def _gt_segments(self, labels: np.ndarray, instances: np.ndarray,
                      depth_m: np.ndarray | None) -> tuple[np.ndarray, list[GtSegmentOutcome]]:
-        """Index map (-1 = void) of the GT segments (one per thing instance, one per stuff class)
-        and their outcomes with area and median depth."""
+        """Index map (-1 = void) of the GT segments (one per thing instance, one per stuff class;
+        thing pixels without an instance id count as stuff) and their outcomes with area and
+        median depth."""
         is_thing = self._thing_table[labels] & (instances > 0)
         n_labels = self.registry.max_id + 1
         key = np.where(is_thing, instances.astype(np.int64) * n_labels + labels, labels)
@@ -288,8 +293,7 @@ class GroundedSamEmulator:
         medians = self._median_depths(seg_map, len(values), depth_m)
         outcomes = []
         for v, c, d in zip(values.tolist(), counts.tolist(), medians.tolist()):
-            label_id = v % n_labels if v >= n_labels else v
-            outcomes.append(GtSegmentOutcome(gt_label_id=int(label_id),
+            outcomes.append(GtSegmentOutcome(gt_label_id=int(v % n_labels),
                                              gt_instance_id=int(v // n_labels),
                                              area_px=int(c), median_depth_m=float(d)))
         return seg_map, outcomes
