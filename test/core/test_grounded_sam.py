@@ -8,6 +8,7 @@ shapes, thresholds, id rules, timings, error messages.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,6 +48,14 @@ def _save_tiny_grounding_dino(directory) -> None:
     torch.manual_seed(0)
     GroundingDinoForObjectDetection(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
+    # The preprocessor file as published with IDEA-Research/grounding-dino-tiny.
+    (Path(directory) / "preprocessor_config.json").write_text(json.dumps({
+        "do_normalize": True, "do_pad": True, "do_rescale": True, "do_resize": True,
+        "format": "coco_detection", "image_mean": [0.485, 0.456, 0.406],
+        "image_processor_type": "GroundingDinoImageProcessor",
+        "image_std": [0.229, 0.224, 0.225], "resample": 2,
+        "rescale_factor": 0.00392156862745098,
+        "size": {"longest_edge": 1333, "shortest_edge": 800}}))
 
 
 def _save_tiny_sam(directory) -> None:
@@ -62,6 +71,14 @@ def _save_tiny_sam(directory) -> None:
                                  mlp_dim=16, iou_head_hidden_dim=16))
     torch.manual_seed(1)
     SamModel(config).save_pretrained(directory)
+    # As published with facebook/sam-vit-base: sizes for 1024-pixel models (the backend takes
+    # the sizes from the model config instead).
+    (Path(directory) / "preprocessor_config.json").write_text(json.dumps({
+        "do_normalize": True, "do_pad": True, "do_rescale": True, "do_resize": True,
+        "image_mean": [0.485, 0.456, 0.406], "image_processor_type": "SamImageProcessor",
+        "image_std": [0.229, 0.224, 0.225], "pad_size": {"height": 1024, "width": 1024},
+        "processor_class": "SamProcessor", "resample": 2,
+        "rescale_factor": 0.00392156862745098, "size": {"longest_edge": 1024}}))
 
 
 @pytest.fixture(scope="module")

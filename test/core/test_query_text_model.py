@@ -4,6 +4,8 @@ Loading the model takes ~8 s on an idle 2-core machine (more under load), once p
 """
 from __future__ import annotations
 
+import concurrent.futures
+
 import numpy as np
 import pytest
 
@@ -111,6 +113,10 @@ def test_encode_restores_torch_threads():
     out = embedder.encode(["mug", "chair"])
     assert out.shape == (2, 384) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert torch.get_num_threads() == before
+    # Concurrent queries (a multi-threaded ROS executor) must not leave the temporary value.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda k: embedder.encode([f"phrase {k}"]), range(16)))
     assert torch.get_num_threads() == before
 
 

@@ -90,6 +90,9 @@ class TextEmbedder(Protocol):
 # ---- the sentence model ------------------------------------------------------------------------
 _MODEL_CACHE: dict[tuple[str, str], object] = {}
 _MODEL_LOCK = threading.Lock()
+_ENCODE_LOCK = threading.Lock()
+"""Serialises encodes that change torch's process-wide thread count (so that two concurrent
+queries cannot leave it at the temporary value)."""
 
 
 def packaged_text_model_dir() -> Path:
@@ -134,15 +137,16 @@ class SentenceEmbedder:
         """[N, D] float32 unit-length embeddings of ``texts``."""
         import torch
 
-        previous = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            out = self._model.encode(list(texts), normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
-        finally:
+        with _ENCODE_LOCK:
+            previous = torch.get_num_threads()
             if self.threads:
-                torch.set_num_threads(previous)
+                torch.set_num_threads(self.threads)
+            try:
+                out = self._model.encode(list(texts), normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False)
+            finally:
+                if self.threads:
+                    torch.set_num_threads(previous)
         return np.asarray(out, np.float32).reshape(len(texts), -1)
 
 

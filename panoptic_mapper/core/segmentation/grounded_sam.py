@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -195,14 +196,17 @@ class GroundedSamSegmenter:
             raise ConfigError("grounded_sam.detector_weights_dir", str(detector_dir),
                               f"no usable tokenizer files in the checkpoint ({exc}); download "
                               "the whole repository, tokenizer included") from exc
-        self._detector_processor = GroundingDinoImageProcessorPil(
+        self._detector_processor = _image_processor(
+            GroundingDinoImageProcessorPil, detector_dir,
             size={"shortest_edge": config.detector_shortest_edge_px,
                   "longest_edge": config.detector_longest_edge_px})
         self._sam = SamModel.from_pretrained(sam_dir, local_files_only=True).to(
             self.device).eval()
+        # SAM's positional embeddings fix its input size: the model config decides it.
         sam_size = int(self._sam.config.vision_config.image_size)
-        self._sam_processor = SamImageProcessorPil(
-            size={"longest_edge": sam_size}, pad_size={"height": sam_size, "width": sam_size})
+        self._sam_processor = _image_processor(
+            SamImageProcessorPil, sam_dir, size={"longest_edge": sam_size},
+            pad_size={"height": sam_size, "width": sam_size})
         max_tokens = config.max_prompt_tokens or int(self._detector.config.max_text_len)
         self.prompt_chunks: list[PromptChunk] = build_prompt_chunks(
             self._prompt_phrases(), self._tokenizer, max_tokens)
@@ -338,6 +342,14 @@ class GroundedSamSegmenter:
                     [out.pred_masks[0].float().cpu()], [original_hw], [reshaped_hw])[0]
                 masks.append(full[:, 0].numpy())
         return np.concatenate(masks, axis=0)
+
+
+def _image_processor(cls: Any, directory: Path, **overrides: Any) -> Any:
+    """The checkpoint's image processor (its normalisation) with our sizes; defaults without
+    a ``preprocessor_config.json``."""
+    if (directory / "preprocessor_config.json").is_file():
+        return cls.from_pretrained(directory, **overrides)
+    return cls(**overrides)
 
 
 def _cxcywh_to_xyxy(box: np.ndarray, width: int, height: int) -> BoxXYXY:
