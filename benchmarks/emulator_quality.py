@@ -8,9 +8,9 @@ PQ_th / PQ_st, 2D mIoU / mAcc of the label images (unlabelled pixels count as wr
 corruption rates actually realised (from the emulator's reports).
 
 Part 2 (cost): renders a ``--render-frames`` frame trajectory of one room at 640x480 with depth
-noise, as ``make-scene`` does (without disk), and compares it with the bare ray casting of the
-same frames in the same process (Open3D ``cast_rays``; the floor any renderer pays). Also times
-the emulator per frame.
+noise, as ``make-scene`` does (without disk), in this process and with two worker processes, and
+compares it with the bare ray casting of the same frames in the same process (Open3D
+``cast_rays``; the floor any renderer pays). Also times the emulator per frame.
 
   cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/emulator_quality.py \\
       [--scenes 3] [--frames 240] [--stride 8] [--render-frames 300]
@@ -120,6 +120,10 @@ def render_cost(num_frames: int) -> None:
     count = sum(1 for _ in render_sequence(scene, trajectory, config))
     render_s, render_cpu = time.perf_counter() - wall, time.process_time() - cpu
 
+    wall = time.perf_counter()
+    count2 = sum(1 for _ in render_sequence(scene, trajectory, config, workers=2))
+    render2_s = time.perf_counter() - wall
+
     views = [renderer.render(trajectory.T_world_cam[i], i) for i in range(0, num_frames, 10)]
     cpu = time.process_time()
     for i, view in enumerate(views):
@@ -137,6 +141,8 @@ def render_cost(num_frames: int) -> None:
     print(f"| `render_sequence` (RGB, depth + noise, GT) | {render_s:.1f} s wall, "
           f"{render_cpu:.1f} s CPU | {1000 * render_s / count:.0f} ms | "
           f"{render_s / cast_s:.2f}x |")
+    print(f"| same, `workers=2` (spawned processes, incl. their start) | {render2_s:.1f} s wall "
+          f"| {1000 * render2_s / count2:.0f} ms | {render2_s / cast_s:.2f}x |")
     print(f"| emulator (medium), 640x480 | | {emulate_ms:.0f} ms CPU | |")
 
 

@@ -175,3 +175,17 @@ def test_render_sequence_yields_validated_samples_with_emulated_segmentation(sce
         assert sample.segmentation.stamp_ns == sample.frame.stamp_ns
         assert sample.segmentation.shape == sample.ground_truth.label_ids.shape == (120, 160)
         assert len(sample.segmentation.segments) >= 2
+
+
+def test_worker_processes_give_the_same_samples(scene, trajectory):
+    emulator = GroundedSamEmulator(emulator_preset("hard", seed=2), scene.registry)
+    config = RenderConfig(camera=CameraConfig().scaled(0.1), frames_per_batch=2)
+    short = trajectory.__class__(trajectory.T_world_cam[:7], trajectory.stamps_ns[:7])
+    serial = list(render_sequence(scene, short, config, emulator))
+    parallel = list(render_sequence(scene, short, config, emulator, workers=2))
+    assert [s.frame.index for s in parallel] == list(range(7))
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a.frame.rgb, b.frame.rgb)
+        np.testing.assert_array_equal(a.frame.depth_m, b.frame.depth_m)
+        np.testing.assert_array_equal(a.ground_truth.instance_ids, b.ground_truth.instance_ids)
+        np.testing.assert_array_equal(a.segmentation.segment_ids, b.segmentation.segment_ids)

@@ -18,7 +18,8 @@ from panoptic_mapper.core.scene.depth_noise import DepthNoiseConfig, apply_depth
 from panoptic_mapper.core.scene.generator import (SceneConfig, SceneInstance, SyntheticScene,
                                                   generate_scene)
 from panoptic_mapper.core.scene.renderer import (CameraConfig, RenderConfig, RenderedView,
-                                                 SceneRenderer, render_sequence)
+                                                 SceneRenderer)
+from panoptic_mapper.core.scene.sequence import render_sequence
 from panoptic_mapper.core.scene.trajectory import (CameraTrajectory, TrajectoryConfig,
                                                    generate_trajectory)
 

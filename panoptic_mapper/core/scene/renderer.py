@@ -6,25 +6,21 @@ the ray parameter of the hit *is* the z-depth. The hit triangle indexes per-tria
 label, instance and material ids; colour is the material's solid texture at the hit point times
 a simple Lambert shading (a fixed key light, a head light and ambient light) plus sensor noise.
 
-Owns: :class:`CameraConfig`, :class:`RenderConfig`, :class:`SceneRenderer`, :class:`RenderedView`
-and :func:`render_sequence` (the generator -> dataset-sample stream, optionally segmented).
+Owns: :class:`CameraConfig`, :class:`RenderConfig`, :class:`SceneRenderer`, :class:`RenderedView`.
 Does not own: the scene (``generator``), cameras (``trajectory``), depth noise (``depth_noise``),
-the emulated segmenter (``core/segmentation/emulator``).
+frame streams (``sequence``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.scene.depth_noise import DepthNoiseConfig, apply_depth_noise
 from panoptic_mapper.core.scene.generator import SyntheticScene
-from panoptic_mapper.core.scene.trajectory import CameraTrajectory
-from panoptic_mapper.core.segmentation.base import SegmentationRequest, SegmenterBackend
-from panoptic_mapper.core.types import (CameraIntrinsics, DatasetSample, GroundTruthLabels,
-                                        RgbdFrame, validate_rigid_transform)
+from panoptic_mapper.core.types import (CameraIntrinsics, GroundTruthLabels,
+                                        validate_rigid_transform)
 
 RENDER_STREAM = 0x52454E44
 """Random-stream tag of the renderer (RGB and depth noise), mixed with the seed and frame index."""
@@ -196,37 +192,3 @@ class SceneRenderer:
             label_ids=self._tri_label[prim].reshape(shape),
             instance_ids=self._tri_instance[prim].reshape(shape))
 
-
-def render_sequence(scene: SyntheticScene, trajectory: CameraTrajectory,
-                    config: RenderConfig | None = None,
-                    segmenter: SegmenterBackend | None = None) -> Iterator[DatasetSample]:
-    """Render every pose of a trajectory as a dataset sample (no disk involved).
-
-    Args:
-        scene: the scene to render.
-        trajectory: camera poses and stamps.
-        config: rendering parameters (default: 640x480, depth noise on).
-        segmenter: when given (e.g. the Grounded-SAM emulator), each sample carries its 2D
-            panoptic segmentation of the frame, computed from the frame's ground truth.
-
-    Yields:
-        :class:`DatasetSample` with ``frame`` (RGB, sensor depth, pose, stamp, index),
-        ``ground_truth`` and, with a segmenter, ``segmentation``.
-    """
-    renderer = SceneRenderer(scene, config)
-    batch = renderer.config.frames_per_batch
-    for start in range(0, len(trajectory), batch):
-        indices = list(range(start, min(start + batch, len(trajectory))))
-        views = renderer.render_batch([trajectory.T_world_cam[i] for i in indices], indices)
-        for i, view in zip(indices, views):
-            stamp = int(trajectory.stamps_ns[i])
-            frame = RgbdFrame(stamp_ns=stamp, rgb=view.rgb, depth_m=view.depth_m,
-                              T_world_cam=trajectory.T_world_cam[i],
-                              intrinsics=renderer.intrinsics, index=i)
-            gt = view.ground_truth
-            seg = None
-            if segmenter is not None:
-                seg = segmenter.segment(SegmentationRequest(rgb=view.rgb, stamp_ns=stamp,
-                                                            depth_m=view.depth_m,
-                                                            ground_truth=gt))
-            yield DatasetSample(frame=frame, segmentation=seg, ground_truth=gt)
