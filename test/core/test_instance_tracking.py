@@ -26,7 +26,9 @@ def _channel(label_registry, name):
 
 
 def _points(n_objects):
-    return np.concatenate([np.full((N, 3), float(k)) for k in range(n_objects)])
+    """Object k fills the cube [0.5 k, 0.5 (k + 1)]^3: neighbours touch."""
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.uniform(0.5 * k, 0.5 * (k + 1), (N, 3)) for k in range(n_objects)])
 
 
 def _frame(tracker, index, segments, seg_rows, mapped, n_objects):

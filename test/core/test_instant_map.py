@@ -63,7 +63,8 @@ class Scene:
         depth = np.where(ok, t, 0.0).astype(np.float32)
         shade = np.where(ok, 0.7 + 0.3 * ((prim % 12) / 12.0), 0)[..., None]
         rgb = (self.colors[prim] * shade).astype(np.uint8)
-        return depth, rgb, np.where(ok, self.labels[prim], 0), np.where(ok, self.instances[prim], 0)
+        labels = np.where(ok, self.labels[prim], 0)
+        return depth, rgb, labels, np.where(ok, self.instances[prim], 0)
 
     def segmentation(self, labels, instances, rng):
         ids = np.zeros(labels.shape, np.int32)

@@ -139,8 +139,13 @@ class FrameChecker:
                 result.warnings.append(
                     f"segment {seg.id}: is_thing={seg.is_thing} disagrees with the registry "
                     f"label '{label.name}' (is_thing={label.is_thing}); using the registry")
-            usable.append(Segment(id=seg.id, label=label.name, label_id=label.id,
-                                  is_thing=label.is_thing, score=seg.score, phrase=seg.phrase))
+            if (seg.label, seg.label_id, seg.is_thing) == (label.name, label.id,
+                                                            label.is_thing):
+                usable.append(seg)
+            else:
+                usable.append(Segment(id=seg.id, label=label.name, label_id=label.id,
+                                      is_thing=label.is_thing, score=seg.score,
+                                      phrase=seg.phrase))
         ids = np.asarray(segmentation.segment_ids, np.int32)
         if dropped:
             ids = np.where(np.isin(ids, dropped), 0, ids).astype(np.int32)

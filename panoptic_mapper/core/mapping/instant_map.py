@@ -566,13 +566,17 @@ def _incidence_cos(cam: np.ndarray) -> np.ndarray:
     out = np.ones((h, w), np.float32)
     if h < 3 or w < 3:
         return out
+    cam = cam.astype(np.float32, copy=False)
     du = cam[1:-1, 2:] - cam[1:-1, :-2]
     dv = cam[2:, 1:-1] - cam[:-2, 1:-1]
-    normal = np.cross(du, dv)
+    nx = du[..., 1] * dv[..., 2] - du[..., 2] * dv[..., 1]
+    ny = du[..., 2] * dv[..., 0] - du[..., 0] * dv[..., 2]
+    nz = du[..., 0] * dv[..., 1] - du[..., 1] * dv[..., 0]
     ray = cam[1:-1, 1:-1]
-    num = np.abs((normal * ray).sum(axis=-1))
-    den = np.linalg.norm(normal, axis=-1) * np.linalg.norm(ray, axis=-1)
-    valid = ((cam[1:-1, 2:, 2] > 0) & (cam[1:-1, :-2, 2] > 0) & (cam[2:, 1:-1, 2] > 0)
-             & (cam[:-2, 1:-1, 2] > 0) & (den > 0))
-    out[1:-1, 1:-1] = np.where(valid, num / np.where(den > 0, den, 1.0), 1.0)
+    num = np.abs(nx * ray[..., 0] + ny * ray[..., 1] + nz * ray[..., 2])
+    den2 = (nx * nx + ny * ny + nz * nz) * (ray * ray).sum(axis=-1)
+    z = cam[..., 2]
+    valid = ((z[1:-1, 2:] > 0) & (z[1:-1, :-2] > 0) & (z[2:, 1:-1] > 0) & (z[:-2, 1:-1] > 0)
+             & (den2 > 0))
+    out[1:-1, 1:-1] = np.where(valid, num / np.sqrt(np.where(valid, den2, 1.0)), 1.0)
     return out

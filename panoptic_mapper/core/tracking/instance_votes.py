@@ -37,16 +37,21 @@ def fuse_instance_votes(slot_ids: np.ndarray, slot_weights: np.ndarray, voxels: 
     voxels, ids, w = voxels[keep], instance_ids[keep].astype(np.int64), weights[keep]
     if voxels.size == 0:
         return np.zeros(0, np.int64)
-    stride = int(max(ids.max(), 0)) + 1
-    pairs, slot = np.unique(voxels * stride + ids, return_inverse=True)
-    pair_w = np.bincount(slot, weights=w)
-    pair_voxel, pair_id = np.divmod(pairs, stride)
-    voxel_total = np.bincount(np.unique(pair_voxel, return_inverse=True)[1], weights=pair_w)
-    # Best pair per voxel: sort by voxel, then by descending weight, take the first of each run.
-    order = np.lexsort((-pair_w, pair_voxel))
-    first = np.ones(order.size, bool)
-    first[1:] = pair_voxel[order][1:] != pair_voxel[order][:-1]
-    best = order[first]
+    stride = int(ids.max()) + 1
+    key = voxels * stride + ids
+    order = np.argsort(key, kind="stable")
+    key, w = key[order], w[order].astype(np.float64)
+    pair_start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    pair_w = np.add.reduceat(w, pair_start)
+    pair_voxel, pair_id = np.divmod(key[pair_start], stride)
+    voxel_start = np.flatnonzero(np.r_[True, pair_voxel[1:] != pair_voxel[:-1]])
+    voxel_of_pair = np.cumsum(np.r_[False, pair_voxel[1:] != pair_voxel[:-1]])
+    voxel_total = np.add.reduceat(pair_w, voxel_start)
+    voxel_best = np.maximum.reduceat(pair_w, voxel_start)
+    # The first pair of each voxel that reaches the voxel's best weight.
+    is_best = np.flatnonzero(pair_w == voxel_best[voxel_of_pair])
+    first = np.r_[True, voxel_of_pair[is_best][1:] != voxel_of_pair[is_best][:-1]]
+    best = is_best[first]
     vox = pair_voxel[best]
     new_id = pair_id[best]
     margin = 2.0 * pair_w[best] - voxel_total  # winner minus all others

@@ -65,10 +65,6 @@ class InstanceRecord:
     def best_channel(self) -> int:
         return int(np.argmax(self.label_evidence)) if self.label_evidence.any() else 0
 
-    def box_volume_m3(self) -> float:
-        extent = np.maximum(self.bounds_max_m - self.bounds_min_m, 0.0)
-        return float(np.prod(extent)) if np.all(np.isfinite(extent)) else 0.0
-
     def to_dict(self) -> dict:
         return {"id": self.id, "is_thing": self.is_thing,
                 "label_evidence": self.label_evidence.tolist(), "status": self.status.value,
@@ -97,6 +93,7 @@ class InstanceTable:
         self.records: dict[int, InstanceRecord] = {}
         self.next_id = 1
         self._resolve: np.ndarray | None = None
+        self._alive_ids: set[int] = set()
 
     def create(self, is_thing: bool, frame_index: int, parent_id: int = NO_INSTANCE_ID,
                status: InstanceStatus = InstanceStatus.CANDIDATE) -> InstanceRecord:
@@ -106,6 +103,7 @@ class InstanceTable:
                                 first_frame=frame_index, last_frame=frame_index,
                                 parent_id=parent_id)
         self.records[record.id] = record
+        self._alive_ids.add(record.id)
         self.next_id += 1
         self._resolve = None
         return record
@@ -114,11 +112,17 @@ class InstanceTable:
         return self.records[int(instance_id)]
 
     def alive(self, things_only: bool = False) -> list[InstanceRecord]:
-        return [r for r in self.records.values()
-                if r.alive and (r.is_thing or not things_only)]
+        """Candidates and confirmed instances, by id."""
+        records = (self.records[i] for i in sorted(self._alive_ids))
+        return [r for r in records if r.is_thing or not things_only]
 
     def set_status(self, instance_id: int, status: InstanceStatus) -> None:
-        self.records[instance_id].status = status
+        record = self.records[instance_id]
+        record.status = status
+        if record.alive:
+            self._alive_ids.add(instance_id)
+        else:
+            self._alive_ids.discard(instance_id)
         self._resolve = None
 
     def merge(self, keep_id: int, drop_id: int) -> None:
@@ -134,6 +138,7 @@ class InstanceTable:
             keep.status = InstanceStatus.CONFIRMED
         drop.status = InstanceStatus.MERGED
         drop.merged_into = keep_id
+        self._alive_ids.discard(drop_id)
         self._resolve = None
 
     def resolve_table(self) -> np.ndarray:
@@ -178,4 +183,5 @@ class InstanceTable:
                                  f"channels, expected {self.num_channels}")
             self.records[record.id] = record
         self.next_id = int(data["next_id"])
+        self._alive_ids = {i for i, r in self.records.items() if r.alive}
         self._resolve = None

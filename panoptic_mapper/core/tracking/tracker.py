@@ -26,7 +26,6 @@ Owns: :class:`TrackingConfig`, :class:`InstanceTracker`. Does not own: voxel sto
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import combinations
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -36,6 +35,7 @@ from panoptic_mapper.core.labels.registry import LabelRegistry
 from panoptic_mapper.core.labels.voting import LabelChannels
 from panoptic_mapper.core.tracking.instances import (InstanceRecord, InstanceStatus,
                                                      InstanceTable)
+from panoptic_mapper.core.tracking.pair_stats import PairStats
 from panoptic_mapper.core.types import NO_INSTANCE_ID
 
 NO_VOTE = -1
@@ -80,6 +80,11 @@ class TrackingConfig(ConfigBase):
     merge_box_min_volume_m3: float = 1e-4
     """... provided both boxes have at least this volume, m^3, and they were never seen as two
     separate segments in one frame."""
+    merge_box_interval_frames: int = 10
+    """The box-overlap merge test runs every this many frames (it compares all instances)."""
+    merge_neighbour_margin_m: float = 0.1
+    """Instances whose boxes come closer than this are merge candidates, m; frames showing such
+    a pair as two segments are counted against merging them."""
     instance_count_cap: float = 20.0
     """Largest weight of a voxel's instance slot (like the label cap: keeps the map changeable)."""
 
@@ -90,11 +95,14 @@ class TrackingConfig(ConfigBase):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, name, value, "must be in [0, 1]")
         for name in ("min_overlap_samples", "min_new_instance_samples", "min_visible_samples",
-                     "confirm_observations", "retire_after_frames", "merge_min_frames"):
+                     "confirm_observations", "retire_after_frames", "merge_min_frames",
+                     "merge_box_interval_frames"):
             value = getattr(self, name)
             require(value >= 1, name, value, "must be >= 1")
         require(self.merge_box_min_volume_m3 >= 0.0, "merge_box_min_volume_m3",
                 self.merge_box_min_volume_m3, "must be >= 0 m^3")
+        require(self.merge_neighbour_margin_m >= 0.0, "merge_neighbour_margin_m",
+                self.merge_neighbour_margin_m, "must be >= 0 m")
         require(self.instance_count_cap > 0.0, "instance_count_cap", self.instance_count_cap,
                 "must be > 0")
 
@@ -135,8 +143,8 @@ class InstanceTracker:
         """Stuff channel -> its region's instance id."""
         self._compat = self._compatibility_matrix(registry, channels,
                                                   config.confusable_compatibility)
-        self._pair_stats: dict[tuple[int, int], list[int]] = {}
-        """(id_a, id_b) with a < b -> [co-segmented frames, separately-segmented frames]."""
+        self.pairs = PairStats()
+        """Frames that showed pairs of instances as one segment or as two."""
 
     @staticmethod
     def _compatibility_matrix(registry: LabelRegistry, channels: LabelChannels,
@@ -177,6 +185,16 @@ class InstanceTracker:
             return 1.0
         return float(min(1.0, self._compat[channel] @ dist))
 
+    def _compatibility(self, channels: np.ndarray, instance_ids: np.ndarray) -> np.ndarray:
+        """[S, I] :meth:`class_compatibility` of segment channels [S] with instances [I]."""
+        evidence = np.stack([self.table.get(i).label_evidence for i in instance_ids]) \
+            if instance_ids.size else np.zeros((0, self.channels.count))
+        total = evidence.sum(axis=1)
+        dist = evidence / np.maximum(total, 1e-12)[:, None]
+        compat = np.minimum(1.0, self._compat[channels] @ dist.T)
+        compat[:, total <= 0] = 1.0
+        return compat
+
     def associate(self, frame_index: int, segments: list[ThingSegment],
                   sample_segment: np.ndarray, sample_map_id: np.ndarray,
                   sample_points_m: np.ndarray) -> FrameAssociation:
@@ -199,19 +217,16 @@ class InstanceTracker:
         if num_seg == 0:
             self._finish_frame(frame_index)
             return result
-        seg_total = np.bincount(sample_segment[sample_segment >= 0], minlength=num_seg)
-        mapped = (sample_segment >= 0) & (sample_map_id >= 0)
-        seg_mapped = np.bincount(sample_segment[mapped], minlength=num_seg)
         num_inst = visible_ids.size
-        overlap = np.zeros((num_seg, num_inst))
-        on_thing = (sample_segment >= 0) & (sample_map_id > 0)
-        if num_inst:
-            col = np.searchsorted(visible_ids, sample_map_id[on_thing])
-            overlap = np.bincount(sample_segment[on_thing] * num_inst + col,
-                                  minlength=num_seg * num_inst).reshape(num_seg, num_inst)
-        records = [self.table.get(i) for i in visible_ids]
-        compat = np.array([[self.class_compatibility(s.channel, r) for r in records]
-                           for s in segments]).reshape(num_seg, num_inst)
+        in_seg = sample_segment >= 0
+        seg_total = np.bincount(sample_segment[in_seg], minlength=num_seg)
+        seg_mapped = np.bincount(sample_segment[in_seg & (sample_map_id >= 0)],
+                                 minlength=num_seg)
+        on_thing = in_seg & (sample_map_id > 0)
+        col_of_sample = np.searchsorted(visible_ids, sample_map_id[on_thing])
+        overlap = np.bincount(sample_segment[on_thing] * num_inst + col_of_sample,
+                              minlength=num_seg * num_inst).reshape(num_seg, num_inst)
+        compat = self._compatibility(np.array([s.channel for s in segments]), visible_ids)
         union = seg_mapped[:, None] + visible_counts[None, :] - overlap
         iou = overlap / np.maximum(union, 1)
         containment = overlap / np.maximum(np.minimum(seg_mapped[:, None],
@@ -219,38 +234,28 @@ class InstanceTracker:
         allowed = ((overlap >= cfg.min_overlap_samples)
                    & (compat >= cfg.min_class_compatibility)
                    & ((iou >= cfg.min_match_iou) | (containment >= cfg.min_match_containment)))
-        seg_to_col: dict[int, int] = {}
-        if allowed.any():
-            score = np.where(allowed, iou + 0.01 * containment, 0.0)
+        seg_instance = np.zeros(num_seg, np.int64)
+        col_claimed = np.zeros(num_inst, bool)
+        rows_any, cols_any = np.flatnonzero(allowed.any(1)), np.flatnonzero(allowed.any(0))
+        if rows_any.size:
+            sub = allowed[np.ix_(rows_any, cols_any)]
+            score = np.where(sub, (iou + 0.01 * containment)[np.ix_(rows_any, cols_any)], 0.0)
             rows, cols = linear_sum_assignment(-score)
-            for r, c in zip(rows, cols):
-                if allowed[r, c]:
-                    seg_to_col[int(r)] = int(c)
-        claimed_cols = set(seg_to_col.values())
-        matched_ids: dict[int, int] = {}
-        for r, c in seg_to_col.items():
-            inst = int(visible_ids[c])
-            matched_ids[r] = inst
-            result.sample_instance[sample_segment == r] = inst
-        result.num_matched = len(matched_ids)
-        # Under-segmentation: leave the map's split in place.
-        co_segmented: list[tuple[int, int]] = []
-        for r, c in seg_to_col.items():
-            for c2 in range(num_inst):
-                if (c2 == c or c2 in claimed_cols or not allowed[r, c2]
-                        or visible_counts[c2] < cfg.min_visible_samples
-                        or overlap[r, c2] < cfg.split_coverage * visible_counts[c2]):
-                    continue
-                other = int(visible_ids[c2])
-                result.sample_instance[(sample_segment == r) & (sample_map_id == other)] = other
-                claimed_cols.add(c2)
-                co_segmented.append((int(visible_ids[c]), other))
-                self._observe(self.table.get(other), segments[r], frame_index)
-                result.num_splits += 1
-        # New candidates.
-        for r in range(num_seg):
-            if r in matched_ids or seg_total[r] < cfg.min_new_instance_samples:
-                continue
+            keep = sub[rows, cols]
+            rows, cols = rows_any[rows[keep]], cols_any[cols[keep]]
+            seg_instance[rows] = visible_ids[cols]
+            col_claimed[cols] = True
+        result.num_matched = int((seg_instance > 0).sum())
+        # Under-segmentation: a matched segment over most of another, unclaimed instance.
+        split = (allowed & (seg_instance > 0)[:, None] & ~col_claimed[None, :]
+                 & (visible_counts >= cfg.min_visible_samples)[None, :]
+                 & (overlap >= cfg.split_coverage * visible_counts[None, :]))
+        splits: list[tuple[int, int]] = []
+        for c in np.flatnonzero(split.any(axis=0)):
+            r = int(np.argmax(np.where(split[:, c], overlap[:, c], -1)))
+            splits.append((r, int(visible_ids[c])))
+        # New candidates for unmatched segments with enough support.
+        for r in np.flatnonzero((seg_instance == 0) & (seg_total >= cfg.min_new_instance_samples)):
             parent = NO_INSTANCE_ID
             if num_inst:
                 support = np.where(compat[r] >= cfg.min_class_compatibility, overlap[r], 0)
@@ -258,15 +263,23 @@ class InstanceTracker:
                 if support[best] >= max(cfg.min_overlap_samples,
                                         cfg.min_match_containment * seg_mapped[r]):
                     parent = int(visible_ids[best])
-            record = self.table.create(True, frame_index, parent_id=parent)
-            matched_ids[r] = record.id
-            result.sample_instance[sample_segment == r] = record.id
+            seg_instance[r] = self.table.create(True, frame_index, parent_id=parent).id
             result.num_new += 1
-        for r, inst in matched_ids.items():
+        targets = np.where(seg_instance > 0, seg_instance, NO_VOTE)
+        result.sample_instance[in_seg] = targets[sample_segment[in_seg]]
+        co_segmented: list[tuple[int, int]] = []
+        for r, other in splits:
+            result.sample_instance[(sample_segment == r) & (sample_map_id == other)] = other
+            self._observe(self.table.get(other), segments[r], frame_index)
+            co_segmented.append((int(seg_instance[r]), other))
+        result.num_splits = len(splits)
+        matched_ids: dict[int, int] = {}
+        for r in np.flatnonzero(seg_instance > 0):
+            inst = int(seg_instance[r])
+            matched_ids[int(r)] = inst
             self._observe(self.table.get(inst), segments[r], frame_index)
-            self._grow_bounds(self.table.get(inst),
-                              sample_points_m[result.sample_instance == inst])
             result.segment_to_instance[segments[r].segment_id] = inst
+        self._grow_bounds(result.sample_instance, sample_points_m)
         updated = self._update_pair_stats(co_segmented, matched_ids, visible_ids, visible_counts)
         self._finish_frame(frame_index, updated)
         return result
@@ -277,29 +290,54 @@ class InstanceTracker:
         record.last_frame = frame_index
         record.label_evidence[segment.channel] += segment.score
 
-    @staticmethod
-    def _grow_bounds(record: InstanceRecord, points_m: np.ndarray) -> None:
-        if points_m.shape[0] < 3:
+    def _grow_bounds(self, sample_instance: np.ndarray, points_m: np.ndarray) -> None:
+        """Grow each voted instance's box by the 5-95 % range of this frame's samples on it."""
+        voted = sample_instance > 0
+        voted[1::2] = False  # every other sample is plenty for a 5-95 % range
+        inst, points = sample_instance[voted], points_m[voted]
+        if inst.size == 0:
             return
-        lo, hi = np.percentile(points_m, [5.0, 95.0], axis=0)
-        record.bounds_min_m = np.minimum(record.bounds_min_m, lo)
-        record.bounds_max_m = np.maximum(record.bounds_max_m, hi)
+        order = np.argsort(inst, kind="stable")
+        inst, points = inst[order], points[order]
+        starts = np.flatnonzero(np.r_[True, inst[1:] != inst[:-1]])
+        counts = np.diff(np.r_[starts, inst.size])
+        lo_at = starts + np.floor(0.05 * (counts - 1)).astype(np.int64)
+        hi_at = starts + np.ceil(0.95 * (counts - 1)).astype(np.int64)
+        # Sort each axis within each instance at once: instance in the high bits, the
+        # coordinate (in 0.1 mm, offset to be positive) in the low 40 bits.
+        quantized = np.clip(np.rint(points * 1e4) + (1 << 39), 0, (1 << 40) - 1).astype(np.int64)
+        lo = np.empty((starts.size, 3))
+        hi = np.empty((starts.size, 3))
+        for axis in range(3):
+            values = np.sort((inst << 40) | quantized[:, axis])
+            coords = ((values & ((1 << 40) - 1)) - (1 << 39)) * 1e-4
+            lo[:, axis], hi[:, axis] = coords[lo_at], coords[hi_at]
+        for k in np.flatnonzero(counts >= 3):
+            record = self.table.get(int(inst[starts[k]]))
+            record.bounds_min_m = np.minimum(record.bounds_min_m, lo[k])
+            record.bounds_max_m = np.maximum(record.bounds_max_m, hi[k])
 
     def _update_pair_stats(self, co_segmented: list[tuple[int, int]],
                            matched_ids: dict[int, int], visible_ids: np.ndarray,
                            visible_counts: np.ndarray) -> set[tuple[int, int]]:
-        """Count co- and separate segmentations; returns the pairs it touched."""
-        updated = set()
-        for a, b in co_segmented:
-            key = (min(a, b), max(a, b))
-            self._pair_stats.setdefault(key, [0, 0])[0] += 1
-            updated.add(key)
-        visible = set(int(i) for i, n in zip(visible_ids, visible_counts)
-                      if n >= self.config.min_visible_samples)
-        separately = sorted(set(i for i in matched_ids.values() if i in visible))
-        for a, b in combinations(separately, 2):
-            self._pair_stats.setdefault((a, b), [0, 0])[1] += 1
-            updated.add((a, b))
+        """Count co- and separate segmentations; returns the co-segmented pairs (the only
+        ones whose merge test can have changed).
+
+        Separate segmentations are counted for pairs that could ever be merged: instances
+        whose boxes come within ``merge_neighbour_margin_m`` of each other.
+        """
+        updated = {self.pairs.add_co_segmented(a, b) for a, b in co_segmented}
+        visible = visible_ids[visible_counts >= self.config.min_visible_samples]
+        separately = np.intersect1d(np.fromiter(matched_ids.values(), np.int64), visible)
+        if separately.size < 2:
+            return updated
+        records = [self.table.get(int(i)) for i in separately]
+        lo = np.stack([r.bounds_min_m for r in records])
+        hi = np.stack([r.bounds_max_m for r in records])
+        gap = np.maximum(lo[:, None], lo[None]) - np.minimum(hi[:, None], hi[None])
+        near = np.all(gap <= self.config.merge_neighbour_margin_m, axis=2)
+        i, j = np.nonzero(np.triu(near, k=1))
+        self.pairs.add_separate(separately[i], separately[j])
         return updated
 
     # ---- life cycle ------------------------------------------------------------------------
@@ -313,28 +351,33 @@ class InstanceTracker:
                 elif frame_index - record.last_frame > cfg.retire_after_frames:
                     self.table.set_status(record.id, InstanceStatus.RETIRED)
         self._merge_duplicates(updated_pairs or set())
+        if cfg.merge_box_overlap > 0 and frame_index % cfg.merge_box_interval_frames == 0:
+            self._merge_overlapping_boxes()
 
     def _merge_duplicates(self, updated_pairs: set[tuple[int, int]]) -> None:
         cfg = self.config
         for key in sorted(updated_pairs):
-            co, sep = self._pair_stats.get(key, (0, 0))
+            co, sep = self.pairs.counts(*key)
+            if co < cfg.merge_min_frames or co < cfg.merge_ratio * (co + sep):
+                continue
             ra, rb = self.table.get(key[0]), self.table.get(key[1])
-            if (ra.alive and rb.alive and co >= cfg.merge_min_frames
-                    and co >= cfg.merge_ratio * (co + sep) and self._labels_compatible(ra, rb)):
+            if ra.alive and rb.alive and self._labels_compatible(ra, rb):
                 self._merge(ra, rb)
-        if cfg.merge_box_overlap > 0:
-            self._merge_overlapping_boxes()
 
     def _merge_overlapping_boxes(self) -> None:
         cfg = self.config
-        boxed = [r for r in self.table.alive(things_only=True)
-                 if r.status == InstanceStatus.CONFIRMED
-                 and r.box_volume_m3() >= cfg.merge_box_min_volume_m3]
+        confirmed = [r for r in self.table.alive(things_only=True)
+                     if r.status == InstanceStatus.CONFIRMED]
+        if len(confirmed) < 2:
+            return
+        lo = np.stack([r.bounds_min_m for r in confirmed])
+        hi = np.stack([r.bounds_max_m for r in confirmed])
+        volume = np.where(np.all(hi > lo, axis=1), np.prod(hi - lo, axis=1), 0.0)
+        boxed = [r for r, v in zip(confirmed, volume) if v >= cfg.merge_box_min_volume_m3]
         if len(boxed) < 2:
             return
-        lo = np.stack([r.bounds_min_m for r in boxed])
-        hi = np.stack([r.bounds_max_m for r in boxed])
-        volume = np.prod(hi - lo, axis=1)
+        keep = volume >= cfg.merge_box_min_volume_m3
+        lo, hi, volume = lo[keep], hi[keep], volume[keep]
         inter = np.prod(np.clip(np.minimum(hi[:, None], hi[None]) - np.maximum(lo[:, None],
                                                                                lo[None]),
                                 0.0, None), axis=2)
@@ -342,8 +385,7 @@ class InstanceTracker:
         rows, cols = np.nonzero(np.triu(inter >= cfg.merge_box_overlap * smaller, k=1))
         for i, j in zip(rows, cols):
             ra, rb = boxed[i], boxed[j]
-            key = (min(ra.id, rb.id), max(ra.id, rb.id))
-            if (ra.alive and rb.alive and self._pair_stats.get(key, (0, 0))[1] == 0
+            if (ra.alive and rb.alive and self.pairs.separate(ra.id, rb.id) == 0
                     and self._labels_compatible(ra, rb)):
                 self._merge(ra, rb)
 
@@ -356,16 +398,7 @@ class InstanceTracker:
     def _merge(self, ra: InstanceRecord, rb: InstanceRecord) -> None:
         keep, drop = (ra, rb) if ra.id < rb.id else (rb, ra)
         self.table.merge(keep.id, drop.id)
-        for (a, b) in list(self._pair_stats):
-            if drop.id in (a, b):
-                stats = self._pair_stats.pop((a, b))
-                other = b if a == drop.id else a
-                if other == keep.id:
-                    continue
-                key = (min(keep.id, other), max(keep.id, other))
-                merged = self._pair_stats.setdefault(key, [0, 0])
-                merged[0] += stats[0]
-                merged[1] += stats[1]
+        self.pairs.replace_id(drop.id, keep.id)
 
     def finalize(self) -> None:
         """Retire every candidate that was never confirmed (end of the sequence)."""
@@ -377,16 +410,15 @@ class InstanceTracker:
     def to_dict(self) -> dict:
         return {"table": self.table.to_dict(),
                 "stuff_regions": {str(k): v for k, v in self.stuff_regions.items()},
-                "pair_stats": [[a, b, co, sep] for (a, b), (co, sep)
-                               in sorted(self._pair_stats.items())]}
+                "pair_stats": self.pairs.to_dict()}
 
     def load_dict(self, data: dict) -> None:
         self.table.load_dict(data["table"])
         self.stuff_regions = {int(k): int(v) for k, v in data["stuff_regions"].items()}
-        self._pair_stats = {(int(a), int(b)): [int(co), int(sep)]
-                            for a, b, co, sep in data["pair_stats"]}
+        self.pairs = PairStats()
+        self.pairs.load_dict(data["pair_stats"])
 
     def reset(self) -> None:
         self.table = InstanceTable(self.channels.count)
         self.stuff_regions = {}
-        self._pair_stats = {}
+        self.pairs = PairStats()

@@ -154,7 +154,7 @@ class PanopticVoxelGrid:
         cfg = self.config
         keys = self._vbg.compute_unique_block_coordinates(
             depth, K, extrinsic, 1.0, cfg.depth_max_m, cfg.trunc_voxels)
-        self.allocate_blocks(keys.numpy())
+        self._activate(keys)
         self._vbg.integrate(keys, depth, color, K, K, extrinsic, 1.0, cfg.depth_max_m,
                             cfg.trunc_voxels)
         return keys.numpy()
@@ -165,16 +165,19 @@ class PanopticVoxelGrid:
         keys = np.ascontiguousarray(np.asarray(block_keys, np.int32).reshape(-1, 3))
         if keys.shape[0] == 0:
             return np.zeros(0, np.int64)
-        keys = np.unique(keys, axis=0)
-        hashmap = self._vbg.hashmap()
-        buf, is_new = hashmap.activate(o3c.Tensor(keys))
+        keys = o3c.Tensor(np.unique(keys, axis=0))
+        self._activate(keys)
+        found, _ = self._vbg.hashmap().find(keys)
+        return found.numpy().astype(np.int64)
+
+    def _activate(self, unique_keys: o3c.Tensor) -> None:
+        """Activate distinct block keys and zero every attribute of the new blocks."""
+        buf, is_new = self._vbg.hashmap().activate(unique_keys)
         is_new = is_new.numpy()
         if is_new.any():
             new_bufs = buf.numpy()[is_new].astype(np.int64)
             for name in self.GEOMETRY_ATTRIBUTES + self.PANOPTIC_ATTRIBUTES:
                 self._vbg.attribute(name).numpy()[new_bufs] = 0
-        found, _ = hashmap.find(o3c.Tensor(keys))
-        return found.numpy().astype(np.int64)
 
     # ---- lookups ---------------------------------------------------------------------------
     def voxel_coords(self, points_m: np.ndarray) -> np.ndarray:
