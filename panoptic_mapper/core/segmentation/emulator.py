@@ -53,6 +53,10 @@ REFERENCE_WIDTH_PX = 640
 """Image width at which the pixel-valued parameters are specified."""
 EMULATOR_STREAM = 0x47534D45
 """Random-stream tag of the emulator, mixed with the seed and the frame key."""
+DEPTH_BIN_M = 0.01
+"""Resolution of the per-segment median depth, metres."""
+MAX_DEPTH_BIN = 2000
+"""Depths beyond ``MAX_DEPTH_BIN * DEPTH_BIN_M`` (20 m) count as that depth."""
 
 
 @dataclass
@@ -300,18 +304,21 @@ class GroundedSamEmulator:
 
     @staticmethod
     def _median_depths(seg_map: np.ndarray, n: int, depth_m: np.ndarray | None) -> np.ndarray:
+        """Median valid depth per segment, to the nearest centimetre (one joint histogram of
+        segment and depth bin, no sorting)."""
         medians = np.zeros(n)
         if depth_m is None or n == 0:
             return medians
         depth = np.asarray(depth_m, np.float32)
         valid = (seg_map >= 0) & (depth > 0)
-        seg, d = seg_map[valid], depth[valid]
-        order = np.lexsort((d, seg))
-        seg, d = seg[order], d[order]
-        starts = np.searchsorted(seg, np.arange(n))
-        ends = np.searchsorted(seg, np.arange(n), side="right")
-        has = ends > starts
-        medians[has] = d[(starts[has] + ends[has] - 1) // 2]
+        bins = np.minimum(np.round(depth[valid] / DEPTH_BIN_M).astype(np.int64), MAX_DEPTH_BIN)
+        hist = np.bincount(seg_map[valid].astype(np.int64) * (MAX_DEPTH_BIN + 1) + bins,
+                           minlength=n * (MAX_DEPTH_BIN + 1)).reshape(n, MAX_DEPTH_BIN + 1)
+        cumulative = np.cumsum(hist, axis=1)
+        total = cumulative[:, -1]
+        has = total > 0
+        middle = np.argmax(cumulative >= (total[:, None] + 1) // 2, axis=1)
+        medians[has] = middle[has] * DEPTH_BIN_M
         return medians
 
     def _drop_and_merge(self, rng: np.random.Generator, seg_map: np.ndarray,
@@ -572,11 +579,20 @@ def _split_mask(rng: np.random.Generator, region: np.ndarray, erode: np.ndarray,
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell_px: float
                   ) -> np.ndarray:
-    """[H, W] smooth random field in about [-1, 1] (bilinear upsampling of a coarse grid)."""
+    """[H, W] smooth random field in about [-1, 1]: a coarse random grid upsampled bilinearly
+    (two small interpolation-matrix products)."""
     h, w = shape
     gh, gw = int(h / cell_px) + 2, int(w / cell_px) + 2
     coarse = rng.uniform(-1.0, 1.0, (gh, gw))
-    zoom = ((gh - 1) / max(h - 1, 1), (gw - 1) / max(w - 1, 1))
-    yy = np.arange(h) * zoom[0]
-    xx = np.arange(w) * zoom[1]
-    return ndimage.map_coordinates(coarse, np.meshgrid(yy, xx, indexing="ij"), order=1)
+    return _interpolation_matrix(h, gh) @ coarse @ _interpolation_matrix(w, gw).T
+
+
+def _interpolation_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """[n_out, n_in] linear interpolation weights from ``n_in`` samples spanning the same range."""
+    x = np.arange(n_out) * ((n_in - 1) / max(n_out - 1, 1))
+    lo = np.minimum(np.floor(x).astype(int), n_in - 2)
+    frac = x - lo
+    matrix = np.zeros((n_out, n_in))
+    matrix[np.arange(n_out), lo] = 1.0 - frac
+    matrix[np.arange(n_out), lo + 1] = frac
+    return matrix
