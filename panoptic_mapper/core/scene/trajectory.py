@@ -34,6 +34,8 @@ GRID_CELL_M = 0.05
 """Resolution of the free-space grid used for path planning."""
 PATH_STEP_M = 0.02
 """Spacing of the planned path samples before time parameterisation."""
+DOORWAY_PITCH_RAD = math.radians(-12.0)
+"""Pitch while walking through a doorway (looking ahead into the next room)."""
 
 
 @dataclass
@@ -346,7 +348,7 @@ def _view_angles(scene: SyntheticScene, path: np.ndarray, rng: np.random.Generat
     for i in range(n):
         r = room_of[i]
         if r < 0:
-            yaw[i], pitch[i] = motion_yaw[i], math.radians(-10.0)
+            yaw[i], pitch[i] = motion_yaw[i], DOORWAY_PITCH_RAD
             continue
         room = scene.rooms[r]
         out = path[i] - room.center_xy_m
@@ -371,8 +373,9 @@ def _view_angles(scene: SyntheticScene, path: np.ndarray, rng: np.random.Generat
             T = room.T_world_wall(o.side)
             door_xy = (T @ np.array([o.center_m, 0.0, 0.0, 1.0]))[:2]
             near = np.linalg.norm(path - door_xy, axis=1)
-            blend = np.clip((1.5 - near) / 0.8, 0.0, 1.0)
+            blend = np.clip((2.0 - near) / 1.0, 0.0, 1.0)
             yaw = _blend_angles(yaw, motion_yaw, blend)
+            pitch = pitch + blend * (DOORWAY_PITCH_RAD - pitch)
     lo, hi = np.radians(config.pitch_deg)
     return yaw, np.clip(pitch, lo, hi)
 
