@@ -1,9 +1,11 @@
 """Free-text query benchmark on synthetic scenes: precision/recall at the default threshold,
 and query latency for 1,000 instances (results go to BENCHMARKS.md).
 
-Instance tables come from the scene generator's ground truth (one MapInstance per thing, one per
-stuff label; bbox from the generator, centroid and mean colour from the GT mesh, area-weighted,
-albedo colours without shading), not from a reconstructed map. Queries and their answers:
+Instance tables come from the scene generator's ground truth by default (one MapInstance per
+thing, one per stuff label; bbox from the generator, centroid and mean colour from the GT mesh,
+area-weighted, albedo colours without shading), or with ``--source instant`` from the instant map
+built from a rendered walk through each scene (see :func:`instant_map_table`). Queries and their
+reference answers are always defined on the ground truth:
 
 * label: every registry label name, plus the held-out synonyms of ``query_sets`` -> all
   instances of that label (none when the label is absent from the scene);
@@ -20,7 +22,8 @@ albedo colours without shading), not from a reconstructed map. Queries and their
 Scores are micro-averaged over (query, instance) pairs; "absent false alarms" counts queries with
 no true answer that returned anything.
 
-  cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/query_benchmark.py [--scenes 5]
+  cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/query_benchmark.py [--scenes 5] \\
+      [--source gt|instant]
 """
 from __future__ import annotations
 
@@ -210,14 +213,73 @@ def scene_queries(scene: SyntheticScene, instances: list[MapInstance],
     return queries
 
 
-def evaluate(engine: QueryEngine, scenes: list[SyntheticScene]) -> dict[str, Tally]:
+@dataclass
+class SceneTable:
+    """What the engine queries for one scene, and how its instances map to GT instance ids."""
+
+    scene: SyntheticScene
+    instances: list[MapInstance]
+    to_gt: dict[int, int]
+    """Table instance id -> GT instance id (missing: no GT object, any return of it is wrong)."""
+
+
+def gt_table(scene: SyntheticScene) -> SceneTable:
+    instances, _ = gt_instances(scene)
+    return SceneTable(scene, instances, {i.id: i.id for i in instances})
+
+
+def instant_map_table(scene: SyntheticScene, frames: int, scale: float) -> SceneTable:
+    """Instances of the instant map built from a rendered walk through the scene.
+
+    The 2D input is the Grounded-SAM emulator at its ``clean`` level. A map thing is matched to
+    the GT thing whose box (grown by 5 cm) holds its centroid, nearest box centre first, else to
+    the nearest GT centre within 0.3 m; labels play no part, so a mislabelled map instance is
+    matched to the right object and its label errors show in the scores. Map stuff regions match
+    the GT stuff region of their label.
+    """
+    from panoptic_mapper.core.mapping.base import create_map
+    from panoptic_mapper.core.scene import (RenderConfig, TrajectoryConfig, generate_trajectory,
+                                            render_sequence)
+    from panoptic_mapper.core.scene.renderer import CameraConfig
+    from panoptic_mapper.core.segmentation.emulator import GroundedSamEmulator, emulator_preset
+
+    registry = scene.registry
+    trajectory = generate_trajectory(scene, TrajectoryConfig(num_frames=frames, rate_hz=10.0))
+    emulator = GroundedSamEmulator(emulator_preset("clean"), registry)
+    render = RenderConfig(camera=CameraConfig().scaled(scale))
+    instant = create_map("instant", registry, None)
+    for sample in render_sequence(scene, trajectory, render, emulator):
+        instant.integrate_frame(sample.frame, sample.segmentation)
+    instances = instant.get_instances()
+    gt = scene.instances
+    centers = np.array([g.bbox.center_m for g in gt])
+    to_gt: dict[int, int] = {}
+    for inst in instances:
+        if not inst.is_thing:
+            if (scene.triangle_label_ids == inst.label_id).any():
+                to_gt[inst.id] = STUFF_ID_OFFSET + inst.label_id
+            continue
+        dist = np.linalg.norm(centers - inst.centroid_m, axis=1)
+        grown = [OrientedBox(g.bbox.center_m, g.bbox.R_world_box, g.bbox.size_m + 0.1)
+                 for g in gt]
+        inside = [k for k, box in enumerate(grown) if box.contains(inst.centroid_m[None])[0]]
+        if inside:
+            to_gt[inst.id] = gt[min(inside, key=lambda k: dist[k])].id
+        elif dist.min() <= 0.3:
+            to_gt[inst.id] = gt[int(dist.argmin())].id
+    return SceneTable(scene, instances, to_gt)
+
+
+def evaluate(engine: QueryEngine, tables: list[SceneTable]) -> dict[str, Tally]:
     tallies: dict[str, Tally] = defaultdict(Tally)
-    for scene in scenes:
-        instances, colors = gt_instances(scene)
-        engine.update_instances(instances)
-        for category, queries in scene_queries(scene, instances, colors).items():
+    for table in tables:
+        gt, colors = gt_instances(table.scene)
+        engine.update_instances(table.instances)
+        for category, queries in scene_queries(table.scene, gt, colors).items():
             for text, truth in queries.items():
-                returned = {m.instance.id for m in engine.query_objects(text).matches}
+                # An instance with no GT object counts as its own (wrong) answer.
+                returned = {table.to_gt.get(m.instance.id, -m.instance.id)
+                            for m in engine.query_objects(text).matches}
                 tallies[category].add(text, returned, truth)
                 tallies["all"].add(text, returned, truth)
     return tallies
@@ -281,6 +343,14 @@ def main() -> int:
     parser.add_argument("--scenes", type=int, default=5, help="scenes (seeds 0..N-1)")
     parser.add_argument("--instances", type=int, default=1000, help="latency table size")
     parser.add_argument("--repeats", type=int, default=50, help="queries per latency row")
+    parser.add_argument("--source", choices=("gt", "instant"), default="gt",
+                        help="instance tables: scene ground truth, or the instant map of a "
+                             "rendered walk (emulated clean Grounded SAM input)")
+    parser.add_argument("--frames", type=int, default=150,
+                        help="--source instant: frames rendered per scene (10 Hz walk)")
+    parser.add_argument("--scale", type=float, default=0.5,
+                        help="--source instant: image scale of the 640x480 camera")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency part")
     args = parser.parse_args()
     print("load average at start (1, 5, 15 min): %.1f %.1f %.1f" % os.getloadavg())
     registry = LabelRegistry.default()
@@ -291,11 +361,23 @@ def main() -> int:
     unlabelled = sum(1 for s in scenes for c in gt_instances(s)[1].values() if c[0] is None)
     print(f"things without a reference colour (mixed or unknown material): {unlabelled}")
     t0 = time.perf_counter()
+    if args.source == "gt":
+        tables = [gt_table(s) for s in scenes]
+    else:
+        tables = [instant_map_table(s, args.frames, args.scale) for s in scenes]
+    things = [i for t in tables for i in t.instances if i.is_thing]
+    matched = sum(1 for t in tables for i in t.instances if i.is_thing and i.id in t.to_gt)
+    covered = sum(len({t.to_gt[i.id] for i in t.instances if i.is_thing and i.id in t.to_gt})
+                  for t in tables)
+    print(f"instance tables from {args.source} in {time.perf_counter() - t0:.1f} s: "
+          f"{len(things)} things, {matched} matched to a GT thing, {covered} of "
+          f"{sum(len(s.instances) for s in scenes)} GT things covered")
+    t0 = time.perf_counter()
     engines = {"ObjectQueryEngine (MiniLM)": ObjectQueryEngine(QueryConfig(), registry),
                "RegistryQueryEngine": RegistryQueryEngine(registry=registry)}
     print(f"engines built in {time.perf_counter() - t0:.1f} s (text model load included)")
     for name, engine in engines.items():
-        tallies = evaluate(engine, scenes)
+        tallies = evaluate(engine, tables)
         print(f"\n{name}, min_score {engine.config.min_score}")
         print("| queries | count | precision | recall | absent false alarms |")
         print("|---|---|---|---|---|")
@@ -305,7 +387,7 @@ def main() -> int:
             if tallies[category].examples:
                 print(f"  {category} errors (first few): {tallies[category].examples}")
     instances = latency_instances(scenes, args.instances)
-    for name, engine in engines.items():
+    for name, engine in ([] if args.no_latency else engines.items()):
         print(f"\nlatency, {name}, {len(instances)} instances, {args.repeats} queries per row")
         rows = latency(engine, instances, args.repeats)
         print(rows[0])
