@@ -267,6 +267,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
     def _worker_loop(self) -> None:
         """The only writer of the map: integrates queued frames and refreshes the snapshot."""
         period_s = 1.0 / self.config.output.rate_hz
+        max_share = self.config.output.max_refresh_share
         next_refresh = time.monotonic() + period_s
         queue, session = self._queue, self.session
         while not self._stop.is_set():
@@ -275,12 +276,14 @@ class InstantSemanticsNode(PanopticLifecycleNode):
                 self._process(*item)
             if time.monotonic() >= next_refresh:
                 start = time.perf_counter()
-                if session.refresh() is not None:
-                    self.timings["refresh"].add(time.perf_counter() - start)
+                refreshed = session.refresh() is not None
+                took_s = time.perf_counter() - start
+                if refreshed:
+                    self.timings["refresh"].add(took_s)
                     if session.query_table_error:
                         self._problem("query_table", "query_objects answers from the previous "
                                       f"instance table: {session.query_table_error}")
-                next_refresh = time.monotonic() + period_s
+                next_refresh = time.monotonic() + max(period_s, took_s / max_share)
 
     def _process(self, matched_at: float, matched: MatchedFrame) -> None:
         start = time.perf_counter()
@@ -369,6 +372,8 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         values: dict[str, object] = {**counters,
                                      "queue_length": len(self._queue) if self._queue else 0,
                                      "map_frames": snapshot.num_frames,
+                                     "last_frame_stamp_s":
+                                         f"{self.session.last_frame_stamp_ns / 1e9:.3f}",
                                      "map_instances": len(snapshot.instances),
                                      "mesh_vertices": snapshot.mesh.num_vertices,
                                      "planner_api": "served" if self.api else "not served"}

@@ -14,8 +14,8 @@ instances          visualization_msgs/MarkerArray  oriented boxes + "label #id c
 cloud              sensor_msgs/PointCloud2         mesh vertices: x, y, z, rgb, label, instance
 =================  ==============================  ===========================================
 
-Owns: topic names, when to publish (a snapshot newer than the last one sent, or a colour
-mode change), decimation of very large marker meshes.
+Owns: topic names, when to publish (only topics with subscribers, only content newer than
+what was last sent on them, or a colour mode change), decimation of very large marker meshes.
 Does not own: message building (``markers``, ``conversions``, ``panoptic_conversions``) or
 refreshing the map (``map_session``).
 """
@@ -56,7 +56,12 @@ class PublishReport:
 
 
 class MapOutputs:
-    """Latched publishers of the map products (see the module docstring)."""
+    """Latched publishers of the map products (see the module docstring).
+
+    A topic is only built and sent while it has subscribers (a mesh marker of a large map costs
+    seconds of CPU); a subscriber that arrives later gets the current product at the next
+    :meth:`publish`, and from then on the latched copy.
+    """
 
     def __init__(self, node: Node, registry: LabelRegistry, config: MapOutputConfig,
                  namespace: str, frame_id: str, source: str, voxel_size_m: float):
@@ -76,8 +81,7 @@ class MapOutputs:
         self._source = source
         self._voxel_size_m = float(voxel_size_m)
         self._lock = threading.Lock()
-        self._last_version = -1
-        self._marker_stale = False
+        self._sent: dict[str, tuple[int, str]] = {}
         self.namespace = namespace
         prefix = namespace.rstrip("/")
         self.topics = {key: f"{prefix}/{name}" for key, name in TOPIC_NAMES.items()}
@@ -91,51 +95,51 @@ class MapOutputs:
                 self._publishers[key] = node.create_publisher(msg_type, self.topics[key],
                                                               LATCHED_MAP_QOS)
 
-    @property
-    def published_version(self) -> int:
-        """Version of the last snapshot sent (-1 before the first)."""
-        return self._last_version
+    def sent_version(self, key: str) -> int:
+        """Version (mesh version for mesh products) last sent on output ``key`` (-1: never)."""
+        return self._sent.get(key, (-1, ""))[0]
 
     def set_color_mode(self, color_mode: str) -> None:
         """Change the marker colouring; the next :meth:`publish` resends the marker."""
         with self._lock:
-            if color_mode != self._config.mesh_color_mode:
-                self._config = self._config.replace(mesh_color_mode=color_mode)
-                self._marker_stale = True
+            self._config = self._config.replace(mesh_color_mode=color_mode)
 
     def publish(self, snapshot: MapSnapshot) -> PublishReport | None:
-        """Send what changed since the last call; None when nothing was due."""
+        """Send each subscribed output whose content changed since it was last sent; None when
+        nothing was due."""
         with self._lock:
-            new = snapshot.version != self._last_version
-            if not new and not self._marker_stale:
-                return None
             start = time.perf_counter()
             sent: list[str] = []
             decimation = 1
             stamp_ns = snapshot.stamp_ns
-            mesh_due = new and (snapshot.mesh_changed or self._last_version < 0)
-            if mesh_due and "mesh" in self._publishers:
-                self._publishers["mesh"].publish(mesh_msg_from_core(
-                    snapshot.mesh, stamp_ns, self._frame_id, self._source, self._voxel_size_m))
-                sent.append("mesh")
-            if (mesh_due or self._marker_stale) and "mesh_marker" in self._publishers:
-                mesh, decimation = self._marker_mesh(snapshot.mesh)
-                self._publishers["mesh_marker"].publish(mesh_marker(
-                    mesh, stamp_ns, self._frame_id, self._config.mesh_color_mode,
-                    self._registry))
-                sent.append("mesh_marker")
-            if mesh_due and "cloud" in self._publishers:
-                mesh = snapshot.mesh
-                self._publishers["cloud"].publish(cloud_msg_from_panoptic_cloud(
-                    PanopticCloud(mesh.vertices_m, mesh.colors, mesh.label_ids,
-                                  mesh.instance_ids), stamp_ns, self._frame_id))
-                sent.append("cloud")
-            if new and "instances" in self._publishers:
-                self._publishers["instances"].publish(instance_markers(
-                    snapshot.instances, stamp_ns, self._frame_id, self._registry))
-                sent.append("instances")
-            self._last_version = snapshot.version
-            self._marker_stale = False
+            mesh = snapshot.mesh
+            mode = self._config.mesh_color_mode
+            due = {"mesh": (snapshot.mesh_version, ""),
+                   "mesh_marker": (snapshot.mesh_version, mode),
+                   "cloud": (snapshot.mesh_version, ""),
+                   "instances": (snapshot.version, "")}
+            for key, publisher in self._publishers.items():
+                if self._sent.get(key) == due[key] or publisher.get_subscription_count() == 0:
+                    continue
+                if key == "mesh":
+                    msg = mesh_msg_from_core(mesh, stamp_ns, self._frame_id, self._source,
+                                             self._voxel_size_m)
+                elif key == "mesh_marker":
+                    marker_mesh, decimation = self._marker_mesh(mesh)
+                    msg = mesh_marker(marker_mesh, stamp_ns, self._frame_id, mode,
+                                      self._registry)
+                elif key == "cloud":
+                    msg = cloud_msg_from_panoptic_cloud(
+                        PanopticCloud(mesh.vertices_m, mesh.colors, mesh.label_ids,
+                                      mesh.instance_ids), stamp_ns, self._frame_id)
+                else:
+                    msg = instance_markers(snapshot.instances, stamp_ns, self._frame_id,
+                                           self._registry)
+                publisher.publish(msg)
+                self._sent[key] = due[key]
+                sent.append(key)
+            if not sent:
+                return None
             return PublishReport(snapshot.version, sent, (time.perf_counter() - start) * 1e3,
                                  decimation)
 

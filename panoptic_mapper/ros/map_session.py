@@ -39,8 +39,8 @@ class MapSnapshot:
     stamp_ns: int
     """Stamp of the last frame integrated before the refresh (0 = none yet)."""
     mesh: PanopticMesh
-    mesh_changed: bool
-    """The mesh differs from the previous snapshot's."""
+    mesh_version: int
+    """Increases whenever the mesh changes (outputs built from the mesh compare it)."""
     instances: tuple[MapInstance, ...]
     """Thing instances and stuff regions, by id."""
     num_frames: int
@@ -93,13 +93,18 @@ class MapSession:
         self._dirty = True
         self._last_stamp_ns = 0
         self._frames = 0
-        self._snapshot = MapSnapshot(0, 0, PanopticMesh.empty(), False, (), 0)
+        self._snapshot = MapSnapshot(0, 0, PanopticMesh.empty(), 0, (), 0)
         self.stats = SessionStats()
 
     @property
     def snapshot(self) -> MapSnapshot:
         """The latest snapshot (never blocks)."""
         return self._snapshot
+
+    @property
+    def last_frame_stamp_ns(self) -> int:
+        """Stamp of the newest frame integrated so far (0 = none); ahead of the snapshot's."""
+        return self._last_stamp_ns
 
     @property
     def map(self) -> PanopticMap:
@@ -136,9 +141,10 @@ class MapSession:
             instances = tuple(self._map.get_instances())
             self._update_query_table(instances)
             previous = self._snapshot
+            mesh_changed = update.changed or mesh is not previous.mesh
             self._snapshot = MapSnapshot(
                 version=previous.version + 1, stamp_ns=self._last_stamp_ns, mesh=mesh,
-                mesh_changed=update.changed or mesh is not previous.mesh,
+                mesh_version=previous.mesh_version + int(mesh_changed),
                 instances=instances, num_frames=self._frames,
                 refresh_ms=(time.perf_counter() - start) * 1e3)
             self._dirty = False

@@ -64,8 +64,9 @@ class QosConfig(ConfigBase):
     reliability: Literal["reliable", "best_effort"] = "reliable"
     """reliable (matches reliable publishers such as the bag player; no frame loss on
     localhost) or best_effort (needed to receive from best-effort camera drivers)."""
-    depth: int = 10
-    """History depth (messages kept per topic before the callbacks take them)."""
+    depth: int = 30
+    """History depth (messages kept per topic until the callbacks take them); 1 s at 30 Hz
+    absorbs the moments when integration holds the interpreter."""
 
     def validate(self) -> None:
         require(1 <= self.depth <= 1000, "depth", self.depth, "must be in 1..1000")
@@ -102,8 +103,13 @@ class MapOutputConfig(ConfigBase):
     """What the map publishes for planners and RViz, and how often."""
 
     rate_hz: float = 1.0
-    """How often the map outputs are refreshed, Hz; nothing is sent when the map did not
-    change. All outputs are latched (TRANSIENT_LOCAL) for late subscribers."""
+    """How often the map snapshot (mesh, instances, query table) is refreshed and the outputs
+    sent, Hz. A topic is only sent while it has subscribers and when its content changed; all
+    are latched (TRANSIENT_LOCAL) for late subscribers."""
+    max_refresh_share: float = 0.25
+    """Largest share of the integration worker's time spent refreshing the snapshot: when a
+    refresh takes long (big maps), the next one waits until refresh time / share has passed,
+    so that frames keep being integrated."""
     mesh_color_mode: Literal["semantic", "instance", "rgb"] = "semantic"
     """Colours of the mesh marker: label colours, a colour per instance, or fused RGB.
     May be changed at run time."""
@@ -111,9 +117,10 @@ class MapOutputConfig(ConfigBase):
     """Publish panoptic_mapper/PanopticMesh on ``mesh``."""
     publish_mesh_marker: bool = True
     """Publish a visualization_msgs/Marker TRIANGLE_LIST on ``mesh_marker``."""
-    mesh_marker_max_triangles: int = 400000
-    """Larger meshes are sent to RViz with every k-th triangle only (building a marker costs
-    a Python object per vertex); the PanopticMesh topic always carries the full mesh."""
+    mesh_marker_max_triangles: int = 200000
+    """Larger meshes are sent to RViz with every k-th triangle only (a marker costs a Python
+    object per vertex: about 1-3 s per 400k triangles on a 2-core CPU, see BENCHMARKS.md);
+    the PanopticMesh topic always carries the full mesh."""
     publish_instance_markers: bool = True
     """Publish a visualization_msgs/MarkerArray of instance boxes and labels on ``instances``."""
     publish_cloud: bool = True
@@ -122,6 +129,8 @@ class MapOutputConfig(ConfigBase):
 
     def validate(self) -> None:
         require(0.0 < self.rate_hz <= 50.0, "rate_hz", self.rate_hz, "must be in (0, 50] Hz")
+        require(0.0 < self.max_refresh_share <= 1.0, "max_refresh_share",
+                self.max_refresh_share, "must be in (0, 1]")
         require(self.mesh_marker_max_triangles >= 1, "mesh_marker_max_triangles",
                 self.mesh_marker_max_triangles, "must be >= 1")
 
@@ -168,9 +177,10 @@ class InstantSemanticsNodeConfig(ConfigBase):
     save_on_shutdown_path: str = ""
     """Save the map here (save_map format) when the node shuts down, e.g. on Ctrl-C; empty =
     do not save."""
-    queue_size: int = 2
+    queue_size: int = 4
     """Frames waiting for the integration worker; when full the oldest is dropped (counted),
-    so the map never falls behind the sensor by more than this."""
+    so the map never falls behind the sensor by more than this (4 absorbs a snapshot refresh
+    at 7.5 Hz)."""
     input: InstantInputConfig = field(default_factory=InstantInputConfig)
     """Input topics and decoding."""
     sync: SyncConfig = field(default_factory=SyncConfig)

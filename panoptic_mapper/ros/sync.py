@@ -12,8 +12,10 @@ the matching rules the nodes need instead of its Exact/ApproximateTime synchroni
   camera info, which may be latched and old);
 * frames are emitted in stamp order. A frame is dropped as soon as a stream has moved past
   it without a match (e.g. an RGB frame the segmenter skipped while it was busy), or once the
-  key stream has run ``max_wait_s`` ahead of it (an input that never came); items older than
-  the last emitted frame are stale. Every discarded item or frame is reported as a
+  key stream has run ``max_wait_s`` ahead of it in message time *and* it has waited
+  ``max_wait_s`` of wall time (an input that never came; the wall-time condition keeps a
+  callback that runs late on a loaded machine from losing frames when a bag plays fast);
+  items older than the last emitted frame are stale. Every discarded item or frame is reported as a
   :class:`SyncDrop` with a stable ``kind``.
 
 A stamp far behind the last emitted frame (a bag played in a loop, a restarted sensor) resets
@@ -28,8 +30,9 @@ from __future__ import annotations
 import bisect
 import collections
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Sequence, TypeVar
+from typing import Any, Callable, Generic, Literal, Sequence, TypeVar
 
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.errors import ConfigError
@@ -137,7 +140,15 @@ class StampSynchronizer:
     """
 
     def __init__(self, streams: Sequence[StreamSpec], max_wait_s: float = 2.0,
-                 max_pending: int = 60, time_jump_back_s: float = 5.0):
+                 max_pending: int = 60, time_jump_back_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
+        """Args:
+            streams: the streams; exactly one with policy ``key``.
+            max_wait_s: how long an incomplete frame waits (message and wall time).
+            max_pending: bound on pending frames (and 8x on buffered items per stream).
+            time_jump_back_s: a stamp this far behind the last frame resets everything.
+            clock: wall clock in seconds (tests pass a fake one).
+        """
         keys = [s for s in streams if s.policy == "key"]
         if len(keys) != 1:
             raise ConfigError("streams", [s.name for s in keys], "exactly one key stream needed")
@@ -147,6 +158,8 @@ class StampSynchronizer:
         self._key = keys[0].name
         self._specs = {s.name: s for s in streams}
         self._max_wait_ns = _to_ns(max_wait_s)
+        self._max_wait_s = float(max_wait_s)
+        self._clock = clock
         self._max_pending = int(max_pending)
         self._jump_back_ns = _to_ns(time_jump_back_s)
         self._lock = threading.Lock()
@@ -154,7 +167,8 @@ class StampSynchronizer:
 
     @classmethod
     def for_rgbd(cls, config: SyncConfig, with_segmentation: bool = True,
-                 with_pose: bool = True) -> "StampSynchronizer":
+                 with_pose: bool = True, clock: Callable[[], float] = time.monotonic
+                 ) -> "StampSynchronizer":
         """The mapper's streams: rgb (key), depth, camera_info, and optionally pose (absent
         when poses come from tf) and segmentation (absent for geometry-only mapping)."""
         streams = [
@@ -168,15 +182,17 @@ class StampSynchronizer:
         if with_segmentation:
             streams.append(StreamSpec("segmentation", "nearest",
                                       _to_ns(config.segmentation_tolerance_s)))
-        return cls(streams, config.max_wait_s, config.max_pending, config.time_jump_back_s)
+        return cls(streams, config.max_wait_s, config.max_pending, config.time_jump_back_s,
+                   clock)
 
     @property
     def stream_names(self) -> tuple[str, ...]:
         return tuple(self._specs)
 
     def _reset_state(self) -> None:
-        self._pending: dict[int, Any] = {}  # key stamp -> key item
-        self._buffers: dict[str, list[tuple[int, Any]]] = {
+        self._pending: dict[int, tuple[Any, float]] = {}  # key stamp -> (item, arrival)
+        # stream -> [(stamp, item, arrival wall time)], stamps increasing
+        self._buffers: dict[str, list[tuple[int, Any, float]]] = {
             name: [] for name, s in self._specs.items() if s.policy == "nearest"}
         self._newest_ns: dict[str, int] = {}
         self._latest: dict[str, tuple[int, Any]] = {}
@@ -231,7 +247,7 @@ class StampSynchronizer:
                 "emitted frame"))
             return False
         if spec.policy == "key":
-            self._pending[stamp_ns] = item
+            self._pending[stamp_ns] = (item, self._clock())
             self._recent_keys.append(stamp_ns)
             if len(self._pending) > self._max_pending:
                 oldest = min(self._pending)
@@ -240,9 +256,9 @@ class StampSynchronizer:
                                              f"more than {self._max_pending} frames pending"))
             return True
         buffer = self._buffers[spec.name]
-        buffer.append((stamp_ns, item))  # stamps increase within a stream (checked above)
+        buffer.append((stamp_ns, item, self._clock()))  # stamps increase (checked above)
         if len(buffer) > 8 * self._max_pending:
-            dropped_ns, _ = buffer.pop(0)
+            dropped_ns = buffer.pop(0)[0]
             result.drops.append(SyncDrop("overflow", spec.name, dropped_ns,
                                          f"more than {8 * self._max_pending} items buffered"))
         return True
@@ -256,12 +272,12 @@ class StampSynchronizer:
         hi = bisect.bisect_right(buffer, key_ns + spec.tolerance_ns, key=_stamp_of)
         if lo == hi:
             return ("missing", -1, None)
-        stamp, item = min(buffer[lo:hi], key=lambda entry: abs(entry[0] - key_ns))
+        stamp, item, _ = min(buffer[lo:hi], key=lambda entry: abs(entry[0] - key_ns))
         return ("ok", stamp, item)
 
     def _emit_ready(self, result: SyncResult) -> None:
         for key_ns in sorted(self._pending):
-            items: dict[str, Any] = {self._key: self._pending[key_ns]}
+            items: dict[str, Any] = {self._key: self._pending[key_ns][0]}
             stamps: dict[str, int] = {self._key: key_ns}
             missing: list[str] = []
             waiting = False
@@ -298,9 +314,12 @@ class StampSynchronizer:
 
     def _expire(self, result: SyncResult) -> None:
         cutoff_ns = self._newest_ns.get(self._key, -1) - self._max_wait_ns
+        arrived_before = self._clock() - self._max_wait_s
         for key_ns in sorted(self._pending):
             if key_ns >= cutoff_ns:
                 break
+            if self._pending[key_ns][1] > arrived_before:
+                continue
             del self._pending[key_ns]
             blocking = [name for name, spec in self._specs.items()
                         if (spec.policy == "latest" and name not in self._latest)
@@ -311,15 +330,19 @@ class StampSynchronizer:
                     f"none arrived within max_wait ({self._max_wait_ns / NS_PER_S:g} s)"))
         for name, spec in self._specs.items():
             if spec.policy == "nearest":
-                self._discard_older(name, cutoff_ns - spec.tolerance_ns, result)
+                self._discard_older(name, cutoff_ns - spec.tolerance_ns, result, arrived_before)
 
-    def _discard_older(self, name: str, floor_ns: int, result: SyncResult) -> None:
-        """Drop buffered items of ``name`` older than ``floor_ns``, reporting orphans."""
+    def _discard_older(self, name: str, floor_ns: int, result: SyncResult,
+                       arrived_before: float | None = None) -> None:
+        """Drop buffered items of ``name`` older than ``floor_ns`` (and, when given, received
+        before the wall time ``arrived_before``), reporting orphans."""
         spec, buffer = self._specs[name], self._buffers[name]
         keep = bisect.bisect_left(buffer, floor_ns, key=_stamp_of)
+        if arrived_before is not None:
+            keep = next((i for i in range(keep) if buffer[i][2] > arrived_before), keep)
         if spec.per_frame:
             keys = sorted(self._recent_keys)
-            for stamp_ns, _ in buffer[:keep]:
+            for stamp_ns, _, _ in buffer[:keep]:
                 lo = bisect.bisect_left(keys, stamp_ns - spec.tolerance_ns)
                 if lo == len(keys) or keys[lo] > stamp_ns + spec.tolerance_ns:
                     result.drops.append(SyncDrop(f"missing_{self._key}", name, stamp_ns,
@@ -327,7 +350,7 @@ class StampSynchronizer:
         del buffer[:keep]
 
 
-def _stamp_of(entry: tuple[int, Any]) -> int:
+def _stamp_of(entry: tuple) -> int:
     return entry[0]
 
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_QOS_DEPTH = 10
+DEFAULT_QOS_DEPTH = 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

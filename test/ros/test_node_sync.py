@@ -11,9 +11,20 @@ from panoptic_mapper.ros.sync import (KeepLatestQueue, StampSynchronizer, Stream
 MS = 1_000_000  # ns
 
 
-def make_sync(**overrides) -> StampSynchronizer:
+class FakeClock:
+    """Wall time that advances 10 s per reading: every wait condition holds at once."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 10.0
+        return self.now
+
+
+def make_sync(clock=None, **overrides) -> StampSynchronizer:
     config = SyncConfig(**{"pose_tolerance_s": 0.02, "max_wait_s": 1.0, **overrides})
-    return StampSynchronizer.for_rgbd(config)
+    return StampSynchronizer.for_rgbd(config, clock=clock or FakeClock())
 
 
 def feed_frame(sync, stamp_ns, skip=(), pose_stamp_ns=None):
@@ -115,9 +126,26 @@ def test_orphan_depth_is_reported_as_missing_rgb_after_max_wait():
     assert ("missing_rgb", "depth", 100 * MS) in [(d.kind, d.stream, d.stamp_ns) for d in drops]
 
 
+def test_late_callbacks_do_not_lose_frames_while_wall_time_is_short():
+    wall = [0.0]
+    sync = make_sync(clock=lambda: wall[0], max_wait_s=1.0)
+    drops = []
+    for i in range(4):  # 1.5 s of message time without the pose stream, in 0.1 s of wall time
+        frames, d = feed_frame(sync, 10 * MS + i * 500 * MS, skip=("pose",))
+        drops += d
+        wall[0] += 0.03
+    assert drops == []  # message time alone does not expire a frame
+    frames = sync.add("pose", 10 * MS, "late pose").frames
+    assert [f.stamp_ns for f in frames] == [10 * MS]
+    wall[0] += 5.0  # now the other frames have waited long enough too
+    result = sync.add("rgb", 2100 * MS, "rgb")
+    assert sorted(d.kind for d in result.drops) == ["missing_pose"] * 2
+
+
 def test_pending_frames_are_bounded():
     sync = StampSynchronizer([StreamSpec("rgb", "key"), StreamSpec("depth", "nearest")],
-                             max_wait_s=100.0, max_pending=3, time_jump_back_s=200.0)
+                             max_wait_s=100.0, max_pending=3, time_jump_back_s=200.0,
+                             clock=FakeClock())
     drops = []
     for i in range(5):
         drops += sync.add("rgb", (i + 1) * MS, i).drops
