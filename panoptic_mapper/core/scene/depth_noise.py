@@ -121,10 +121,15 @@ def apply_depth_noise(depth_m: np.ndarray, rng: np.random.Generator, config: Dep
     band = int(round(config.edge_width_px * px_scale))
     if band > 0:
         edges = ndimage.binary_dilation(edges, iterations=band)
-    lost |= edges & (rng.random(z.shape, dtype=np.float32) < config.edge_dropout_prob)
+    edge_index = np.flatnonzero(edges)
+    lost.flat[edge_index[rng.random(len(edge_index), dtype=np.float32)
+                         < config.edge_dropout_prob]] = True
     if cos_incidence is not None and config.grazing_cos_min > 0:
         lost |= np.asarray(cos_incidence) < config.grazing_cos_min
-    lost |= rng.random(z.shape, dtype=np.float32) < config.pixel_dropout_prob
+    # Single-pixel dropout: a binomial count of distinct random pixels (same law as one
+    # Bernoulli draw per pixel, without drawing one number per pixel).
+    count = int(rng.binomial(z.size, config.pixel_dropout_prob))
+    lost.flat[rng.choice(z.size, size=count, replace=False)] = True
     lost |= _holes(rng, (h, w), config.holes_per_frame,
                    np.asarray(config.hole_radius_px) * px_scale)
     return np.where(lost, 0.0, noisy).astype(np.float32)

@@ -83,7 +83,7 @@ class MaterialTable:
         p = points * props[:, 7:8]  # pattern units (1 = one stripe period / tile / cell)
         axis = props[:, 8]
         coord = np.where(axis == 0, p[:, 0], np.where(axis == 1, p[:, 1], p[:, 2]))
-        noise = value_noise(p * props[:, 9:10])
+        noise = value_noise(points * props[:, 9:10])
         present = set(np.unique(pattern).astype(int).tolist())
         mix = np.zeros(len(points), np.float32)
         tint = np.ones(len(points), np.float32)
@@ -94,18 +94,19 @@ class MaterialTable:
                 np.copyto(mix, m, where=sel)
             if t is not None:
                 np.copyto(tint, t, where=sel)
-        a1, a2 = props[:, 0:3], props[:, 3:6]
-        albedo = (a2 - a1) * mix[:, None]
-        albedo += a1
+        albedo = props[:, 3:6] * mix[:, None]
+        albedo += props[:, 0:3]
         albedo *= tint[:, None]
         return np.clip(albedo, 0.0, 1.0, out=albedo)
 
     def _property_table(self) -> np.ndarray:
-        """[M, 10] float32 per material: albedo, albedo2, pattern, 1/scale, axis, noise freq."""
+        """[M, 10] float32 per material: albedo, albedo2 - albedo, pattern, 1/scale, axis,
+        noise lattice frequency per metre."""
         if self._table is None or len(self._table) != len(self.materials):
             self._table = np.array(
-                [m.albedo + m.albedo2 + (float(m.pattern), 1.0 / m.scale_m, float(m.axis),
-                                         _NOISE_FREQUENCY[m.pattern]) for m in self.materials],
+                [m.albedo + tuple(b - a for a, b in zip(m.albedo, m.albedo2))
+                 + (float(m.pattern), 1.0 / m.scale_m, float(m.axis),
+                    _NOISE_FREQUENCY[m.pattern] / m.scale_m) for m in self.materials],
                 np.float32).reshape(-1, 10)
         return self._table
 
@@ -156,11 +157,11 @@ _HASH_PRIMES = (np.uint32(0x8DA6B343), np.uint32(0xD8163841), np.uint32(0xCB1AB3
 
 
 def _finalize(h: np.ndarray) -> np.ndarray:
-    """Mix the bits of a uint32 hash and map it to [0, 1)."""
-    h = h ^ (h >> np.uint32(13))
-    h *= np.uint32(0x5BD1E995)
-    h ^= h >> np.uint32(15)
-    return (h & np.uint32(0xFFFFFF)).astype(np.float32) * np.float32(1.0 / 0x1000000)
+    """Mix the bits of a uint32 hash (one odd multiply; its high bits are well mixed) and map
+    them to [0, 1)."""
+    h = h * np.uint32(0x5BD1E995)
+    h >>= np.uint32(8)
+    return h.astype(np.float32) * np.float32(1.0 / 0x1000000)
 
 
 def _hash01(i: np.ndarray, j: np.ndarray, k: np.ndarray) -> np.ndarray:

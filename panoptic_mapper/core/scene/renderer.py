@@ -130,6 +130,11 @@ class SceneRenderer:
                                              + 1.0).reshape(-1)  # [H*W]
         key = np.asarray(self.config.key_light_direction, np.float32)
         self._key_dir = key / np.linalg.norm(key)
+        # Per-frame RGB noise is a random window of one pre-drawn Gaussian bank: drawing 3 values
+        # per pixel and frame would cost more than the rest of the colour computation.
+        bank_rng = np.random.default_rng([self.config.seed, RENDER_STREAM, -1 & 0xFFFFFFFF])
+        self._rgb_noise_bank = (bank_rng.standard_normal(6 * k.width * k.height, np.float32)
+                                * np.float32(self.config.rgb_noise_std))
         # Sentinel row at the end: the value for rays that hit nothing.
         self._tri_label = np.append(scene.triangle_label_ids, 0).astype(np.int32)
         self._tri_instance = np.append(scene.triangle_instance_ids, 0).astype(np.int32)
@@ -181,7 +186,8 @@ class SceneRenderer:
             rgb[~hit] = 0.0
         rng = np.random.default_rng([cfg.seed, RENDER_STREAM, frame_index])
         if cfg.rgb_noise_std > 0:
-            rgb += rng.standard_normal(rgb.shape, dtype=np.float32) * np.float32(cfg.rgb_noise_std)
+            start = int(rng.integers(0, len(self._rgb_noise_bank) - rgb.size))
+            rgb += self._rgb_noise_bank[start:start + rgb.size].reshape(rgb.shape)
         shape = (k.height, k.width)
         clean = depth.reshape(shape)
         noisy = apply_depth_noise(clean, rng, cfg.depth_noise, k.fx, abs_cos.reshape(shape))
