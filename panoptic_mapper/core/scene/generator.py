@@ -46,7 +46,8 @@ class SceneConfig(ConfigBase):
     room_height_m: tuple[float, float] = (2.5, 2.9)
     """Range of the ceiling height (common to all rooms), metres."""
     max_groups_per_room: int = 9
-    """Most furniture groups (dining set, desk corner, ...) per room."""
+    """Furniture groups (dining set, desk corner, ...) tried per room; the five core groups,
+    spread over the rooms, are always tried, the rest are random fillers."""
     group_spacing_m: float = 0.12
     """Free gap kept between furniture groups, metres (objects inside a group may touch)."""
     placement_attempts: int = 60
