@@ -191,10 +191,12 @@ def build_table(ctx: BuildContext, kind: str = "dining") -> ObjectModel:
                  ctx.frustum(0.05, 0.05, h - t, (0, 0, 0.02), leg_mat, caps=(False, False)),
                  ctx.frustum(0.25, 0.25, 0.02, (0, 0, 0), leg_mat, caps=(False, True))]
         side = r * math.sqrt(2.0) * 0.9
-        return _model("table", parts, [SupportSurface((0.0, 0.0), (side, side), h)], variant="round")
+        return _model("table", parts, [SupportSurface((0.0, 0.0), (side, side), h)],
+                      variant="round")
     parts = [ctx.box((w, d, t), (0, 0, h - t / 2), top_mat)]
     parts += _legs(ctx, w, d, h - t, 0.04, leg_mat, ctx.rng.random() < 0.3, ctx.u(0.04, 0.07))
-    return _model("table", parts, [SupportSurface((0.0, 0.0), (w - 0.04, d - 0.04), h)], variant=kind)
+    return _model("table", parts, [SupportSurface((0.0, 0.0), (w - 0.04, d - 0.04), h)],
+                  variant=kind)
 
 
 def build_desk(ctx: BuildContext) -> ObjectModel:

@@ -236,9 +236,8 @@ def generate_trajectory(scene: SyntheticScene, config: TrajectoryConfig | None =
     yaw = ndimage.gaussian_filter1d(np.unwrap(yaw), sigma, mode="nearest")
     pitch = ndimage.gaussian_filter1d(pitch, sigma, mode="nearest")
     lo, hi = config.eye_height_m
-    height = (lo + hi) / 2 + (hi - lo) / 2 * np.sin(2 * math.pi * s / 7.0 + rng.uniform(0, 6.3))
-    roll = np.radians(config.roll_amplitude_deg) * np.sin(2 * math.pi * s / 5.0
-                                                          + rng.uniform(0, 6.3))
+    height = (lo + hi) / 2 + (hi - lo) / 2 * _wave(rng, s, 7.0)
+    roll = np.radians(config.roll_amplitude_deg) * _wave(rng, s, 5.0)
     dt = np.maximum.reduce([np.diff(s) / speed,
                             np.abs(np.diff(yaw)) / math.radians(config.max_yaw_rate_deg_s),
                             np.abs(np.diff(pitch)) / math.radians(config.max_pitch_rate_deg_s),
@@ -295,7 +294,8 @@ def _extend(tour: np.ndarray, planner: _Planner, length_m: float) -> np.ndarray:
     loop = np.concatenate([tour, back[1:]])
     loop_len = _length(loop)
     if loop_len < 1e-6:
-        raise ConfigError("trajectory", loop_len, "degenerate tour (no free space to move)")
+        raise ConfigError("trajectory.clearance_m", loop_len,
+                          "degenerate tour (no free floor to move on)")
     reps = int(math.ceil(length_m / loop_len))
     return np.concatenate([loop] + [loop[1:]] * reps)
 
@@ -339,8 +339,8 @@ def _view_angles(scene: SyntheticScene, path: np.ndarray, rng: np.random.Generat
     motion = np.gradient(path, axis=0)
     motion_yaw = np.arctan2(motion[:, 1], motion[:, 0])
     s = np.arange(n) * PATH_STEP_M
-    sweep = np.radians(config.sweep_deg) * np.sin(2 * math.pi * s / 3.0 + rng.uniform(0, 6.3))
-    target_z = 0.75 + 0.3 * np.sin(2 * math.pi * s / 4.3 + rng.uniform(0, 6.3))
+    sweep = np.radians(config.sweep_deg) * _wave(rng, s, 3.0)
+    target_z = 0.75 + 0.3 * _wave(rng, s, 4.3)
     eye = float(np.mean(config.eye_height_m))
     centers = np.array([inst.bbox.center_m for inst in scene.instances]).reshape(-1, 3)
     sizes = np.array([float(np.prod(inst.bbox.size_m)) for inst in scene.instances])
@@ -378,6 +378,11 @@ def _view_angles(scene: SyntheticScene, path: np.ndarray, rng: np.random.Generat
             pitch = pitch + blend * (DOORWAY_PITCH_RAD - pitch)
     lo, hi = np.radians(config.pitch_deg)
     return yaw, np.clip(pitch, lo, hi)
+
+
+def _wave(rng: np.random.Generator, s: np.ndarray, period_m: float) -> np.ndarray:
+    """A sine of the arc length ``s`` with the given period and a random phase."""
+    return np.sin(2 * math.pi * s / period_m + rng.uniform(0, 2 * math.pi))
 
 
 def _blend_angles(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> np.ndarray:
