@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.scale <= 0:
             raise InvalidInputError("--scale", args.scale, "must be > 0", kind="config")
+        if args.workers < 1:
+            raise InvalidInputError("--workers", args.workers, "must be >= 1", kind="config")
         started = time.perf_counter()
         scene_config = SceneConfig(seed=args.seed, num_rooms=args.rooms, label_file=args.labels)
         scene = generate_scene(scene_config)
