@@ -14,6 +14,8 @@ compares it with the bare ray casting of the same frames in the same process (Op
 
   cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/emulator_quality.py \\
       [--scenes 3] [--frames 240] [--stride 8] [--render-frames 300]
+
+``--scenes 0`` skips part 1, ``--render-frames 0`` part 2.
 """
 from __future__ import annotations
 
@@ -153,8 +155,10 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=8)
     parser.add_argument("--render-frames", type=int, default=300)
     args = parser.parse_args()
-    quality(args.scenes, args.frames, args.stride)
-    render_cost(args.render_frames)
+    if args.scenes > 0:
+        quality(args.scenes, args.frames, args.stride)
+    if args.render_frames > 0:
+        render_cost(args.render_frames)
 
 
 if __name__ == "__main__":
