@@ -144,7 +144,9 @@ def summarize(samples: list[dict], rate: float) -> dict:
             for s in samples if float(s.get("last_frame_stamp_s", 0)) > 0]
     half = len(lags) // 2
     last = samples[-1] if samples else {}
-    return {"lag_first_half_median_s": statistics.median(lags[:half]) if half else float("nan"),
+    busy = [float(s["worker_busy_pct"]) for s in samples if "worker_busy_pct" in s]
+    return {"worker_busy_median_pct": statistics.median(busy) if busy else float("nan"),
+            "lag_first_half_median_s": statistics.median(lags[:half]) if half else float("nan"),
             "lag_second_half_median_s": statistics.median(lags[half:]) if half else float("nan"),
             "lag_max_s": max(lags) if lags else float("nan"),
             "matched": int(last.get("frames_matched", 0)),

@@ -83,6 +83,8 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         self._release_lock = threading.Lock()
         self._saved_on_shutdown = False
         self._waiting_reported = False
+        self._busy_s = 0.0
+        self._busy_reported = (time.perf_counter(), 0.0)
 
     @property
     def config(self) -> InstantSemanticsNodeConfig:
@@ -272,12 +274,15 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         queue, session = self._queue, self.session
         while not self._stop.is_set():
             item = queue.get(timeout_s=max(0.0, next_refresh - time.monotonic()))
+            busy_from = time.perf_counter()
             if item is not None:
                 self._process(*item)
+            self._busy_s += time.perf_counter() - busy_from
             if time.monotonic() >= next_refresh:
                 start = time.perf_counter()
                 refreshed = session.refresh() is not None
                 took_s = time.perf_counter() - start
+                self._busy_s += took_s
                 if refreshed:
                     self.timings["refresh"].add(took_s)
                     if session.query_table_error:
@@ -369,7 +374,11 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         with self._counter_lock:
             counters = dict(self.counters)
         snapshot = self.session.snapshot
-        values: dict[str, object] = {**counters,
+        now, busy = time.perf_counter(), self._busy_s
+        since, busy_before = self._busy_reported
+        self._busy_reported = (now, busy)
+        busy_pct = 100.0 * (busy - busy_before) / max(now - since, 1e-9)
+        values: dict[str, object] = {**counters, "worker_busy_pct": f"{busy_pct:.0f}",
                                      "queue_length": len(self._queue) if self._queue else 0,
                                      "map_frames": snapshot.num_frames,
                                      "last_frame_stamp_s":

@@ -177,10 +177,10 @@ class InstantSemanticsNodeConfig(ConfigBase):
     save_on_shutdown_path: str = ""
     """Save the map here (save_map format) when the node shuts down, e.g. on Ctrl-C; empty =
     do not save."""
-    queue_size: int = 4
+    queue_size: int = 8
     """Frames waiting for the integration worker; when full the oldest is dropped (counted),
-    so the map never falls behind the sensor by more than this (4 absorbs a snapshot refresh
-    at 7.5 Hz)."""
+    so the map never falls behind the sensor by more than this many frames. Frames arrive in
+    bursts after a snapshot refresh held the interpreter; 8 absorbs one at 7.5 Hz."""
     input: InstantInputConfig = field(default_factory=InstantInputConfig)
     """Input topics and decoding."""
     sync: SyncConfig = field(default_factory=SyncConfig)

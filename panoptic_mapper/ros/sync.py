@@ -264,7 +264,7 @@ class StampSynchronizer:
         return True
 
     def _match(self, spec: StreamSpec, key_ns: int) -> tuple[str, int, Any]:
-        """``("ok", stamp, item)``, ``("wait", ..)`` or ``("missing", ..)`` for a nearest stream."""
+        """``("ok", stamp, item)``, ``("wait", ..)`` or ``("missing", ..)`` (nearest stream)."""
         if self._newest_ns.get(spec.name, -1) < key_ns:
             return ("wait", -1, None)  # a later item may still be closer
         buffer = self._buffers[spec.name]

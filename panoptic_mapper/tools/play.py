@@ -8,8 +8,8 @@ the type. Messages keep the bag's relative timing, scaled by ``--rate``.
 Examples::
 
     panoptic-mapper play scene/bag --rate 2
-    panoptic-mapper play scene/bag --remap /panoptic/segmentation:=/panoptic/recorded_segmentation \\
-        --wait-for /camera/color/image_raw --clock
+    panoptic-mapper play scene/bag --clock --wait-for /camera/color/image_raw \\
+        --remap /panoptic/segmentation:=/panoptic/recorded_segmentation
 
 Owns: the pacing and publishing of raw messages. Does not own: reading bags
 (``core/io/bag.py``) or message types.

@@ -68,7 +68,8 @@ def test_defaults_are_declared_with_docstrings_as_descriptions(context):
 
 def test_params_file_overrides_with_ros_quirks(context, tmp_path):
     params = tmp_path / "p.yaml"
-    params.write_text("params_test:\n  ros__parameters:\n    grid: {voxel_size_m: 1, mode: exact}\n"
+    params.write_text("params_test:\n  ros__parameters:\n"
+                      "    grid: {voxel_size_m: 1, mode: exact}\n"
                       "    names: []\n    weights: [1, 2]\n    rate_hz: 4\n")
     node = make_node(context, cli_args=["--ros-args", "--params-file", str(params)])
     config = declare_config(node, DemoConfig)
