@@ -65,6 +65,13 @@ class MeshConfig(ConfigBase):
 
     weight_threshold: float = 3.0
     """Voxels integrated fewer times than this (TSDF weight) produce no surface."""
+    min_instance_voxels: int = 0
+    """Confirmed thing instances with fewer labelled voxels than this are not reported (their
+    voxels count as unassigned)."""
+    void_unassigned_things: bool = True
+    """A voxel voted to a thing label but owned by no reported instance is void (so no
+    instance-less thing segment appears; neighbours' labels fill it on the mesh), instead of
+    keeping its label with instance 0."""
     fill_radius_voxels: int = 3
     """A vertex (or queried point) whose 8 surrounding voxels hold no label takes the
     tent-weighted majority of the voxels within this many voxels (0 disables); fills the gaps
@@ -72,6 +79,8 @@ class MeshConfig(ConfigBase):
 
     def validate(self) -> None:
         require(self.weight_threshold >= 0.0, "weight_threshold", self.weight_threshold,
+                "must be >= 0")
+        require(self.min_instance_voxels >= 0, "min_instance_voxels", self.min_instance_voxels,
                 "must be >= 0")
         require(0 <= self.fill_radius_voxels <= 4, "fill_radius_voxels",
                 self.fill_radius_voxels, "must be in [0, 4] voxels")
@@ -145,6 +154,7 @@ class InstantPanopticMap:
         self._current: tuple[int, PanopticMesh, MeshRaycaster] | None = None
         self._instances: tuple[int, list[MapInstance]] | None = None
         self._table: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._reported: tuple[int, np.ndarray] | None = None
 
     # ---- writing -------------------------------------------------------------------------------
     def integrate_frame(self, frame: RgbdFrame,
@@ -268,24 +278,44 @@ class InstantPanopticMap:
                          ) -> tuple[np.ndarray, np.ndarray]:
         """Panoptic decision for voxels: (label channel [M], instance id [M]).
 
-        A confirmed thing instance wins (its label too); otherwise the voxel keeps its semantic
-        channel, with the stuff region id for stuff and no instance for things.
+        A reported thing instance wins (its label too); otherwise the voxel keeps its semantic
+        channel, with the stuff region id for stuff, and for things no instance (or void, with
+        ``mesh.void_unassigned_things``).
         """
-        table = self.tracker.table
+        inst = self._slot_instances(flat)
+        lut_channel = self._reported_instances()
+        inst = np.where(inst < lut_channel.size, inst, 0)
+        reported = lut_channel[inst] > 0
+        fallback = channel
+        if self.config.mesh.void_unassigned_things:
+            fallback = np.where(self.channels.is_thing[channel], 0, channel)
+        out_channel = np.where(reported, lut_channel[inst], fallback)
+        out_inst = np.where(reported, inst, self._stuff_lut()[out_channel])
+        return out_channel, out_inst
+
+    def _slot_instances(self, flat: np.ndarray) -> np.ndarray:
+        """[M] current instance id held by voxels (0 where none)."""
         resolve = self._resolve_table()
         raw = self.grid.attribute("instance_id")[flat].astype(np.int64)
         has = self.grid.attribute("instance_weight")[flat] > 0
-        inst = np.where(has, resolve[np.clip(raw, 0, resolve.size - 1)], 0)
-        lut_channel = np.zeros(resolve.size, np.int64)
-        confirmed = np.zeros(resolve.size, bool)
-        for record in table.alive(things_only=True):
+        return np.where(has, resolve[np.clip(raw, 0, resolve.size - 1)], 0)
+
+    def _reported_instances(self) -> np.ndarray:
+        """[K] label channel of each reported thing instance id (0 = not reported): confirmed,
+        labelled, and owning at least ``mesh.min_instance_voxels`` labelled voxels."""
+        if self._reported is not None and self._reported[0] == self._version:
+            return self._reported[1]
+        size = self.tracker.table.next_id
+        lut = np.zeros(size, np.int64)
+        for record in self.tracker.table.alive(things_only=True):
             if record.status == InstanceStatus.CONFIRMED:
-                confirmed[record.id] = True
-                lut_channel[record.id] = record.best_channel()
-        is_confirmed = confirmed[inst] & (lut_channel[inst] > 0)
-        out_channel = np.where(is_confirmed, lut_channel[inst], channel)
-        out_inst = np.where(is_confirmed, inst, self._stuff_lut()[out_channel])
-        return out_channel, out_inst
+                lut[record.id] = record.best_channel()
+        minimum = self.config.mesh.min_instance_voxels
+        if minimum > 0:
+            counts = np.bincount(self._slot_instances(self._labelled_voxels()), minlength=size)
+            lut[counts[:size] < minimum] = 0
+        self._reported = (self._version, lut)
+        return lut
 
     def _stuff_lut(self) -> np.ndarray:
         """[C] stuff region id per channel (0 for thing channels and unseen stuff)."""

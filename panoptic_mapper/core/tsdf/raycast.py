@@ -2,7 +2,9 @@
 
 Uses Open3D's ``RaycastingScene`` (works headless, unlike the offscreen renderer). A triangle
 carries the label and instance of the majority of its three vertices (vertex 0 on a three-way
-tie). The scene (BVH) is built lazily once per mesh and reused for every render of that mesh.
+tie; label and instance are decided together, from the same vertex, so a triangle never pairs
+one vertex's label with another's instance). The scene (BVH) is built lazily once per mesh and
+reused for every render of that mesh.
 
 Owns: :class:`MeshRaycaster`. Does not own: the mesh or its labels.
 """
@@ -15,10 +17,12 @@ import open3d.core as o3c
 from panoptic_mapper.core.types import CameraIntrinsics, LabelRender, PanopticMesh
 
 
-def triangle_majority(values: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """[F] value of the majority of each triangle's vertices (vertex 0 on a 3-way tie)."""
-    v = values[triangles]  # [F, 3]
-    return np.where((v[:, 1] == v[:, 2]) & (v[:, 0] != v[:, 1]), v[:, 1], v[:, 0])
+def triangle_majority_vertex(keys: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """[F] index of a vertex of each triangle whose key is held by the majority of its vertices
+    (vertex 0 on a 3-way tie)."""
+    k = keys[triangles]  # [F, 3]
+    use_second = (k[:, 1] == k[:, 2]) & (k[:, 0] != k[:, 1])
+    return np.where(use_second, triangles[:, 1], triangles[:, 0])
 
 
 class MeshRaycaster:
@@ -27,8 +31,10 @@ class MeshRaycaster:
     def __init__(self, mesh: PanopticMesh):
         self.mesh = mesh
         self._scene: o3d.t.geometry.RaycastingScene | None = None
-        self._triangle_labels = triangle_majority(mesh.label_ids, mesh.triangles)
-        self._triangle_instances = triangle_majority(mesh.instance_ids, mesh.triangles)
+        keys = (mesh.label_ids.astype(np.int64) << 32) | mesh.instance_ids.astype(np.int64)
+        vertex = triangle_majority_vertex(keys, mesh.triangles)
+        self._triangle_labels = mesh.label_ids[vertex]
+        self._triangle_instances = mesh.instance_ids[vertex]
 
     def _get_scene(self) -> o3d.t.geometry.RaycastingScene:
         if self._scene is None:
