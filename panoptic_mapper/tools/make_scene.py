@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap",
                         help="bag storage format (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="processes that render and "
-                        "segment in parallel (default: %(default)s; 2 halves the time on an "
-                        "idle 2-core machine)")
+                        "segment in parallel (default: %(default)s; more only help when CPU "
+                        "cores are idle)")
     parser.add_argument("--labels", default="", help="label registry YAML (default: the "
                         "packaged config/labels/default.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
