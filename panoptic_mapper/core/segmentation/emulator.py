@@ -486,12 +486,18 @@ class GroundedSamEmulator:
             ry, rx = math.sqrt(area / math.pi / aspect), math.sqrt(area * aspect / math.pi)
             cy, cx = rng.uniform(0, h), rng.uniform(0, w)
             angle = rng.uniform(0, math.pi)
-            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+            # The blob (an ellipse with a wobbly rim, at most sqrt(1.3) times its radius) is
+            # computed in its bounding box only.
+            reach = math.sqrt(1.3) * max(rx, ry) + 1
+            r0, r1 = int(max(0, cy - reach)), int(min(h, cy + reach + 1))
+            c0, c1 = int(max(0, cx - reach)), int(min(w, cx + reach + 1))
+            yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
             dy, dx = yy - cy, xx - cx
             u = dx * math.cos(angle) + dy * math.sin(angle)
             v = -dx * math.sin(angle) + dy * math.cos(angle)
-            wobble = 1.0 + 0.3 * _smooth_noise(rng, shape, max(rx, ry) / 2 + 1)
-            mask = (u / rx) ** 2 + (v / ry) ** 2 <= wobble
+            wobble = 1.0 + 0.3 * _smooth_noise(rng, (r1 - r0, c1 - c0), max(rx, ry) / 2 + 1)
+            mask = np.zeros(shape, bool)
+            mask[r0:r1, c0:c1] = (u / rx) ** 2 + (v / ry) ** 2 <= wobble
             label_id = int(rng.choice(self._thing_ids))
             out.append(_Candidate(mask, label_id, True,
                                   float(rng.uniform(*cfg.false_positive_score_range)), ()))
