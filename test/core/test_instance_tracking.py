@@ -88,18 +88,37 @@ def test_confusable_class_still_matches(tracker, label_registry):
 
 def test_duplicates_merge_after_repeated_co_segmentation(tracker, label_registry):
     box = _channel(label_registry, "box")
-    rows = np.repeat([0, 1], N)
-    first = _frame(tracker, 0, [ThingSegment(1, box, 0.9), ThingSegment(2, box, 0.9)], rows,
-                   np.full(2 * N, UNMAPPED), 2)
-    a, b = first.segment_to_instance[1], first.segment_to_instance[2]
-    mapped = first.sample_instance.copy()
-    for index in range(1, 4):  # one segment keeps covering both: they are one object
+    seg = [ThingSegment(1, box, 0.9)]
+    only_first = np.r_[np.zeros(N, int), np.full(N, -1)]
+    only_second = only_first[::-1].copy()
+    # One object seen from two sides that share no voxels: two instances, each confirmed.
+    first = _frame(tracker, 0, seg, only_first, np.full(2 * N, UNMAPPED), 2)
+    a = first.segment_to_instance[1]
+    second = _frame(tracker, 1, seg, only_second, np.r_[np.full(N, a), np.full(N, UNMAPPED)], 2)
+    b = second.segment_to_instance[1]
+    assert a != b
+    mapped = np.repeat([a, b], N)
+    for index in range(2, 6):
+        _frame(tracker, index, seg, only_first if index % 2 else only_second, mapped, 2)
+    assert tracker.table.get(b).status == InstanceStatus.CONFIRMED
+    for index in range(6, 9):  # then one segment keeps covering both: they are one object
         result = _frame(tracker, index, [ThingSegment(9, box, 0.9)], np.zeros(2 * N, int),
                         mapped, 2)
         assert result.segment_to_instance[9] in (a, b)
     resolve = tracker.table.resolve_table()
     assert resolve[a] == resolve[b] == min(a, b)
     assert tracker.table.get(max(a, b)).status == InstanceStatus.MERGED
+
+
+def test_unprotected_candidate_fragment_is_not_split_off(tracker, label_registry):
+    box = _channel(label_registry, "box")
+    rows = np.repeat([0, 1], N)
+    first = _frame(tracker, 0, [ThingSegment(1, box, 0.9), ThingSegment(2, box, 0.9)], rows,
+                   np.full(2 * N, UNMAPPED), 2)
+    mapped = first.sample_instance.copy()
+    whole = _frame(tracker, 1, [ThingSegment(5, box, 0.9)], np.zeros(2 * N, int), mapped, 2)
+    assert whole.num_splits == 0  # candidates are not protected
+    assert np.all(whole.sample_instance == whole.segment_to_instance[5])
 
 
 def test_under_segmentation_keeps_separately_seen_objects_apart(tracker, label_registry):
@@ -142,8 +161,8 @@ def test_unconfirmed_candidate_is_retired_to_its_parent(tracker, label_registry)
 
 def test_small_segments_start_nothing_and_finalize_retires_candidates(tracker, label_registry):
     mug = _channel(label_registry, "mug")
-    small = _frame(tracker, 0, [ThingSegment(1, mug, 0.9)], np.r_[np.zeros(10, int),
-                                                                 np.full(N - 10, -1)],
+    small = _frame(tracker, 0, [ThingSegment(1, mug, 0.9)], np.r_[np.zeros(5, int),
+                                                                np.full(N - 5, -1)],
                    np.full(N, UNMAPPED), 1)
     assert small.num_new == 0 and np.all(small.sample_instance == NO_VOTE)
     once = _frame(tracker, 1, [ThingSegment(1, mug, 0.9)], np.zeros(N, int),

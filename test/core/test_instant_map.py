@@ -12,6 +12,7 @@ import open3d.core as o3c
 import pytest
 
 from panoptic_mapper.core.errors import DataFormatError
+from panoptic_mapper.core.io.ply import read_ply
 from panoptic_mapper.core.mapping.base import PanopticMap, create_map
 from panoptic_mapper.core.mapping.instant_map import InstantMapConfig, InstantPanopticMap
 from panoptic_mapper.core.types import (CameraIntrinsics, PanopticSegmentation2D, RgbdFrame,
@@ -236,6 +237,18 @@ def test_save_load_is_lossless(instant, label_registry, tmp_path):
     with pytest.raises(DataFormatError, match="not found"):
         loaded.load(tmp_path / "missing.npz")
     assert_same(snapshot(instant), snapshot(loaded))
+
+
+def test_ply_export_keeps_labels_and_instances(instant, tmp_path):
+    mesh = instant.get_mesh()
+    path = instant.export_ply(tmp_path / "map.ply", color_mode="semantic")
+    back = read_ply(path)
+    np.testing.assert_array_equal(back.label_ids, mesh.label_ids)
+    np.testing.assert_array_equal(back.instance_ids, mesh.instance_ids)
+    np.testing.assert_allclose(back.vertices_m, mesh.vertices_m)
+    legacy = o3d.io.read_triangle_mesh(str(path))
+    assert len(legacy.vertices) == mesh.num_vertices
+    assert len(legacy.triangles) == mesh.num_triangles
 
 
 def test_reset_and_config(label_registry, scene):

@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
+from panoptic_mapper.core.io.ply import ColorMode, write_ply
 from panoptic_mapper.core.labels.registry import LabelRegistry
 from panoptic_mapper.core.labels.voting import (LabelChannels, PixelVotes, VotingConfig,
                                                 boundary_distance_px, fuse_label_votes,
@@ -72,18 +74,18 @@ class MeshConfig(ConfigBase):
     """A voxel voted to a thing label but owned by no reported instance is void (so no
     instance-less thing segment appears; neighbours' labels fill it on the mesh), instead of
     keeping its label with instance 0."""
-    fill_radius_voxels: int = 3
-    """A vertex (or queried point) whose 8 surrounding voxels hold no label takes the
-    tent-weighted majority of the voxels within this many voxels (0 disables); fills the gaps
-    between strided samples on far or grazing surfaces."""
+    fill_radius_voxels: float = 3.0
+    """A vertex that no labelled voxel within 2 voxels reaches takes the label of the nearest
+    labelled vertex within this many voxels (0 disables); fills the gaps between strided
+    samples on far or grazing surfaces."""
 
     def validate(self) -> None:
         require(self.weight_threshold >= 0.0, "weight_threshold", self.weight_threshold,
                 "must be >= 0")
         require(self.min_instance_voxels >= 0, "min_instance_voxels", self.min_instance_voxels,
                 "must be >= 0")
-        require(0 <= self.fill_radius_voxels <= 4, "fill_radius_voxels",
-                self.fill_radius_voxels, "must be in [0, 4] voxels")
+        require(0.0 <= self.fill_radius_voxels <= 10.0, "fill_radius_voxels",
+                self.fill_radius_voxels, "must be in [0, 10] voxels")
 
 
 @dataclass
@@ -370,21 +372,39 @@ class InstantPanopticMap:
         return self._table[1], self._table[2]
 
     def _points_panoptic(self, points_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(label ids [N] int32, instance ids [N] int32) at world points."""
+        """(label ids [N] int32, instance ids [N] int32) at world points: the vote of the
+        voxels of the point's cell, else of the voxels within 2 voxels."""
         n = points_m.shape[0]
         keys = np.zeros(n, np.int64)
         for start in range(0, n, _POINT_CHUNK):
             stop = min(n, start + _POINT_CHUNK)
             keys[start:stop] = self._neighbourhood_vote(points_m[start:stop], 1)
-        radius = self.config.mesh.fill_radius_voxels
-        if radius > 1:
-            missing = np.flatnonzero(keys == 0)
-            chunk = max(1, _POINT_CHUNK * 8 // (2 * radius) ** 3)
-            for start in range(0, missing.size, chunk):
-                rows = missing[start:start + chunk]
-                keys[rows] = self._neighbourhood_vote(points_m[rows], radius)
+        missing = np.flatnonzero(keys == 0)
+        chunk = _POINT_CHUNK // 8
+        for start in range(0, missing.size, chunk):
+            rows = missing[start:start + chunk]
+            keys[rows] = self._neighbourhood_vote(points_m[rows], 2)
+        return self._split_keys(keys)
+
+    def _split_keys(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labels = self.channels.label_ids[keys >> 32].astype(np.int32)
         return labels, (keys & 0xFFFFFFFF).astype(np.int32)
+
+    def _fill_from_neighbours(self, vertices_m: np.ndarray, labels: np.ndarray,
+                              instances: np.ndarray) -> None:
+        """Give unlabelled vertices the label and instance of the nearest labelled vertex within
+        ``mesh.fill_radius_voxels`` (in place)."""
+        radius = self.config.mesh.fill_radius_voxels * self.config.tsdf.voxel_size_m
+        empty = labels == VOID_LABEL_ID
+        if radius <= 0 or not empty.any() or empty.all():
+            return
+        tree = cKDTree(vertices_m[~empty])
+        dist, nearest = tree.query(vertices_m[empty], distance_upper_bound=radius)
+        found = np.isfinite(dist)
+        source = np.flatnonzero(~empty)[nearest[found]]
+        target = np.flatnonzero(empty)[found]
+        labels[target] = labels[source]
+        instances[target] = instances[source]
 
     def _neighbourhood_vote(self, points_m: np.ndarray, radius_voxels: int) -> np.ndarray:
         """[n] panoptic key with the largest support-weighted share of the voxels around each
@@ -394,11 +414,20 @@ class InstantPanopticMap:
         safe = np.where(flat >= 0, flat, 0)
         key = np.where(flat >= 0, table_keys[safe], 0)  # [n, K]
         score = np.where(key != 0, table_support[safe] * w, 0.0).astype(np.float32)
-        rows = np.arange(key.shape[0])
+        # Most points see one key only: take it without voting.
+        big = np.iinfo(np.int64).max
+        lowest = np.where(score > 0, key, big).min(axis=1)
+        highest = np.where(score > 0, key, -1).max(axis=1)
+        result = np.where(lowest == highest, lowest, 0)
+        mixed = np.flatnonzero((lowest != highest) & (highest >= 0))
+        if mixed.size == 0:
+            return result
+        key, score, rows = key[mixed], score[mixed], np.arange(mixed.size)
         if key.shape[1] <= 8:
             total = ((key[:, :, None] == key[:, None, :]) * score[:, None, :]).sum(axis=2)
             best = np.argmax(total, axis=1)
-            return np.where(total[rows, best] > 0, key[rows, best], 0)
+            result[mixed] = np.where(total[rows, best] > 0, key[rows, best], 0)
+            return result
         # Larger neighbourhoods: sort each row by key and sum the scores of equal-key runs.
         order = np.argsort(key, axis=1)
         key = np.take_along_axis(key, order, axis=1)
@@ -409,12 +438,14 @@ class InstantPanopticMap:
         totals = np.bincount(run_id.ravel(), weights=score.ravel(), minlength=key.size)
         per_entry = totals[run_id]
         best = np.argmax(per_entry, axis=1)
-        return np.where(per_entry[rows, best] > 0, key[rows, best], 0)
+        result[mixed] = np.where(per_entry[rows, best] > 0, key[rows, best], 0)
+        return result
 
     def _current_mesh(self) -> tuple[PanopticMesh, MeshRaycaster]:
         if self._current is None or self._current[0] != self._version:
             extracted = self.grid.extract_mesh(self.config.mesh.weight_threshold)
             labels, instances = self._points_panoptic(extracted.vertices_m)
+            self._fill_from_neighbours(extracted.vertices_m, labels, instances)
             mesh = PanopticMesh(extracted.vertices_m, extracted.triangles, extracted.colors,
                                 labels, instances)
             self._current = (self._version, mesh, MeshRaycaster(mesh))
@@ -487,6 +518,14 @@ class InstantPanopticMap:
         with self._lock:
             _, raycaster = self._current_mesh()
         return raycaster.render(T, intrinsics)
+
+    def export_ply(self, path: str | Path, color_mode: ColorMode = "rgb") -> Path:
+        """Write the mesh of the last ``update_mesh`` as a PLY with per-vertex colour,
+        ``label_id`` and ``instance_id`` (readable by Open3D and MeshLab); returns the path.
+
+        ``color_mode``: ``"rgb"`` (fused colour), ``"semantic"`` or ``"instance"`` colours.
+        """
+        return write_ply(path, self.get_mesh(), color_mode=color_mode, registry=self.registry)
 
     def finalize(self) -> None:
         """End of sequence: retire the candidates that were never confirmed."""

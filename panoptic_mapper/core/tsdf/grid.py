@@ -209,10 +209,11 @@ class PanopticVoxelGrid:
 
         With ``radius_voxels`` r, the (2r)^3 voxels whose centres are less than r voxels away
         along every axis, weighted by prod_axis max(0, 1 - |offset| / r); r = 1 gives the 8 cell
-        corners with trilinear weights.
+        corners with trilinear weights. Voxels of (near) zero weight are not looked up: a mesh
+        vertex lies on a voxel edge, so only that edge's two voxels count.
 
         Returns:
-            ``(flat [N, K] int64 (-1 where unallocated), weights [N, K] float32)``.
+            ``(flat [N, K] int64 (-1 where unallocated or weightless), weights [N, K] float32)``.
         """
         r = int(radius_voxels)
         grid = np.asarray(points_m, np.float64).reshape(-1, 3) / self.config.voxel_size_m
@@ -220,11 +221,13 @@ class PanopticVoxelGrid:
         frac = (grid - base).astype(np.float32)  # [N, 3]
         steps = np.arange(-r + 1, r + 1)
         offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), -1).reshape(-1, 3)
-        corners = base.astype(np.int64)[:, None, :] + offsets[None]  # [N, K, 3]
-        flat = self.flat_indices(corners.reshape(-1, 3)).reshape(corners.shape[:2])
-        dist = np.abs(offsets[None].astype(np.float32) - frac[:, None, :])
+        dist = np.abs(offsets[None].astype(np.float32) - frac[:, None, :])  # [N, K, 3]
         w = np.clip(1.0 - dist / r, 0.0, None).prod(axis=2)
-        return flat, w.astype(np.float32)
+        used = w > 1e-4
+        rows, cols = np.nonzero(used)
+        flat = np.full(w.shape, -1, np.int64)
+        flat[rows, cols] = self.flat_indices(base.astype(np.int64)[rows] + offsets[cols])
+        return flat, np.where(used, w, 0.0).astype(np.float32)
 
     def active_flat_indices(self) -> np.ndarray:
         """[M] int64 flat indices of every voxel of every allocated block (block-major)."""
