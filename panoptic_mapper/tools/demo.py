@@ -1,102 +1,187 @@
-"""Demo (temporary, until the ROS mapping graph exists): dataset -> mcap bag -> frames, checked.
+"""The product on the embedded default: a synthetic scene mapped by the ROS graph, then queried.
 
-Converts the first frames of the real 7-Scenes ``redkitchen`` sequence (read in place from
-``../shared/data/7scenes_redkitchen_stride4``, or from $PANOPTIC_MAPPER_SHARED_DATA) to an mcap
-bag, reads the bag back and checks that images, depth, poses and stamps equal the source.
+1. ``panoptic-mapper make-scene``: a procedural room with ground truth and its bag (emulated
+   Grounded SAM segmentation at ``--noise``);
+2. the ROS graph of ``panoptic-mapper launch`` (segmenter_node in replay mode ->
+   instant_semantics_node, separate processes over DDS) maps the bag played by
+   ``panoptic-mapper play``;
+3. the planner services answer ``query_objects`` for the scene's most frequent classes; the mesh
+   is exported (PLY, semantic colours) and the map saved, then the graph is stopped with SIGINT;
+4. ``panoptic-mapper eval`` scores the instant map on the same scene against its ground truth
+   (scene-level PQ and more).
+
+Prints where every output is. DDS stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE
+=LOCALHOST unless set) in a random ROS_DOMAIN_ID, so the demo never talks to another graph.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
+import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-SCENE = "7scenes_redkitchen_stride4"
-ENV_VAR = "PANOPTIC_MAPPER_SHARED_DATA"
+STARTUP_TIMEOUT_S = 300.0
+MAP_TIMEOUT_S = 600.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "panoptic_mapper_demo"),
-                        help="folder for the outputs; a bag left there by an earlier demo run "
-                             "is replaced (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=20, help="frames to convert (default: "
-                        "%(default)s)")
-
-
-def find_shared_data() -> Path | None:
-    """The shared data folder: $PANOPTIC_MAPPER_SHARED_DATA, else ``../shared/data`` next to the
-    source checkout or the current directory."""
-    if os.environ.get(ENV_VAR):
-        candidates = [Path(os.environ[ENV_VAR])]
-    else:
-        candidates = [Path(__file__).resolve().parents[2].parent / "shared" / "data",
-                      Path.cwd().parent / "shared" / "data"]
-    return next((c for c in candidates if (c / SCENE).is_dir()), None)
-
-
-def remove_previous_bag(bag_path: Path) -> None:
-    """Delete the bag of an earlier demo run (only a folder holding just a bag's files)."""
-    if not bag_path.is_dir():
-        return
-    files = list(bag_path.iterdir())
-    if all(f.is_file() and (f.name == "metadata.yaml" or f.suffix == ".mcap") for f in files):
-        shutil.rmtree(bag_path)
+                        help="output folder; the outputs of an earlier demo there are replaced "
+                             "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=60,
+                        help="frames of the camera walk (default: %(default)s)")
+    parser.add_argument("--noise", choices=("clean", "medium", "hard"), default="medium",
+                        help="emulated Grounded SAM noise level (default: %(default)s)")
+    parser.add_argument("--scale", type=float, default=0.5,
+                        help="image size relative to 640x480 (default: %(default)s)")
+    parser.add_argument("--rate", type=float, default=1.0,
+                        help="bag playback rate (default: %(default)s)")
+    parser.add_argument("--queries", nargs="+", metavar="TEXT",
+                        help="queries to ask (default: the three most frequent object "
+                             "classes of the map)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from panoptic_mapper.core.errors import InvalidInputError
-    from panoptic_mapper.core.io.bag import read_bag, write_bag
-    from panoptic_mapper.core.io.datasets import open_dataset
-
-    shared = find_shared_data()
-    if shared is None:
-        print(f"error: the demo data '{SCENE}' was not found. Set {ENV_VAR} to the folder that "
-              f"contains it (looked next to the repository and in ../shared/data).",
-              file=sys.stderr)
+    if args.frames < 2:
+        print("error: --frames must be >= 2", file=sys.stderr)
         return 1
-    if args.frames < 1:
-        print("error: --frames must be >= 1", file=sys.stderr)
-        return 1
-    out_dir = Path(args.out)
-    bag_path = out_dir / "redkitchen_demo_bag"
+    out = Path(args.out).expanduser().resolve()
+    scene = out / "scene"
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        remove_previous_bag(bag_path)
-        dataset = open_dataset(shared / SCENE, max_frames=args.frames)
-        print(f"source : {dataset.root} ({len(dataset)} frames, {dataset.layout} layout)")
-        started = time.perf_counter()
-        report = write_bag(bag_path, dataset, dataset.intrinsics, storage="mcap")
-        written_s = time.perf_counter() - started
-        started = time.perf_counter()
-        frames = read_bag(bag_path)
-        read_back = list(frames)
-        read_s = time.perf_counter() - started
-    except (InvalidInputError, OSError) as exc:
+        _prepare(out)
+    except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    source = list(dataset)
-    problems = [f"skipped: {s.reason}" for s in dataset.skipped + frames.skipped]
-    if len(source) != len(read_back):
-        problems.append(f"{len(source)} frames written, {len(read_back)} read back")
-    for a, b in zip(source, read_back):
-        fa, fb = a.frame, b.frame
-        if not (fa.stamp_ns == fb.stamp_ns and np.array_equal(fa.rgb, fb.rgb)
-                and np.array_equal(fa.depth_m, fb.depth_m)
-                and np.allclose(fa.T_world_cam, fb.T_world_cam, rtol=0.0, atol=1e-12)
-                and fa.intrinsics == fb.intrinsics):
-            problems.append(f"frame at stamp {fa.stamp_ns} ns differs after the round trip")
-    print(f"bag    : {report.path} ({report.num_frames} frames, "
-          f"{sum(report.message_counts.values())} messages; written in {written_s:.2f} s, "
-          f"read back in {read_s:.2f} s)")
-    if problems:
-        print("FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
+    started = time.perf_counter()
+    print(f"[1/4] generating scene {args.seed} ({args.frames} frames, noise {args.noise}) ...",
+          flush=True)
+    if _cli(["make-scene", "--seed", str(args.seed), "--frames", str(args.frames), "--rate",
+             "10", "--scale", str(args.scale), "--noise", args.noise, "--no-progress",
+             str(scene)]) != 0:
         return 1
-    print(f"check  : {len(read_back)} frames read back equal to the source "
-          "(rgb, depth, pose, stamp, camera)")
-    print(f"outputs: {bag_path}")
+    print("[2/4] mapping the bag with the ROS graph (player -> segmenter -> instant node) ...",
+          flush=True)
+    answers = _map_with_graph(args, out, scene)
+    if answers is None:
+        return 1
+    print("[3/4] scoring the instant map on the same scene (panoptic-mapper eval) ...",
+          flush=True)
+    if _cli(["eval", str(scene), "--method", "instant", "--out", str(out / "eval"),
+             "--no-progress"], quiet=True) != 0:
+        return 1
+    row = json.loads((out / "eval" / "metrics.json").read_text())["rows"][0]
+    print("[4/4] results")
+    for line in answers:
+        print(f"  {line}")
+    print(f"  scene PQ {row['pq']:.1f} (things {row['pq_th']:.1f}, stuff {row['pq_st']:.1f}), "
+          f"3D mIoU {row['miou_3d']:.1f}, Chamfer-L1 {row['chamfer_l1_cm']:.1f} cm "
+          "(panoptic-mapper eval, instant map)")
+    print(f"outputs ({time.perf_counter() - started:.0f} s):")
+    print(f"  scene + ground truth : {scene}")
+    print(f"  bag                  : {scene / 'bag'}")
+    print(f"  mesh (PLY, semantic) : {out / 'mesh.ply'}")
+    print(f"  saved map            : {out / 'map.npz'}")
+    print(f"  metrics              : {out / 'eval' / 'metrics.md'}")
+    print(f"  node logs            : {out / 'logs'}")
     return 0
+
+
+def _prepare(out: Path) -> None:
+    """Create ``out``; remove what an earlier demo left there (and nothing else)."""
+    out.mkdir(parents=True, exist_ok=True)
+    scene = out / "scene"
+    if scene.exists():
+        if not (scene / "scene.json").is_file():
+            raise OSError(f"{scene} exists and is not a scene of an earlier demo; "
+                          "choose another --out")
+        shutil.rmtree(scene)
+    for name in ("eval", "logs"):
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    for name in ("mesh.ply", "map.npz"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _cli(argv: list[str], quiet: bool = False) -> int:
+    result = subprocess.run([sys.executable, "-m", "panoptic_mapper.tools.cli", *argv],
+                            stdout=subprocess.PIPE if quiet else None, text=True)
+    if result.returncode != 0:
+        print(f"error: panoptic-mapper {argv[0]} failed (exit {result.returncode})",
+              file=sys.stderr)
+    return result.returncode
+
+
+def _map_with_graph(args: argparse.Namespace, out: Path, scene: Path) -> list[str] | None:
+    """Run the graph on the scene's bag; returns printable answers, None on failure."""
+    from panoptic_mapper.core.io.resources import config_path
+    from panoptic_mapper.ros.graph_client import GraphClient
+    from panoptic_mapper.ros.launch_plan import plan
+    from panoptic_mapper.srv import ExportMesh, ListInstances, QueryObjects, SaveMap
+    from panoptic_mapper.tools.launch import GraphProcesses, node_commands, player_command
+
+    logs = out / "logs"
+    logs.mkdir()
+    planned = plan({"label_file": str(scene / "labels.yaml")}, str(config_path("mapper.yaml")))
+    for node in planned:
+        if node.spec.key == "instant":
+            # the demo shows the map of every frame; the keep-up behaviour is benchmarked
+            node.overrides.update({"queue_size": args.frames, "diagnostics_period_s": 0.5})
+    client = GraphClient("demo_client")
+    with open(logs / "graph.log", "w", encoding="utf-8") as log:
+        graph = GraphProcesses(node_commands(planned, logs), log=log)
+        try:
+            if not graph.wait_for_line("instant_semantics_node", "active: listening",
+                                       STARTUP_TIMEOUT_S):
+                print(f"error: the instant semantics node did not start; see {log.name}",
+                      file=sys.stderr)
+                return None
+            player = graph.start("player", player_command(str(scene / "bag"), args.rate,
+                                                          planned))
+            if player.wait(timeout=MAP_TIMEOUT_S) != 0 or not client.wait_for_idle(
+                    "instant_semantics_node", MAP_TIMEOUT_S):
+                print(f"error: the bag was not mapped; see {log.name}; last diagnostics of "
+                      f"the node: {client.diagnostics('instant_semantics_node')}",
+                      file=sys.stderr)
+                return None
+            status = client.diagnostics("instant_semantics_node")
+            lines = [f"mapped {status.get('frames_integrated')} of {args.frames} frames "
+                     f"(integration median {status.get('integrate_median_ms')} ms per frame)"]
+            listed = client.call(ListInstances, "list_instances", ListInstances.Request())
+            things = [i for i in listed.instances if i.is_thing]
+            lines.append(f"{len(listed.instances)} instances ({len(things)} objects, "
+                         f"{len(listed.instances) - len(things)} stuff regions)")
+            for text in args.queries or _frequent_labels(things, 3):
+                answer = client.call(QueryObjects, "query_objects",
+                                     QueryObjects.Request(query=text, max_results=5))
+                found = ", ".join(
+                    f"#{i.id} {i.label} {i.score:.2f} at ({i.centroid.x:.2f}, "
+                    f"{i.centroid.y:.2f}, {i.centroid.z:.2f})" for i in answer.instances)
+                lines.append(f"query '{text}': {found or 'nothing'}"
+                             + ("" if answer.success else f" ({answer.message})"))
+            exported = client.call(ExportMesh, "export_mesh", ExportMesh.Request(
+                path=str(out / "mesh.ply"), color_mode="semantic"))
+            saved = client.call(SaveMap, "save_map", SaveMap.Request(path=str(out / "map.npz")))
+            lines += [exported.message, saved.message]
+            return lines
+        except TimeoutError as exc:
+            print(f"error: {exc}; see {log.name}", file=sys.stderr)
+            return None
+        finally:
+            client.shutdown()
+            graph.stop()
+
+
+def _frequent_labels(instances, count: int) -> list[str]:
+    """The ``count`` labels with the most instances."""
+    return [label for label, _ in collections.Counter(i.label for i in instances)
+            .most_common(count)]

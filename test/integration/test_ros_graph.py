@@ -11,15 +11,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from std_srvs.srv import Trigger
 
 from panoptic_mapper.core.io.datasets import open_dataset
@@ -30,6 +26,7 @@ from panoptic_mapper.core.mapping.base import create_map
 from panoptic_mapper.core.types import CameraIntrinsics, PanopticSegmentation2D
 from panoptic_mapper.msg import PanopticMesh
 from panoptic_mapper.ros import conversions as conv
+from panoptic_mapper.ros.graph_client import GraphClient
 from panoptic_mapper.ros.launch_plan import plan
 from panoptic_mapper.ros.panoptic_conversions import segmentation_msg_from_core
 from panoptic_mapper.ros.qos import LATCHED_MAP_QOS, SENSOR_QOS
@@ -73,43 +70,6 @@ def ground_truth(scene):
     return visible
 
 
-class Probe:
-    """The test's node: service client, diagnostics listener, publisher of bad input."""
-
-    def __init__(self):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("ros_graph_probe", context=self.context)
-        self.diagnostics: dict[str, dict[str, str]] = {}
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
-
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
-
-    def call(self, srv_type, name: str, request, timeout_s: float = 30.0):
-        client = self.node.create_client(srv_type, f"{API}/{name}")
-        try:
-            assert client.wait_for_service(timeout_sec=timeout_s), f"{name} not available"
-            future = client.call_async(request)
-            deadline = time.monotonic() + timeout_s
-            while not future.done() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert future.done(), f"{name} did not answer"
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
-
-    def shutdown(self) -> None:
-        self.executor.shutdown(timeout_sec=5)
-        self.context.try_shutdown()
-        self._thread.join(timeout=5)
-
-
 def wait_until(predicate, timeout_s: float, period_s: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -117,15 +77,6 @@ def wait_until(predicate, timeout_s: float, period_s: float = 0.2) -> bool:
             return True
         time.sleep(period_s)
     return False
-
-
-def integration_done(diagnostics: dict[str, str]) -> bool:
-    count = lambda key: int(diagnostics.get(key, 0))  # noqa: E731
-    handled = sum(count(k) for k in ("frames_integrated", "frames_rejected", "frames_invalid",
-                                     "frames_skipped_busy"))
-    return (count("frames_matched") >= FRAMES - 2 and handled == count("frames_matched")
-            and count("queue_length") == 0
-            and count("map_frames") == count("frames_integrated") > 0)
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +91,14 @@ def graph(scene, tmp_path_factory):
                                    "queue_size": FRAMES,
                                    "save_on_shutdown_path": str(work / "shutdown_map.npz")})
     processes = GraphProcesses(node_commands(planned, work), log=None)
-    probe = Probe()
+    probe = GraphClient("ros_graph_probe")
     try:
         assert processes.wait_for_line("instant_semantics_node", "active: listening", 180), \
             "".join(processes.output["instant_semantics_node"])
         player = processes.start("player", player_command(str(scene / "bag"), 1.0, planned))
         assert player.wait(timeout=180) == 0, "".join(processes.output["player"])
-        assert wait_until(lambda: integration_done(
-            probe.diagnostics.get("instant_semantics_node", {})), 180), probe.diagnostics
+        assert probe.wait_for_idle("instant_semantics_node", 180), \
+            probe.diagnostics("instant_semantics_node")
         yield processes, probe, work
     finally:
         probe.shutdown()
@@ -238,7 +189,7 @@ def test_bad_input_is_logged_once_and_the_node_keeps_serving(graph):
     frames = [bad_frame(10**12 + k * 10**8) for k in range(3)]  # newer than the bag
     publishers = {topic: probe.node.create_publisher(type(msg), topic, SENSOR_QOS)
                   for topic, msg in frames[0].items()}
-    status = lambda: probe.diagnostics.get("instant_semantics_node", {})  # noqa: E731
+    status = lambda: probe.diagnostics("instant_semantics_node")  # noqa: E731
     try:
         assert wait_until(lambda: all(p.get_subscription_count() for p in publishers.values()),
                           20)
