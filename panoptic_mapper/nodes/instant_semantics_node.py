@@ -99,13 +99,13 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         """Build the registry, the map, the synchroniser, outputs and (if serving) the API."""
         cfg = self.config
         try:
+            if cfg.input.pose_source == "tf":
+                self._tf = TfPoseSource(self, cfg.map_frame)
             self._registry = load_registry(cfg.label_file)
             map_config = cfg.map.to_dict()
             registry = self._registry
             self.session = MapSession(lambda: create_map("instant", registry, map_config),
                                       registry, create_query_engine(cfg.query, registry))
-            if cfg.input.pose_source == "tf":
-                self._tf = TfPoseSource(self, cfg.map_frame)
         except (PanopticMapperError, OSError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
