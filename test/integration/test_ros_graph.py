@@ -8,11 +8,9 @@ graph with SIGINT (the instant node saves its map on shutdown).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
