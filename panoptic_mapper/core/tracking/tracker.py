@@ -180,15 +180,10 @@ class InstanceTracker:
         return region
 
     # ---- association -----------------------------------------------------------------------
-    def class_compatibility(self, channel: int, record: InstanceRecord) -> float:
-        """Probability-like support of ``record``'s label evidence for a segment label."""
-        dist = record.label_distribution()
-        if not dist.any():
-            return 1.0
-        return float(min(1.0, self._compat[channel] @ dist))
-
     def _compatibility(self, channels: np.ndarray, instance_ids: np.ndarray) -> np.ndarray:
-        """[S, I] :meth:`class_compatibility` of segment channels [S] with instances [I]."""
+        """[S, I] class compatibility of segment channels [S] with instances [I]: the
+        probability an instance's label evidence gives the segment's label, confusable labels
+        counted at ``confusable_compatibility`` (1 for an instance with no evidence yet)."""
         evidence = np.stack([self.table.get(i).label_evidence for i in instance_ids]) \
             if instance_ids.size else np.zeros((0, self.channels.count))
         total = evidence.sum(axis=1)
