@@ -256,6 +256,9 @@ def test_reset_and_config(label_registry, scene):
     mapper.reset()
     assert mapper.num_frames == 0 and mapper.get_instances() == []
     assert mapper.query_labels(np.zeros((1, 3)))[0].tolist() == [0]
+    empty = mapper.render_labels(pose(0), INTR)
+    assert empty.label_ids.shape == INTR.shape and not empty.depth_m.any()
+    assert mapper.update_mesh().num_vertices == 0
     cfg = InstantMapConfig.from_dict({"tsdf": {"voxel_size_m": 0.04}, "voting": {"count_cap": 5}})
     assert cfg.tsdf.voxel_size_m == 0.04 and cfg.voting.count_cap == 5.0
     assert "tracking.confirm_observations" in cfg.to_flat_dict()

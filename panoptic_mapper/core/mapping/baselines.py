@@ -25,7 +25,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from panoptic_mapper.core.labels.voting import labels_from_evidence
-from panoptic_mapper.core.mapping.instant_map import InstantPanopticMap, _Samples
+from panoptic_mapper.core.mapping.instant_map import InstantPanopticMap, FrameSamples
 from panoptic_mapper.core.tracking.tracker import NO_VOTE, ThingSegment
 
 STUFF_ID_BASE = 1 << 24
@@ -70,7 +70,7 @@ class PerFrameLiftingMap(_BaselineMixin, InstantPanopticMap):
         self._max_raw_id = 0
 
     def _instance_targets(self, things: list[ThingSegment], sample_thing: np.ndarray,
-                          map_id: np.ndarray, samples: _Samples
+                          map_id: np.ndarray, samples: FrameSamples
                           ) -> tuple[np.ndarray, dict[str, float]]:
         ids = np.array([t.segment_id for t in things] + [NO_VOTE], np.int64)
         target = ids[np.where(sample_thing >= 0, sample_thing, len(things))]
@@ -106,7 +106,7 @@ class ConnectedComponentsMap(_BaselineMixin, InstantPanopticMap):
         self._components: tuple[int, np.ndarray, np.ndarray] | None = None
 
     def _instance_targets(self, things: list[ThingSegment], sample_thing: np.ndarray,
-                          map_id: np.ndarray, samples: _Samples
+                          map_id: np.ndarray, samples: FrameSamples
                           ) -> tuple[np.ndarray, dict[str, float]]:
         return np.full(sample_thing.shape, NO_VOTE, np.int64), {}
 

@@ -105,7 +105,7 @@ class InstantMapConfig(ConfigBase):
 
 
 @dataclass
-class _Samples:
+class FrameSamples:
     """The sampled pixels of one frame that passed the depth test (one row each)."""
 
     voxels: np.ndarray
@@ -185,7 +185,7 @@ class InstantPanopticMap:
             return IntegrationReport(accepted=True, reason=reason, warnings=checked.warnings,
                                      stats=stats)
 
-    def _sample(self, frame: RgbdFrame, checked: CheckedInput) -> _Samples:
+    def _sample(self, frame: RgbdFrame, checked: CheckedInput) -> FrameSamples:
         """Strided pixels with depth, back-projected, looked up and depth-tested."""
         stride = self.config.voting.sample_stride_px
         intr = frame.intrinsics
@@ -210,7 +210,7 @@ class InstantPanopticMap:
         safe = np.where(ok, voxels, 0)
         delta = self.config.voting.visibility_delta_voxels / self.config.tsdf.trunc_voxels
         ok &= (weight[safe] > 0) & (np.abs(tsdf[safe]) <= delta)
-        return _Samples(voxels=voxels[ok], points_m=world[ok],
+        return FrameSamples(voxels=voxels[ok], points_m=world[ok],
                         segment_ids=ids[ok].astype(np.int64), depth_m=z[ok],
                         cos_incidence=cos[ok], edge_distance_px=edge[ok])
 
@@ -263,7 +263,7 @@ class InstantPanopticMap:
 
     # ---- instance layer (replaced by the baselines) ----------------------------------------
     def _instance_targets(self, things: list[ThingSegment], sample_thing: np.ndarray,
-                          map_id: np.ndarray, samples: _Samples
+                          map_id: np.ndarray, samples: FrameSamples
                           ) -> tuple[np.ndarray, dict[str, float]]:
         """Instance id each sample votes for (``NO_VOTE`` = none), plus stats."""
         assoc = self.tracker.associate(self._frame_index, things, sample_thing, map_id,
