@@ -74,10 +74,12 @@ class GraphClient:
             time.sleep(period_s)
         return predicate()
 
-    def wait_for_idle(self, node_name: str, timeout_s: float, settle_s: float = 2.0) -> bool:
+    def wait_for_idle(self, node_name: str, timeout_s: float, settle_s: float = 2.0,
+                      stall_s: float = 60.0) -> bool:
         """Wait until ``node_name`` has handled every frame it matched (integrated, rejected,
         invalid or skipped), its snapshot includes them, and no new frame came for
-        ``settle_s``. False on timeout (or when no frame was ever integrated)."""
+        ``settle_s``. False on timeout, or when nothing changed for ``stall_s`` without the
+        node being idle (e.g. no frame was ever integrated)."""
         deadline = time.monotonic() + timeout_s
         last, since = None, time.monotonic()
         while time.monotonic() < deadline:
@@ -92,6 +94,8 @@ class GraphClient:
                 last, since = state, time.monotonic()
             elif idle and time.monotonic() - since >= settle_s:
                 return True
+            elif time.monotonic() - since >= stall_s:
+                return False
             time.sleep(0.1)
         return False
 

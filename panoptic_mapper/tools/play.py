@@ -43,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="HZ", help="publish the bag time on /clock at HZ (default 100 "
                         "when given) for nodes with use_sim_time")
     parser.add_argument("--wait-for", action="append", default=[], metavar="TOPIC",
-                        help="before playing, wait until TOPIC (a played name, after remapping) "
-                             "has a subscriber (repeatable)")
+                        help="before playing, wait until the publisher of TOPIC (a played name, "
+                             "after remapping) is matched by a subscriber (repeatable)")
     parser.add_argument("--wait-timeout", type=float, default=30.0, metavar="S",
                         help="give up waiting for --wait-for subscribers after S seconds "
                              "(default: %(default)s)")
@@ -167,7 +167,13 @@ def _play(args: argparse.Namespace, info, topics: dict[str, str],
             from rosgraph_msgs.msg import Clock
 
             clock_pub = node.create_publisher(Clock, "/clock", 10)
-        if not _wait_for_subscribers(node, args.wait_for, args.wait_timeout):
+        by_name = {remaps.get(t, t): publisher for t, publisher in publishers.items()}
+        unknown = sorted(set(args.wait_for) - set(by_name))
+        if unknown:
+            print(f"error: --wait-for {unknown}: not a played topic; played: {sorted(by_name)}",
+                  file=sys.stderr)
+            return 2
+        if not _wait_for_subscribers({t: by_name[t] for t in args.wait_for}, args.wait_timeout):
             return 1
         if not args.quiet:
             names = ", ".join(f"{t} -> {remaps[t]}" if t in remaps else t for t in publishers)
@@ -189,11 +195,13 @@ def _play(args: argparse.Namespace, info, topics: dict[str, str],
     return 0
 
 
-def _wait_for_subscribers(node, topics: list[str], timeout_s: float) -> bool:
+def _wait_for_subscribers(publishers: dict[str, Any], timeout_s: float) -> bool:
+    """Wait until each publisher is matched by a subscription at the DDS level (a subscriber
+    merely known to the graph may not receive messages sent before the match completes)."""
     deadline = time.monotonic() + timeout_s
-    pending = list(topics)
+    pending = list(publishers)
     while pending:
-        pending = [t for t in pending if node.count_subscribers(t) == 0]
+        pending = [t for t in pending if publishers[t].get_subscription_count() == 0]
         if not pending:
             break
         if time.monotonic() > deadline:
