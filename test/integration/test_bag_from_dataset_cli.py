@@ -76,18 +76,6 @@ def test_bag_from_seven_scenes_subset(seven_scenes_dir, tmp_path, capsys):
     assert "folder not found" in capsys.readouterr().err
 
 
-def test_demo(seven_scenes_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("PANOPTIC_MAPPER_SHARED_DATA", str(seven_scenes_dir.parent))
-    for _ in range(2):  # re-runs replace the previous demo bag
-        assert cli.main(["demo", "--out", str(tmp_path), "--frames", "3"]) == 0
-        captured = capsys.readouterr()
-        assert "3 frames read back equal to the source" in captured.out
-        assert f"outputs: {tmp_path / 'redkitchen_demo_bag'}" in captured.out
-    monkeypatch.setenv("PANOPTIC_MAPPER_SHARED_DATA", str(tmp_path / "no_data"))
-    assert cli.main(["demo", "--out", str(tmp_path)]) == 1
-    assert "PANOPTIC_MAPPER_SHARED_DATA" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("command", ["bag-from-dataset", "demo"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as info:
