@@ -39,6 +39,9 @@ def test_mutated_frame_with_nan_pose_or_depth_is_rejected(checker):
     frame = _frame()
     frame.depth_m[1, 1] = np.nan
     assert "depth_m" in checker.check(frame, None).reject_reason
+    frame = _frame()
+    frame.rgb = np.zeros((6, 8, 3), np.float32)
+    assert "rgb" in checker.check(frame, None).reject_reason
 
 
 def test_segmentation_size_and_unknown_labels(checker, label_registry):

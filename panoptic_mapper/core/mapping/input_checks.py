@@ -101,6 +101,11 @@ class FrameChecker:
                                         f"must match the camera {frame.intrinsics.shape}",
                                         kind="size_mismatch")
             check_depth_values(depth)
+            rgb = np.asarray(frame.rgb)
+            if rgb.dtype != np.uint8 or rgb.shape != depth.shape + (3,):
+                raise InvalidInputError("rgb", f"{rgb.dtype}{list(rgb.shape)}",
+                                        f"colour image must be uint8 {list(depth.shape) + [3]}",
+                                        kind="encoding")
         except InvalidInputError as exc:
             return CheckedInput(reject_reason=str(exc))
         in_range = (depth >= self.depth_min_m) & (depth <= self.depth_max_m)

@@ -211,8 +211,8 @@ class InstantPanopticMap:
         delta = self.config.voting.visibility_delta_voxels / self.config.tsdf.trunc_voxels
         ok &= (weight[safe] > 0) & (np.abs(tsdf[safe]) <= delta)
         return FrameSamples(voxels=voxels[ok], points_m=world[ok],
-                        segment_ids=ids[ok].astype(np.int64), depth_m=z[ok],
-                        cos_incidence=cos[ok], edge_distance_px=edge[ok])
+                            segment_ids=ids[ok].astype(np.int64), depth_m=z[ok],
+                            cos_incidence=cos[ok], edge_distance_px=edge[ok])
 
     def _integrate_semantics(self, frame: RgbdFrame, checked: CheckedInput) -> dict[str, float]:
         t0 = time.perf_counter()
