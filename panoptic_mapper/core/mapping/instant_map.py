@@ -48,8 +48,8 @@ from panoptic_mapper.core.mapping.input_checks import (CheckedInput, FrameChecke
 from panoptic_mapper.core.tracking.instance_geometry import summarize_groups
 from panoptic_mapper.core.tracking.instance_votes import fuse_instance_votes
 from panoptic_mapper.core.tracking.instances import InstanceStatus
-from panoptic_mapper.core.tracking.tracker import (NO_VOTE, UNMAPPED, InstanceTracker,
-                                                   ThingSegment, TrackingConfig)
+from panoptic_mapper.core.tracking.tracker import (UNMAPPED, InstanceTracker, ThingSegment,
+                                                   TrackingConfig)
 from panoptic_mapper.core.tsdf.grid import GridState, PanopticVoxelGrid, TsdfConfig
 from panoptic_mapper.core.tsdf.raycast import MeshRaycaster
 from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraIntrinsics,
