@@ -39,8 +39,9 @@ def test_prune_unused_and_duplicate_keeps_ids_and_moments():
     manager = TokenManager(TokenManagerConfig(split=False, spawn_unmatched=False))
     state = manager.initialize_state(tokens)
     assert state.next_id == 14
-    # rows 0, 2, 3 are matched, row 1 (id 11) never
-    manager.record(state, tokens, _assignment([0, 2, 3]), np.full((3, 3), np.nan))
+    # rows 0, 2, 3 are matched, row 1 (id 11) never although in view in 3 frames
+    for _ in range(3):
+        manager.record(state, tokens, _assignment([0, 2, 3]), np.full((3, 3), np.nan))
     # 3D masks: id 12's mask lies inside id 10's (IoM 1) and is smaller
     masks = torch.zeros(10, 4, dtype=torch.bool)
     masks[:6, 0] = True
@@ -55,6 +56,37 @@ def test_prune_unused_and_duplicate_keeps_ids_and_moments():
     in_optimizer = {id(q) for g in optimizer.param_groups for q in g["params"]}
     assert all(id(p) in in_optimizer for p in tokens.parameters())
     assert state.assignments == {} and state.window_start_step == 100
+
+
+def test_tokens_out_of_view_are_not_judged():
+    tokens, optimizer = _tokens_and_optimizer()
+    manager = TokenManager(TokenManagerConfig(min_visible_frames=2, split=False,
+                                              spawn_unmatched=False))
+    state = manager.initialize_state(tokens)
+    for _ in range(2):  # rows 0 and 1 in view, only row 0 matched; rows 2, 3 out of view
+        manager.record(state, tokens, _assignment([0]), np.full((1, 3), np.nan),
+                       visible_rows=np.array([0, 1]))
+    change = manager.maintain(state, tokens, optimizer, None, step=3)
+    assert change.pruned_unused == [11]
+    assert tokens.ids_list() == [10, 12, 13]
+
+
+def test_occasional_claims_do_not_split():
+    tokens, optimizer = _tokens_and_optimizer()
+    manager = TokenManager(TokenManagerConfig(split_min_signals=2, split_min_claim_ratio=0.25,
+                                              spawn_unmatched=False, min_assignments=0))
+    state = manager.initialize_state(tokens)
+    centroids = np.array([MEANS[3], [3.0, 2.0, 0.5]])
+    for _ in range(2):  # claimed twice ...
+        manager.record(state, tokens, _assignment([3, 1], claims=[(3, 1)]), centroids)
+    for _ in range(8):  # ... but matched 10 times: 2 / 12 < 0.25
+        manager.record(state, tokens, _assignment([3]), centroids[:1])
+    assert manager.maintain(state, tokens, optimizer, None, step=10).split == {}
+    state = manager.initialize_state(tokens)
+    for _ in range(2):
+        manager.record(state, tokens, _assignment([3, 1], claims=[(3, 1)]), centroids)
+    change = manager.maintain(state, tokens, optimizer, None, step=20, allow_growth=False)
+    assert change.split == {}  # persistent, but growth is over
 
 
 def test_split_clones_with_new_id_and_moves_the_clone():
@@ -83,6 +115,7 @@ def test_split_clones_with_new_id_and_moves_the_clone():
 def test_spawn_where_unmatched_masks_gather():
     tokens, optimizer = _tokens_and_optimizer()
     manager = TokenManager(TokenManagerConfig(min_assignments=0, spawn_min_count=3,
+                                              spawn_unmatched=True,
                                               spawn_voxel_size_m=0.3))
     state = manager.initialize_state(tokens)
     spot = np.array([[8.05, 8.05, 1.05]])

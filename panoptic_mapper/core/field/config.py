@@ -140,7 +140,10 @@ class TokenManagerConfig(ConfigBase):
     """Maintenance period as a fraction of the step budget; also the window over which
     assignments are counted for the "useless" test."""
     min_assignments: int = 1
-    """Tokens assigned fewer times than this within a window are pruned."""
+    """Tokens assigned fewer times than this within a window are pruned ("useless")..."""
+    min_visible_frames: int = 3
+    """... if they were in view (Gaussian > 0.5 on at least 3 sampled rays) in at least this
+    many sampled frames of the window; a token that was not looked at is not judged."""
     mask_threshold: float = 0.8
     """A point belongs to a token's 3D mask when ``m_i(p)`` exceeds this (code: 0.8)."""
     iom_threshold: float = 0.7
@@ -153,10 +156,17 @@ class TokenManagerConfig(ConfigBase):
     """Clone a token that two masks of one image keep claiming (disabled in the released code,
     described in the paper)."""
     split_min_signals: int = 3
-    """Split signals within a window needed to clone a token ("if the signal keeps")."""
-    spawn_unmatched: bool = True
-    """Create tokens where thing masks keep finding no token (not in the paper: needed when
-    keyframes keep arriving after initialisation, as on a robot)."""
+    """Split signals within a window needed to clone a token ("if the signal keeps")..."""
+    split_min_claim_ratio: float = 0.25
+    """... and they must be at least this share of the token's matches plus claims, so that a
+    mask split in two by the segmenter now and then does not clone a token."""
+    grow_until: float = 0.7
+    """Split and spawn only before this fraction of the step budget; later maintenances only
+    prune, so that the final tokens have had time to converge."""
+    spawn_unmatched: bool = False
+    """Create tokens where thing masks keep finding no token (not in the paper: for keyframes
+    that keep arriving after initialisation without a prior map; with a prior, the refined
+    map seeds tokens from the prior's new instances instead)."""
     spawn_min_count: int = 3
     """Unmatched masks whose 3D centroids fall into one spawn voxel needed to spawn a token."""
     spawn_voxel_size_m: float = 0.3
@@ -184,6 +194,11 @@ class TokenManagerConfig(ConfigBase):
         require(self.max_iom_points >= 10, "max_iom_points", self.max_iom_points, "must be >= 10")
         require(self.split_min_signals >= 1, "split_min_signals", self.split_min_signals,
                 "must be >= 1")
+        require(self.min_visible_frames >= 0, "min_visible_frames", self.min_visible_frames,
+                "must be >= 0")
+        for name in ("split_min_claim_ratio", "grow_until"):
+            value = getattr(self, name)
+            require(0 <= value <= 1, name, value, "must be in [0, 1]")
         require(self.spawn_min_count >= 1, "spawn_min_count", self.spawn_min_count,
                 "must be >= 1")
         require(self.spawn_voxel_size_m > 0, "spawn_voxel_size_m", self.spawn_voxel_size_m,
@@ -205,8 +220,10 @@ class SamplerConfig(ConfigBase):
     """Stratified samples in the band on a geometry ray (depth-guided mode)."""
     free_space_samples: int = 2
     """Stratified samples between ``near_m`` and the band on a geometry ray (depth-guided)."""
-    segmentation_band_samples: int = 4
-    """Stratified samples in the band on a segmentation ray (depth-guided)."""
+    segmentation_band_samples: int = 1
+    """Stratified samples in the band on a segmentation ray (depth-guided). 1 evaluates the
+    labels at the observed surface point only (weight 1): the cheapest depth-guided form, and
+    the CPU default."""
     segmentation_band_m: float = 0.05
     """Half width of the band on segmentation rays, metres."""
     volume_band_samples: int = 10
@@ -229,9 +246,10 @@ class SamplerConfig(ConfigBase):
                      "init_inv_s_per_m"):
             require(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
         require(self.far_m > self.near_m, "far_m", self.far_m, "must be > near_m")
-        for name in ("geometry_band_samples", "segmentation_band_samples",
-                     "volume_band_samples", "volume_uniform_samples"):
+        for name in ("geometry_band_samples", "volume_band_samples", "volume_uniform_samples"):
             require(getattr(self, name) >= 2, name, getattr(self, name), "must be >= 2")
+        require(self.segmentation_band_samples >= 1, "segmentation_band_samples",
+                self.segmentation_band_samples, "must be >= 1")
         for name in ("free_space_samples", "volume_importance_samples"):
             require(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
 
@@ -256,6 +274,12 @@ class LossConfig(ConfigBase):
     """Weight of the token class loss (E31)."""
     panoptic: float = 300.0
     """Weight of the panoptic NLL (E33) (code: 30 x 10)."""
+    prior_distill: float = 30.0
+    """Weight of the prior-distillation loss (semantic NLL and token-mask BCE at the prior
+    map's mesh vertices against its labels and instances; not in the paper: it starts the field
+    from the instant map so a CPU budget goes into correcting it)."""
+    prior_distill_points: int = 2048
+    """Prior mesh vertices drawn per step for the distillation loss."""
     query_separation: float = 0.0
     """Weight of the code's token-feature hinge (not in the paper; 0 = off)."""
     query_separation_margin: float = 10.0
@@ -266,15 +290,22 @@ class LossConfig(ConfigBase):
     """beta of the free-space term ``max(0, exp(-beta s) - 1, s - b)``."""
     dice_eps: float = 1.0
     """Dice smoothing (paper: 1; it stabilises small masks over few sampled rays)."""
-    match_class_cost: float = 0.0
-    """Weight of the class term ``-p_class`` in the matching cost (paper: none, code: 0.5)."""
+    match_class_cost: float = 0.5
+    """Weight of the class term ``-p_class`` in the matching cost (paper: none, code: 0.5);
+    it keeps a token on masks of its own class when a segmenter confuses neighbours."""
+    score_weighting: bool = True
+    """Weight the 2D-supervised losses (semantic, instance, class, panoptic) by the detection
+    score of the pixel's segment (not in the paper: Grounded SAM's confidence; confused and
+    hallucinated segments score lower)."""
 
     def validate(self) -> None:
         for name in ("depth", "sdf_near", "sdf_free", "eikonal", "semantic", "instance",
                      "token_class", "panoptic", "query_separation", "query_separation_margin",
-                     "dice_eps", "match_class_cost"):
+                     "dice_eps", "match_class_cost", "prior_distill"):
             require(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         require(self.truncation_m > 0, "truncation_m", self.truncation_m, "must be > 0")
+        require(self.prior_distill_points >= 1, "prior_distill_points",
+                self.prior_distill_points, "must be >= 1")
         require(self.free_space_beta > 0, "free_space_beta", self.free_space_beta, "must be > 0")
 
 
@@ -288,6 +319,10 @@ class ScheduleConfig(ConfigBase):
     """The panoptic loss starts here (code: epoch 4 of 20; paper: "after two epochs")."""
     drop_dice_start: float = 0.2
     """Dice leaves the instance loss here, BCE stays (code: with the panoptic loss)."""
+    prior_distill_until: float = 1.0
+    """The prior-distillation loss (when a prior is given) runs until this fraction: to the
+    end by default, which keeps the field anchored to the prior where the 2D masks disagree
+    among themselves (measured better than stopping it at 0.2 on the hard synthetic scene)."""
     semantic_with_panoptic: bool = True
     """Keep the semantic loss once the panoptic loss is on (paper: yes; code: no)."""
     panoptic_head: bool = True
@@ -299,7 +334,8 @@ class ScheduleConfig(ConfigBase):
     """Multiplicative learning-rate decay per epoch (code: ExponentialLR 0.95)."""
 
     def validate(self) -> None:
-        for name in ("segmentation_start", "panoptic_start", "drop_dice_start"):
+        for name in ("segmentation_start", "panoptic_start", "drop_dice_start",
+                     "prior_distill_until"):
             value = getattr(self, name)
             require(0 <= value <= 1, name, value, "must be in [0, 1]")
         require(self.panoptic_start >= self.segmentation_start, "panoptic_start",
@@ -344,11 +380,11 @@ class TrainerConfig(ConfigBase):
 
     total_steps: int = 1200
     """Step budget the schedule is scaled to (code: 6000-7500 on a GPU)."""
-    geometry_rays_per_step: int = 512
+    geometry_rays_per_step: int = 256
     """Rays with observed depth drawn from random keyframes for the geometry losses."""
-    segmentation_frames_per_step: int = 2
+    segmentation_frames_per_step: int = 4
     """Keyframes whose rays carry the segmentation losses in one step (code: 10)."""
-    segmentation_rays_per_frame: int = 384
+    segmentation_rays_per_frame: int = 256
     """Rays per segmentation keyframe (the Hungarian cost is computed on them)."""
     segment_balanced_fraction: float = 0.5
     """Share of segmentation rays drawn equally per 2D segment instead of uniformly, so small
@@ -378,9 +414,9 @@ class TrainerConfig(ConfigBase):
 class KeyframeConfig(ConfigBase):
     """Which frames are kept for training and at what resolution."""
 
-    min_translation_m: float = 0.1
+    min_translation_m: float = 0.05
     """A frame becomes a keyframe when the camera moved this far since the last keyframe..."""
-    min_rotation_deg: float = 10.0
+    min_rotation_deg: float = 5.0
     """... or turned this much, degrees ..."""
     max_interval_s: float = 1.0
     """... or this much time passed, seconds."""

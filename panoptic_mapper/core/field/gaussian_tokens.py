@@ -147,14 +147,18 @@ class InstanceTokens(nn.Module):
     @torch.no_grad()
     def append_rows(self, means_m: np.ndarray, sigmas_m: np.ndarray, ids: np.ndarray,
                     optimizer: torch.optim.Optimizer | None = None,
-                    generator: torch.Generator | None = None) -> None:
-        """Add new tokens [R] at ``means_m`` [R, 3] with std ``sigmas_m`` [R, 3], identity
-        rotation, fresh query features and zero class features; their Adam moments are zero."""
+                    generator: torch.Generator | None = None,
+                    rotations: np.ndarray | None = None) -> None:
+        """Add new tokens [R] at ``means_m`` [R, 3] with std ``sigmas_m`` [R, 3] along the axes
+        ``rotations`` [R, 3, 3] (identity by default), fresh query features and zero class
+        features; their Adam moments are zero."""
         count = len(np.asarray(ids).reshape(-1))
         device = self.means.device
+        quats = (np.tile([1.0, 0.0, 0.0, 0.0], (count, 1)) if rotations is None
+                 else rotation_to_quaternion(rotations))
         fresh = {
             "means": torch.as_tensor(np.asarray(means_m), dtype=torch.float32).view(count, 3),
-            "quats": torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(count, 1),
+            "quats": torch.as_tensor(quats, dtype=torch.float32).view(count, 4),
             "log_scales": torch.log(torch.as_tensor(np.asarray(sigmas_m),
                                                     dtype=torch.float32).view(count, 3)),
             "features": 0.1 * torch.randn(count, self.features.shape[1], generator=generator),

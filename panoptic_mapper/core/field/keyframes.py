@@ -80,6 +80,8 @@ class Keyframe:
     """False when the frame came without a 2D segmentation (geometry only)."""
     rgb: np.ndarray | None = None
     """[h, w, 3] uint8, only with ``KeyframeConfig.keep_rgb``."""
+    score: np.ndarray | None = None
+    """[h, w] uint8 detection score of the pixel's segment times 255 (None: all 1)."""
     _valid: np.ndarray | None = field(default=None, repr=False)
     _segments: list[np.ndarray] | None = field(default=None, repr=False)
 
@@ -99,11 +101,13 @@ class Keyframe:
         height, width = depth.shape
         semantic = np.zeros((height, width), np.int16)
         thing = np.full((height, width), NO_MASK, np.int16)
+        score = np.zeros((height, width), np.uint8)
         thing_classes: list[int] = []
         if segmentation is not None:
             ids = segmentation.segment_ids[rows[:, None], cols[None, :]]
             lut_class = np.zeros(int(ids.max(initial=0)) + 1, np.int16)
             lut_thing = np.full(len(lut_class), NO_MASK, np.int16)
+            lut_score = np.zeros(len(lut_class), np.uint8)
             for seg in segmentation.segments:
                 if seg.id >= len(lut_class):
                     continue
@@ -113,17 +117,21 @@ class Keyframe:
                     continue
                 semantic_class = int(classes.label_to_semantic_class(np.array([seg.label_id]))[0])
                 lut_class[seg.id] = semantic_class
+                lut_score[seg.id] = int(round(255 * seg.score))
                 token_class = int(classes.semantic_to_token_class(np.array([semantic_class]))[0])
                 if token_class > 0:
                     lut_thing[seg.id] = len(thing_classes)
                     thing_classes.append(token_class)
             lut_class[NO_SEGMENT_ID] = 0
             lut_thing[NO_SEGMENT_ID] = NO_MASK
+            lut_score[NO_SEGMENT_ID] = 0
             semantic = lut_class[ids]
             thing = lut_thing[ids]
+            score = lut_score[ids]
         rgb = frame.rgb[rows[:, None], cols[None, :]].copy() if config.keep_rgb else None
         keyframe = cls(frame.stamp_ns, frame.T_world_cam.copy(), intrinsics, depth, semantic,
-                       thing, np.asarray(thing_classes, np.int64), segmentation is not None, rgb)
+                       thing, np.asarray(thing_classes, np.int64), segmentation is not None, rgb,
+                       score)
         return keyframe, warnings
 
     @property
@@ -169,8 +177,7 @@ class Keyframe:
     def nbytes(self) -> int:
         """Memory held by the images."""
         arrays = [self.depth_m, self.semantic_class, self.thing_mask]
-        if self.rgb is not None:
-            arrays.append(self.rgb)
+        arrays += [a for a in (self.rgb, self.score) if a is not None]
         return int(sum(a.nbytes for a in arrays))
 
 
@@ -198,6 +205,8 @@ class RayBatch:
     """[R] int64 target semantic class (0 = ignore)."""
     thing_mask: torch.Tensor
     """[R] int64 index of the frame's 2D thing mask, or NO_MASK."""
+    score: torch.Tensor
+    """[R] float32 detection score of the pixel's segment (1 without scores)."""
 
     @property
     def num_rays(self) -> int:
@@ -211,19 +220,22 @@ class RayBatch:
 def make_ray_batch(keyframe: Keyframe, pixels: np.ndarray) -> RayBatch:
     """The rays of ``pixels`` (flat indices) of one keyframe."""
     origins, directions, ranges = keyframe.camera_rays(pixels)
+    score = (np.ones(len(pixels), np.float32) if keyframe.score is None
+             else keyframe.score.reshape(-1)[pixels].astype(np.float32) / 255.0)
     return RayBatch(
         torch.from_numpy(np.ascontiguousarray(origins, np.float32)),
         torch.from_numpy(np.ascontiguousarray(directions, np.float32)),
         torch.from_numpy(ranges.astype(np.float32)),
         torch.from_numpy(keyframe.semantic_class.reshape(-1)[pixels].astype(np.int64)),
-        torch.from_numpy(keyframe.thing_mask.reshape(-1)[pixels].astype(np.int64)))
+        torch.from_numpy(keyframe.thing_mask.reshape(-1)[pixels].astype(np.int64)),
+        torch.from_numpy(score))
 
 
 def concat_ray_batches(batches: list[RayBatch]) -> RayBatch:
     """One batch of all rays, in order."""
     return RayBatch(*(torch.cat([getattr(b, name) for b in batches]) for name in
                       ("origins_m", "directions", "observed_range_m", "semantic_class",
-                       "thing_mask")))
+                       "thing_mask", "score")))
 
 
 class KeyframeStore:

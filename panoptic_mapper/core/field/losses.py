@@ -34,6 +34,7 @@ class LossName(enum.Enum):
     TOKEN_CLASS = "token_class"
     PANOPTIC = "panoptic"
     QUERY_SEPARATION = "query_separation"
+    PRIOR_DISTILL = "prior_distill"
     TOTAL = "total"
 
 
@@ -77,26 +78,36 @@ def eikonal(gradients: torch.Tensor) -> torch.Tensor:
     return ((gradients.norm(dim=-1) - 1.0) ** 2).mean()
 
 
-def probability_nll(probs: torch.Tensor, target: torch.Tensor,
-                    ignore_index: int) -> torch.Tensor:
-    """Mean ``-log p[target]`` over rows whose target is not ``ignore_index`` (E32, E33)."""
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return values.mean()
+    return (values * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+def probability_nll(probs: torch.Tensor, target: torch.Tensor, ignore_index: int,
+                    weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean ``-log p[target]`` over rows whose target is not ``ignore_index`` (E32, E33),
+    weighted by ``weights`` [R] when given."""
     keep = target != ignore_index
     if not bool(keep.any()):
         return probs.sum() * 0.0
-    return F.nll_loss(torch.log(probs[keep] + LOG_EPS), target[keep])
+    nll = F.nll_loss(torch.log(probs[keep] + LOG_EPS), target[keep], reduction="none")
+    return _weighted_mean(nll, None if weights is None else weights[keep])
 
 
 def matched_mask_losses(pred: torch.Tensor, target: torch.Tensor, pairs: list[tuple[int, int]],
-                        dice_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+                        dice_eps: float, mask_weights: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """E30 on matched pairs only: mean Dice and mean BCE.
 
     Args:
         pred: [N, X] rendered token masks on the frame's rays.
         target: [L, X] binary 2D masks.
         pairs: (mask index, token row) of accepted matches.
+        mask_weights: optional [L] weight of each mask (e.g. its detection score).
 
     Returns:
-        (dice, bce), each the mean over pairs (0 without pairs).
+        (dice, bce), each the (weighted) mean over pairs (0 without pairs).
     """
     if not pairs:
         zero = pred.sum() * 0.0
@@ -107,15 +118,19 @@ def matched_mask_losses(pred: torch.Tensor, target: torch.Tensor, pairs: list[tu
     t = target[masks]
     dice = 1.0 - (2.0 * (p * t).sum(dim=1) + dice_eps) / (p.sum(dim=1) + t.sum(dim=1) + dice_eps)
     bce = F.binary_cross_entropy(p, t, reduction="none").mean(dim=1)
-    return dice.mean(), bce.mean()
+    weights = None if mask_weights is None else mask_weights[masks]
+    return _weighted_mean(dice, weights), _weighted_mean(bce, weights)
 
 
 def token_class_loss(class_logits: torch.Tensor, token_rows: torch.Tensor,
-                     token_classes: torch.Tensor) -> torch.Tensor:
-    """E31 as softmax cross-entropy: matched tokens against their masks' classes (1..T)."""
+                     token_classes: torch.Tensor,
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
+    """E31 as softmax cross-entropy: matched tokens against their masks' classes (1..T),
+    weighted by ``weights`` when given."""
     if token_rows.numel() == 0:
         return class_logits.sum() * 0.0
-    return F.cross_entropy(class_logits[token_rows], token_classes)
+    ce = F.cross_entropy(class_logits[token_rows], token_classes, reduction="none")
+    return _weighted_mean(ce, weights)
 
 
 def query_separation(queries: torch.Tensor, margin: float) -> torch.Tensor:

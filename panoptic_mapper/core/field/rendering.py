@@ -7,7 +7,8 @@ Two ways to place samples on a ray (``SamplerConfig.mode``):
   with a fixed sharpness; without an observed depth (novel views) only the last two.
 * ``depth_guided``: stratified samples in a narrow band around the observed depth only. The
   surface is where the depth says it is, so a handful of samples replaces 35 and CPU training
-  becomes feasible (``geometry-perf.md`` section 4).
+  becomes feasible (``geometry-perf.md`` section 4). With a single sample the labels are read
+  at the observed surface point itself (weight 1).
 
 Rendering weights follow PR++ Eq. 10-11 with S-density ``Phi(s) = sigmoid(xi s)``::
 
@@ -205,23 +206,32 @@ def render_rays(field: PanopticField, bundle: RayBundle, config: SamplerConfig,
         ranges_m = segmentation_ranges(field, bundle, config, generator)
     rays, samples = ranges_m.shape
     points = bundle.points(ranges_m)  # [R, S, 3]
-    sdf = field.sdf(points.reshape(-1, 3)).view(rays, samples)
-    weights = weights_from_alpha(neus_alpha(sdf, field.inv_s()))
-    result: dict[RenderOutput, torch.Tensor] = {RenderOutput.RANGES: ranges_m,
-                                                RenderOutput.WEIGHTS: weights}
-    norm = normalized_weights(weights)
-    result[RenderOutput.DEPTH] = (norm * interval_midpoints(ranges_m)).sum(dim=1)
+    if samples == 1:
+        # One sample (depth-guided at the surface): it is the surface, with weight 1.
+        weights = torch.ones_like(ranges_m)
+        norm = label_weights = weights
+        label_points = points[:, 0]
+        result: dict[RenderOutput, torch.Tensor] = {RenderOutput.RANGES: ranges_m,
+                                                    RenderOutput.WEIGHTS: weights,
+                                                    RenderOutput.DEPTH: ranges_m[:, 0]}
+    else:
+        sdf = field.sdf(points.reshape(-1, 3)).view(rays, samples)
+        weights = weights_from_alpha(neus_alpha(sdf, field.inv_s()))
+        result = {RenderOutput.RANGES: ranges_m, RenderOutput.WEIGHTS: weights}
+        norm = normalized_weights(weights)
+        result[RenderOutput.DEPTH] = (norm * interval_midpoints(ranges_m)).sum(dim=1)
+        label_weights = norm[:, :-1].detach()
+        label_weights = label_weights / label_weights.sum(dim=1, keepdim=True)
+        label_points = points[:, :-1].reshape(-1, 3)
     result[RenderOutput.OPACITY] = weights.sum(dim=1)
     field_outputs = {RenderOutput.SEMANTIC_PROBS: FieldOutput.SEMANTIC_PROBS,
                      RenderOutput.TOKEN_MASKS: FieldOutput.TOKEN_MASKS,
                      RenderOutput.PANOPTIC_PROBS: FieldOutput.PANOPTIC_PROBS}
     requested = [field_outputs[key] for key in wanted if key in field_outputs]
     if requested:
-        label_weights = norm[:, :-1].detach()
-        label_weights = label_weights / label_weights.sum(dim=1, keepdim=True)
-        values = field(points[:, :-1].reshape(-1, 3), requested)
+        values = field(label_points, requested)
         for key, field_key in field_outputs.items():
             if key in wanted:
-                value = values[field_key].view(rays, samples - 1, -1)
+                value = values[field_key].view(rays, label_weights.shape[1], -1)
                 result[key] = (label_weights[..., None] * value).sum(dim=1)
     return {key: value for key, value in result.items() if key in wanted}

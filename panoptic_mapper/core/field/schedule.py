@@ -4,6 +4,7 @@ Phases, as fractions of ``total_steps``: geometry only; then semantics, instance
 classes; then the panoptic loss; Dice leaves the instance loss at ``drop_dice_start`` (the paper:
 "after the instance ID assignment becomes relatively stable"). After the budget the last phase
 continues. The learning rate decays by ``lr_decay_per_epoch`` per ``total_steps / epochs`` steps.
+With a prior map, its labels are distilled into the field until ``prior_distill_until``.
 
 Owns: :class:`TrainingPhase`, :func:`phase_at`, :func:`lr_factor`. Does not own: the optimiser.
 """
@@ -28,6 +29,8 @@ class TrainingPhase:
     """The panoptic loss is on."""
     dice: bool
     """Dice is part of the instance loss."""
+    prior_distill: bool
+    """The prior-distillation loss is on (when a prior is given)."""
 
 
 def phase_at(step: int, total_steps: int, config: ScheduleConfig) -> TrainingPhase:
@@ -38,7 +41,8 @@ def phase_at(step: int, total_steps: int, config: ScheduleConfig) -> TrainingPha
     dice = progress < config.drop_dice_start
     semantic = segmentation and (config.semantic_with_panoptic or not panoptic)
     name = "panoptic" if panoptic else "segmentation" if segmentation else "geometry"
-    return TrainingPhase(name, segmentation, semantic, panoptic, dice)
+    return TrainingPhase(name, segmentation, semantic, panoptic, dice,
+                         progress < config.prior_distill_until)
 
 
 def lr_factor(step: int, total_steps: int, config: ScheduleConfig) -> float:

@@ -33,6 +33,8 @@ class TokenSeeds:
     """[N, 3, 3] token axes in the world frame."""
     prior_ids: np.ndarray
     """[N] int64 id of the prior instance a token came from (0 = none)."""
+    label_ids: np.ndarray | None = None
+    """[N] int64 registry label of that prior instance (None: unknown)."""
 
     @property
     def count(self) -> int:
@@ -84,7 +86,8 @@ def seeds_from_prior(instances: list[MapInstance], config: TokenConfig) -> Token
     rotations = np.stack([_proper_rotation(inst.bbox.R_world_box) for inst in things])
     half = np.stack([np.asarray(inst.bbox.size_m, np.float64) / 2.0 for inst in things])
     sigmas = np.maximum(config.prior_sigma_scale * half, config.prior_min_sigma_m)
-    return TokenSeeds(means, sigmas, rotations, np.array([inst.id for inst in things], np.int64))
+    return TokenSeeds(means, sigmas, rotations, np.array([inst.id for inst in things], np.int64),
+                      np.array([inst.label_id for inst in things], np.int64))
 
 
 def _proper_rotation(R: np.ndarray) -> np.ndarray:  # noqa: N803

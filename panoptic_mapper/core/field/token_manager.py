@@ -3,14 +3,19 @@
 The trainer calls :meth:`TokenManager.record` after every frame's Hungarian assignment and
 :meth:`TokenManager.maintain` when :meth:`TokenManager.is_due`. Maintenance, in order:
 
-1. prune "useless" tokens, assigned fewer than ``min_assignments`` times in the window;
+1. prune "useless" tokens: in view in at least ``min_visible_frames`` sampled frames of the
+   window but assigned fewer than ``min_assignments`` times;
 2. prune duplicates: 3D masks ``m_i(p) > mask_threshold`` on surface points; if
    ``|M_i & M_j| / min(|M_i|, |M_j|) = max(IoM_ij, IoM_ji)`` exceeds ``iom_threshold`` the token
    with the smaller mask goes;
-3. split: a token that masks of one image kept claiming (``split_min_signals`` times) is cloned,
-   Adam moments included, and the clone moves to the median 3D centroid of the claiming masks;
+3. split: a token that masks of one image kept claiming (``split_min_signals`` times, and at
+   least ``split_min_claim_ratio`` of its matches plus claims) is cloned, Adam moments
+   included, and the clone moves to the median 3D centroid of the claiming masks;
 4. spawn (not in the paper, for keyframes that keep arriving): unmatched masks whose centroids
    gather in one voxel away from every token get a new token there.
+
+Split and spawn stop at ``grow_until`` of the budget (the caller says so with
+``allow_growth``); pruning goes on.
 
 Tokens are identified by stable integer ids throughout; row order is an implementation detail.
 
@@ -40,6 +45,8 @@ class TokenManagerState:
     """Step at which the current counting window began."""
     assignments: dict[int, int] = field(default_factory=dict)
     """Token id -> accepted matches in the window."""
+    visible: dict[int, int] = field(default_factory=dict)
+    """Token id -> sampled frames of the window in which it was in view."""
     split_claims: dict[int, list[list[float]]] = field(default_factory=dict)
     """Token id -> 3D centroids of the masks that claimed it while matched elsewhere."""
     unmatched_centroids: list[list[float]] = field(default_factory=list)
@@ -56,6 +63,7 @@ class TokenManagerState:
         """Inverse of :meth:`to_dict`."""
         state = cls(**data)
         state.assignments = {int(k): int(v) for k, v in state.assignments.items()}
+        state.visible = {int(k): int(v) for k, v in state.visible.items()}
         state.split_claims = {int(k): v for k, v in state.split_claims.items()}
         return state
 
@@ -88,16 +96,21 @@ class TokenManager:
         return TokenManagerState(next_id=next_id)
 
     def record(self, state: TokenManagerState, tokens: InstanceTokens,
-               assignment: MaskAssignment, mask_centroids_m: np.ndarray) -> None:
-        """Count one frame's matches, split claims and unmatched masks.
+               assignment: MaskAssignment, mask_centroids_m: np.ndarray,
+               visible_rows: np.ndarray | None = None) -> None:
+        """Count one frame's matches, split claims, unmatched masks and tokens in view.
 
         Args:
             state: updated in place.
             tokens: the tokens the assignment's rows refer to.
             assignment: the frame's assignment.
             mask_centroids_m: [L, 3] 3D centroid of each mask (NaN when unknown).
+            visible_rows: rows of the tokens in view in this frame (None: all of them).
         """
         ids = tokens.ids_list()
+        rows = range(len(ids)) if visible_rows is None else visible_rows
+        for row in rows:
+            state.visible[ids[int(row)]] = state.visible.get(ids[int(row)], 0) + 1
         for _, row in assignment.matched_pairs:
             state.assignments[ids[row]] = state.assignments.get(ids[row], 0) + 1
         for row, mask in assignment.split_claims:
@@ -119,7 +132,7 @@ class TokenManager:
 
     def maintain(self, state: TokenManagerState, tokens: InstanceTokens,
                  optimizer: torch.optim.Optimizer | None, masks_on_points: torch.Tensor | None,
-                 step: int) -> TokenChange:
+                 step: int, allow_growth: bool = True) -> TokenChange:
         """Prune, split and spawn; then start a new counting window.
 
         Args:
@@ -129,12 +142,14 @@ class TokenManager:
             masks_on_points: [P, N] bool 3D masks of the current tokens on surface points
                 (None skips the duplicate test).
             step: the current step, for the record.
+            allow_growth: split and spawn (False: prune only).
         """
         change = TokenChange(step=step)
         ids = tokens.ids_list()
         keep = np.ones(len(ids), bool)
         for row, token_id in enumerate(ids):
-            if state.assignments.get(token_id, 0) < self.config.min_assignments:
+            seen = state.visible.get(token_id, 0) >= self.config.min_visible_frames
+            if seen and state.assignments.get(token_id, 0) < self.config.min_assignments:
                 keep[row] = False
                 change.pruned_unused.append(token_id)
         if masks_on_points is not None and len(ids):
@@ -144,11 +159,14 @@ class TokenManager:
         rows = [r for r in range(len(ids)) if keep[r]]
         new_ids = [ids[r] for r in rows]
         split_targets: list[tuple[int, np.ndarray]] = []
-        if self.config.split:
+        if self.config.split and allow_growth:
             for row in list(rows):
                 claims = state.split_claims.get(ids[row], [])
-                if (len(claims) >= self.config.split_min_signals
-                        and len(rows) < self.config.max_tokens):
+                matches = state.assignments.get(ids[row], 0)
+                persistent = (len(claims) >= self.config.split_min_signals
+                              and len(claims) >= self.config.split_min_claim_ratio
+                              * (len(claims) + matches))
+                if persistent and len(rows) < self.config.max_tokens:
                     rows.append(row)
                     new_ids.append(state.next_id)
                     change.split[state.next_id] = ids[row]
@@ -162,10 +180,11 @@ class TokenManager:
             means = torch.tensor(np.stack([c for _, c in split_targets]), dtype=torch.float32)
             tokens.reset_rows(target_rows, means, tokens.scales()[target_rows].detach(),
                               optimizer)
-        if self.config.spawn_unmatched:
+        if self.config.spawn_unmatched and allow_growth:
             self._spawn(state, tokens, optimizer, change)
         state.window_start_step = step + 1
         state.assignments = {}
+        state.visible = {}
         state.split_claims = {}
         state.unmatched_centroids = []
         state.maintenance_count += 1

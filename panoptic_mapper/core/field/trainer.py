@@ -55,6 +55,8 @@ PIXELS_PER_KEYFRAME_FOR_POINTS = 2000
 """Valid pixels per keyframe back-projected when the trainer needs a scene point cloud."""
 PREDICT_CHUNK = 65536
 """Points per forward pass in :meth:`FieldTrainer.predict`."""
+MIN_RAYS_IN_VIEW = 3
+"""A token is in view in a sampled frame when at least this many of its rays hit its core."""
 
 
 @dataclass
@@ -82,6 +84,18 @@ class TrainingProgress:
     def done(self) -> bool:
         """The schedule's budget is used up."""
         return self.step >= self.total_steps
+
+
+@dataclass
+class PriorTargets:
+    """Labels of a prior map at its mesh vertices, for the prior-distillation loss."""
+
+    points_m: np.ndarray
+    """[M, 3] float32 vertex positions."""
+    semantic_class: np.ndarray
+    """[M] int64 semantic class index of the prior's label (0 = unlabelled, ignored)."""
+    instance_ids: np.ndarray
+    """[M] int64 the prior's instance id (0 = none)."""
 
 
 @dataclass
@@ -125,6 +139,9 @@ class FieldTrainer:
         self.last_losses: dict[str, float] = {}
         self._base_lrs: list[float] = []
         self._points_cache: tuple[int, np.ndarray] | None = None
+        self.prior_targets: PriorTargets | None = None
+        self._distill_token_ids: np.ndarray | None = None
+        self._distill_token_classes: dict[int, int] = {}
 
     # ---- setup ---------------------------------------------------------------------------
     @property
@@ -132,12 +149,15 @@ class FieldTrainer:
         return self.field is not None
 
     def setup(self, seeds: TokenSeeds | None = None,
-              extra_points_m: np.ndarray | None = None) -> None:
+              extra_points_m: np.ndarray | None = None,
+              prior_targets: PriorTargets | None = None) -> None:
         """Fix the scene box and create the field, tokens and optimiser.
 
         Args:
             seeds: initial tokens; by default from back-projected mask pixels of the keyframes.
             extra_points_m: [M, 3] more points the box must cover (e.g. a prior map's mesh).
+            prior_targets: a prior map's labels for the prior-distillation loss; its instance
+                ids are tied to the tokens seeded from them (``seeds.prior_ids``).
         """
         keyframes = self.store.snapshot()
         if not keyframes:
@@ -157,6 +177,23 @@ class FieldTrainer:
         with self.lock:
             self._build(box, tokens)
             self.manager_state = self.manager.initialize_state(tokens)
+            self._set_prior_targets(prior_targets, seeds)
+
+    def _set_prior_targets(self, targets: PriorTargets | None, seeds: TokenSeeds) -> None:
+        """Keep the targets, with each vertex's prior instance turned into its token's id."""
+        self.prior_targets = targets
+        self._distill_token_ids = None
+        self._distill_token_classes = {}
+        if targets is None:
+            return
+        token_of_prior = {int(p): i + 1 for i, p in enumerate(seeds.prior_ids) if p > 0}
+        self._distill_token_ids = np.array(
+            [token_of_prior.get(int(p), 0) for p in targets.instance_ids], np.int64)
+        if seeds.label_ids is not None:
+            token_class = self.classes.semantic_to_token_class(
+                self.classes.label_to_semantic_class(seeds.label_ids))
+            self._distill_token_classes = {i + 1: int(c) for i, c in enumerate(token_class)
+                                           if c > 0 and seeds.prior_ids[i] > 0}
 
     def _build(self, box: SceneBox, tokens: InstanceTokens) -> None:
         self.field = PanopticField(self.config.field, self.config.tokens, self.classes, box,
@@ -178,6 +215,19 @@ class FieldTrainer:
         ]
         self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), foreach=True)
         self._base_lrs = [g["lr"] for g in groups]
+
+    def add_tokens(self, seeds: TokenSeeds) -> list[int]:
+        """Append tokens (e.g. for instances a prior map confirmed after setup); returns their
+        new stable ids. Their class features learn from scratch."""
+        with self.lock:
+            if self.field is None or seeds.count == 0:
+                return []
+            ids = list(range(self.manager_state.next_id,
+                             self.manager_state.next_id + seeds.count))
+            self.manager_state.next_id += seeds.count
+            self.field.tokens.append_rows(seeds.means_m, seeds.sigmas_m, np.asarray(ids),
+                                          self.optimizer, self.generator, seeds.rotations)
+            return ids
 
     def set_total_steps(self, total_steps: int) -> None:
         """Rescale the schedule to a new budget (phases are fractions of it)."""
@@ -257,6 +307,8 @@ class FieldTrainer:
             phase = self.phase()
             losses: dict[LossName, torch.Tensor] = {}
             self._geometry_losses(keyframes, losses)
+            if phase.prior_distill and self.prior_targets is not None:
+                self._prior_distill_loss(losses)
             if phase.segmentation:
                 self._segmentation_losses(keyframes, phase, losses)
             weights = self._loss_weights()
@@ -282,7 +334,8 @@ class FieldTrainer:
                 LossName.SDF_FREE: w.sdf_free, LossName.EIKONAL: w.eikonal,
                 LossName.SEMANTIC: w.semantic, LossName.INSTANCE_DICE: w.instance,
                 LossName.INSTANCE_BCE: w.instance, LossName.TOKEN_CLASS: w.token_class,
-                LossName.PANOPTIC: w.panoptic, LossName.QUERY_SEPARATION: w.query_separation}
+                LossName.PANOPTIC: w.panoptic, LossName.QUERY_SEPARATION: w.query_separation,
+                LossName.PRIOR_DISTILL: w.prior_distill}
 
     def _geometry_losses(self, keyframes: list[Keyframe],
                          losses: dict[LossName, torch.Tensor]) -> None:
@@ -324,6 +377,35 @@ class FieldTrainer:
             gradient = (values[:, :3] - values[:, 3:]) / (2.0 * h)
             losses[LossName.EIKONAL] = eikonal(gradient)
 
+    def _prior_distill_loss(self, losses: dict[LossName, torch.Tensor]) -> None:
+        """Semantic NLL and per-token Dice + BCE at prior mesh vertices against the prior."""
+        targets = self.prior_targets
+        count = min(self.config.loss.prior_distill_points, len(targets.points_m))
+        chosen = self.rng.integers(0, len(targets.points_m), count)
+        points = torch.from_numpy(np.asarray(targets.points_m[chosen], np.float32))
+        semantic = torch.softmax(self.field.semantic_logits(points), dim=-1)
+        loss = probability_nll(semantic, torch.from_numpy(targets.semantic_class[chosen]),
+                               ignore_index=0)
+        tokens = self.field.tokens
+        if tokens.num_tokens:
+            row_of_id = {token_id: row for row, token_id in enumerate(tokens.ids_list())}
+            rows = np.array([row_of_id.get(int(t), -1) for t in
+                             self._distill_token_ids[chosen]])
+            target = torch.zeros(tokens.num_tokens, count)
+            has_row = rows >= 0
+            target[torch.from_numpy(rows[has_row]), torch.from_numpy(np.flatnonzero(has_row))] = 1
+            pairs = [(int(r), int(r)) for r in np.unique(rows[has_row])]
+            masks = self.field.token_masks(points).T  # [N, count]
+            dice, bce = matched_mask_losses(masks, target, pairs, self.config.loss.dice_eps)
+            loss = loss + dice + bce
+            classed = [(row_of_id[t], c) for t, c in self._distill_token_classes.items()
+                       if t in row_of_id]
+            if classed:
+                loss = loss + token_class_loss(self.field.token_class_logits(),
+                                               torch.tensor([r for r, _ in classed]),
+                                               torch.tensor([c for _, c in classed]))
+        losses[LossName.PRIOR_DISTILL] = loss
+
     def _segmentation_losses(self, keyframes: list[Keyframe], phase: TrainingPhase,
                              losses: dict[LossName, torch.Tensor]) -> None:
         cfg = self.config
@@ -343,35 +425,44 @@ class FieldTrainer:
         bundle = RayBundle(rays.origins_m, rays.directions, rays.observed_range_m)
         if sampler.mode == "volume":
             ranges = volume_ranges(self.field, bundle, sampler, self.generator)
+        elif sampler.segmentation_band_samples == 1:
+            ranges = rays.observed_range_m[:, None]
         else:
             ranges = band_ranges(rays.observed_range_m, sampler.segmentation_band_m,
                                  sampler.segmentation_band_samples, sampler.near_m,
                                  self.generator)
         num_rays, num_samples = ranges.shape
         points = bundle.points(ranges)
-        with torch.no_grad():
-            sdf = self.field.sdf(points.reshape(-1, 3)).view(num_rays, num_samples)
-            weights = normalized_weights(weights_from_alpha(neus_alpha(sdf, self.field.inv_s())))
-            weights = weights[:, :-1] / weights[:, :-1].sum(dim=1, keepdim=True)
-        label_points = points[:, :-1].reshape(-1, 3)
+        if num_samples == 1:
+            weights = torch.ones(num_rays, 1)
+            label_points = points[:, 0]
+        else:
+            with torch.no_grad():
+                sdf = self.field.sdf(points.reshape(-1, 3)).view(num_rays, num_samples)
+                weights = normalized_weights(weights_from_alpha(neus_alpha(sdf,
+                                                                           self.field.inv_s())))
+                weights = weights[:, :-1] / weights[:, :-1].sum(dim=1, keepdim=True)
+            label_points = points[:, :-1].reshape(-1, 3)
+        per_sample = weights.shape[1]
         semantic = torch.softmax(self.field.semantic_logits(label_points), dim=-1)
-        masks = self.field.token_masks(label_points)  # [R * (S-1), N]
-        per_sample = num_samples - 1
+        masks = self.field.token_masks(label_points)  # [R * per_sample, N]
 
         def composite(values: torch.Tensor) -> torch.Tensor:
             return (weights[..., None] * values.view(num_rays, per_sample, -1)).sum(dim=1)
 
         rendered_semantic = composite(semantic)
         rendered_masks = composite(masks)  # [R, N]
+        weights = rays.score if cfg.loss.score_weighting else None
         if phase.semantic:
             losses[LossName.SEMANTIC] = probability_nll(rendered_semantic, rays.semantic_class,
-                                                        ignore_index=0)
+                                                        0, weights)
         panoptic_target = self._match_frames(frames, batches, rays, rendered_masks, phase,
                                              losses)
         if phase.panoptic:
             panoptic = composite(bayes_panoptic_probabilities(semantic, masks,
                                                               self.classes.num_stuff))
-            losses[LossName.PANOPTIC] = probability_nll(panoptic, panoptic_target, IGNORE)
+            losses[LossName.PANOPTIC] = probability_nll(panoptic, panoptic_target, IGNORE,
+                                                        weights)
         if cfg.loss.query_separation > 0 and self.field.tokens.num_tokens > 1:
             queries = self.field.instance_module.queries(self.field.tokens.features)
             losses[LossName.QUERY_SEPARATION] = query_separation(
@@ -389,11 +480,15 @@ class FieldTrainer:
                              semantic, torch.full_like(semantic, IGNORE))
         num_tokens = self.field.tokens.num_tokens
         class_logits = self.field.token_class_logits() if num_tokens else None
-        dice_terms, bce_terms, class_rows, class_targets = [], [], [], []
-        surface = rays.surface_points().numpy()
+        dice_terms, bce_terms, class_rows, class_targets, class_weights = [], [], [], [], []
+        surface_points = rays.surface_points()
+        surface = surface_points.numpy()
+        in_view = self._tokens_in_view(surface_points, rendered_masks)
         start = 0
         for batch, keyframe in zip(batches, frames):
             stop = start + batch.num_rays
+            visible = np.flatnonzero((in_view[start:stop].sum(dim=0) >= MIN_RAYS_IN_VIEW)
+                                     .numpy()) if num_tokens else None
             local_masks = batch.thing_mask
             present = torch.unique(local_masks[local_masks != NO_MASK])
             if len(present) == 0:
@@ -406,7 +501,8 @@ class FieldTrainer:
                 none = np.zeros((len(present), 0))
                 unmatched = MaskAssignment(np.full(len(present), UNMATCHED, np.int64),
                                            np.zeros(len(present), bool), none, none)
-                self.manager.record(self.manager_state, self.field.tokens, unmatched, centroids)
+                self.manager.record(self.manager_state, self.field.tokens, unmatched, centroids,
+                                    visible)
                 start = stop
                 continue
             pred = rendered_masks[start:stop].T  # [N, X]
@@ -420,15 +516,23 @@ class FieldTrainer:
                     cost = -probs[:, mask_classes].T.numpy()  # [L, N]
                     class_cost = cfg.loss.match_class_cost * (cost - cost.min())
             assignment = assign_masks(dice, bce, cfg.token_manager.reject_dice_cost, class_cost)
-            self.manager.record(self.manager_state, self.field.tokens, assignment, centroids)
+            self.manager.record(self.manager_state, self.field.tokens, assignment, centroids,
+                                visible)
             pairs = assignment.matched_pairs
             if pairs:
-                dice_loss, bce_loss = matched_mask_losses(pred, gt, pairs, cfg.loss.dice_eps)
+                mask_scores = None
+                if cfg.loss.score_weighting:
+                    scores = batch.score[None, :] * gt
+                    mask_scores = scores.sum(dim=1) / gt.sum(dim=1).clamp_min(1.0)
+                dice_loss, bce_loss = matched_mask_losses(pred, gt, pairs, cfg.loss.dice_eps,
+                                                          mask_scores)
                 dice_terms.append(dice_loss)
                 bce_terms.append(bce_loss)
                 for mask, row in pairs:
                     class_rows.append(row)
                     class_targets.append(int(keyframe.thing_classes[int(present[mask])]))
+                    class_weights.append(1.0 if mask_scores is None
+                                         else float(mask_scores[mask]))
                     target[start:stop][local_masks == present[mask]] = 1 + num_stuff + row
             start = stop
         if bce_terms:
@@ -436,8 +540,20 @@ class FieldTrainer:
                 losses[LossName.INSTANCE_DICE] = torch.stack(dice_terms).mean()
             losses[LossName.INSTANCE_BCE] = torch.stack(bce_terms).mean()
             losses[LossName.TOKEN_CLASS] = token_class_loss(
-                class_logits, torch.tensor(class_rows), torch.tensor(class_targets))
+                class_logits, torch.tensor(class_rows), torch.tensor(class_targets),
+                torch.tensor(class_weights))
         return target
+
+    @torch.no_grad()
+    def _tokens_in_view(self, surface_points: torch.Tensor,
+                        rendered_masks: torch.Tensor) -> torch.Tensor:
+        """[R, N] bool: the ray's surface point lies in the token's core (Gaussian > 0.5, or
+        the mask > 0.5 when the Gaussian prior is off)."""
+        if self.field.tokens.num_tokens == 0:
+            return torch.zeros(surface_points.shape[0], 0, dtype=torch.bool)
+        if self.config.tokens.gaussian_prior:
+            return self.field.tokens.gaussian(surface_points) > 0.5
+        return rendered_masks.detach() > 0.5
 
     def _maintain_tokens(self) -> TokenChange:
         masks = None
@@ -448,8 +564,9 @@ class FieldTrainer:
                 with torch.no_grad():
                     masks = self.field.token_masks(torch.from_numpy(points.astype(np.float32)))
                 masks = masks > self.config.token_manager.mask_threshold
+        growth = self.step_count < self.config.token_manager.grow_until * self.total_steps
         return self.manager.maintain(self.manager_state, tokens, self.optimizer, masks,
-                                     self.step_count)
+                                     self.step_count, allow_growth=growth)
 
     def iom_points(self) -> np.ndarray:
         """[P, 3] surface points on which 3D token masks are compared (voxel-downsampled)."""
@@ -475,6 +592,14 @@ class FieldTrainer:
                     "field": self.field.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
                     "manager": self.manager_state.to_dict()})
+            if self.prior_targets is not None:
+                state["prior_targets"] = {
+                    "points_m": torch.from_numpy(self.prior_targets.points_m),
+                    "semantic_class": torch.from_numpy(self.prior_targets.semantic_class),
+                    "instance_ids": torch.from_numpy(self.prior_targets.instance_ids),
+                    "token_ids": torch.from_numpy(self._distill_token_ids),
+                    "token_classes": torch.tensor(sorted(self._distill_token_classes.items()),
+                                                  dtype=torch.long).view(-1, 2)}
             return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -498,6 +623,15 @@ class FieldTrainer:
             self.field.load_state_dict(state["field"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.manager_state = TokenManagerState.from_dict(state["manager"])
+            self.prior_targets = self._distill_token_ids = None
+            if "prior_targets" in state:
+                saved = state["prior_targets"]
+                self.prior_targets = PriorTargets(saved["points_m"].numpy(),
+                                                  saved["semantic_class"].numpy(),
+                                                  saved["instance_ids"].numpy())
+                self._distill_token_ids = saved["token_ids"].numpy()
+                self._distill_token_classes = {int(t): int(c) for t, c in
+                                               saved["token_classes"].tolist()}
 
     # ---- inference ---------------------------------------------------------------------------
     @torch.no_grad()

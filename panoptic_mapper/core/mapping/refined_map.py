@@ -53,7 +53,7 @@ from panoptic_mapper.core.field.instance_ids import (IdBindingState, bind_ids,
 from panoptic_mapper.core.field.keyframes import Keyframe, KeyframeSelector, KeyframeStore
 from panoptic_mapper.core.field.panoptic_head import NO_TOKEN, decode_panoptic
 from panoptic_mapper.core.field.token_init import seeds_from_prior
-from panoptic_mapper.core.field.trainer import FieldTrainer, TrainingProgress
+from panoptic_mapper.core.field.trainer import FieldTrainer, PriorTargets, TrainingProgress
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import IntegrationReport, MeshUpdate, PanopticMap
 from panoptic_mapper.core.mapping.instant_map import InstantMapConfig, InstantPanopticMap
@@ -69,6 +69,7 @@ SAVE_FORMAT_VERSION = 1
 CALIBRATION_STEPS = 10
 """Steps timed by ``finalize`` before it fits the step budget to the time budget."""
 KEYFRAME_ARRAYS = ("depth_m", "semantic_class", "thing_mask", "thing_classes", "T_world_cam")
+OPTIONAL_KEYFRAME_ARRAYS = ("rgb", "score")
 
 
 @dataclass
@@ -84,7 +85,9 @@ class RefinedMapConfig(ConfigBase):
     appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
     """The optional gsplat colour branch (CUDA only), trained in ``finalize()``."""
     tokens_from_prior: bool = True
-    """Seed one token per prior thing instance (False: the paper's back-projected pixels)."""
+    """Seed one token per prior thing instance and distil the prior's vertex labels into the
+    field early on (``training.schedule.prior_distill_until``); False: the paper's tokens from
+    back-projected pixels and no distillation."""
     min_keyframes: int = 3
     """Training starts once this many keyframes are stored."""
     ready_fraction: float = 0.6
@@ -170,6 +173,8 @@ class RefinedPanopticMap:
         self._bindings = IdBindingState()
         self._finalized = False
         self.appearance: GsplatAppearance | None = None
+        self._seeded_prior_ids: set[int] = set()
+        """Prior thing instances that seeded a token (initially or later)."""
 
     # ---- integration ---------------------------------------------------------------------------
     def integrate_frame(self, frame: RgbdFrame,
@@ -215,6 +220,7 @@ class RefinedPanopticMap:
             InvalidInputError: fewer than ``min_keyframes`` keyframes are stored.
         """
         self._ensure_setup()
+        self._seed_new_prior_instances()
         progress = self.trainer.train_steps(num_steps, deadline_s)
         if not self.is_ready and self._field_ready():
             self._publish()
@@ -223,6 +229,20 @@ class RefinedPanopticMap:
     def progress(self) -> TrainingProgress:
         """Training progress without training."""
         return self.trainer.progress()
+
+    def _seed_new_prior_instances(self) -> None:
+        """Give a token to every thing instance the prior confirmed since the last call."""
+        if not self.config.tokens_from_prior:
+            return
+        instances = [inst for inst in self.prior.get_instances()
+                     if inst.is_thing and inst.id not in self._seeded_prior_ids]
+        if not instances:
+            return
+        self._seeded_prior_ids.update(inst.id for inst in instances)
+        seeds = seeds_from_prior(instances, self.config.training.tokens)
+        ids = self.trainer.add_tokens(seeds)
+        LOGGER.info("refined map: %d tokens for new prior instances %s (token ids %s)",
+                    len(ids), [inst.id for inst in instances], ids)
 
     def _field_ready(self) -> bool:
         return (self.trainer.is_setup
@@ -237,12 +257,19 @@ class RefinedPanopticMap:
                                     f"training needs at least {self.config.min_keyframes} "
                                     "keyframes", kind="field")
         self.prior.update_mesh()
-        seeds = None
+        mesh = self.prior.get_mesh()
+        seeds, targets = None, None
         if self.config.tokens_from_prior:
-            seeds = seeds_from_prior(self.prior.get_instances(), self.config.training.tokens)
+            instances = self.prior.get_instances()
+            self._seeded_prior_ids = {inst.id for inst in instances if inst.is_thing}
+            seeds = seeds_from_prior(instances, self.config.training.tokens)
             if seeds.count == 0:
                 seeds = None
-        self.trainer.setup(seeds, self.prior.get_mesh().vertices_m)
+        if seeds is not None and mesh.num_vertices:
+            targets = PriorTargets(mesh.vertices_m.astype(np.float32),
+                                   self.classes.label_to_semantic_class(mesh.label_ids),
+                                   mesh.instance_ids.astype(np.int64))
+        self.trainer.setup(seeds, mesh.vertices_m, targets)
 
     # ---- PanopticMap ---------------------------------------------------------------------------
     def update_mesh(self) -> MeshUpdate:
@@ -308,6 +335,7 @@ class RefinedPanopticMap:
                            "from the prior", len(self.store), self.config.min_keyframes)
             return
         self._ensure_setup()
+        self._seed_new_prior_instances()
         limit = self.config.finalize_max_s
         deadline = time.monotonic() + limit if limit > 0 else None
         if self.config.auto_budget and deadline is not None:
@@ -473,6 +501,7 @@ class RefinedPanopticMap:
                     "config": self.config.to_dict(),
                     "semantic_labels": self.classes.semantic_class_labels().tolist(),
                     "bindings": self._bindings.to_dict(), "published": self.is_ready,
+                    "seeded_prior_ids": sorted(self._seeded_prior_ids),
                     "finalized": self._finalized,
                     "selector": {"last_stamp_ns": self.selector.last_stamp_ns,
                                  "last_T_world_cam": None if self.selector.last_T_world_cam
@@ -484,8 +513,8 @@ class RefinedPanopticMap:
                                   for k in keyframes]}
             arrays = {f"kf{i}_{name}": np.asarray(getattr(k, name))
                       for i, k in enumerate(keyframes) for name in KEYFRAME_ARRAYS}
-            arrays.update({f"kf{i}_rgb": k.rgb for i, k in enumerate(keyframes)
-                           if k.rgb is not None})
+            arrays.update({f"kf{i}_{name}": getattr(k, name) for i, k in enumerate(keyframes)
+                           for name in OPTIONAL_KEYFRAME_ARRAYS if getattr(k, name) is not None})
             buffer = io.BytesIO()
             np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
                      prior=np.frombuffer(prior_bytes, np.uint8),
@@ -504,7 +533,8 @@ class RefinedPanopticMap:
                 prior_bytes = bytes(data["prior"])
                 checkpoint = torch.load(io.BytesIO(bytes(data["field"])), weights_only=True)
                 keyframe_arrays = [{name: data[f"kf{i}_{name}"] for name in
-                                    KEYFRAME_ARRAYS + ("rgb",) if f"kf{i}_{name}" in data.files}
+                                    KEYFRAME_ARRAYS + OPTIONAL_KEYFRAME_ARRAYS
+                                    if f"kf{i}_{name}" in data.files}
                                    for i in range(len(meta.get("keyframes", [])))]
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise DataFormatError("path", str(path), f"not a readable map file: {exc}",
@@ -534,6 +564,7 @@ class RefinedPanopticMap:
             self.trainer.load_state_dict(checkpoint)
             self._bindings = IdBindingState.from_dict(meta["bindings"])
             self._finalized = bool(meta["finalized"])
+            self._seeded_prior_ids = {int(i) for i in meta.get("seeded_prior_ids", [])}
             if "appearance" in checkpoint:
                 self._load_appearance(checkpoint["appearance"])
         if meta["published"]:
@@ -545,7 +576,8 @@ def _keyframe_from_arrays(info: dict, arrays: dict[str, np.ndarray]) -> Keyframe
     return Keyframe(int(info["stamp_ns"]), arrays["T_world_cam"],
                     CameraIntrinsics(int(width), int(height), fx, fy, cx, cy),
                     arrays["depth_m"], arrays["semantic_class"], arrays["thing_mask"],
-                    arrays["thing_classes"], bool(info["has_segmentation"]), arrays.get("rgb"))
+                    arrays["thing_classes"], bool(info["has_segmentation"]), arrays.get("rgb"),
+                    arrays.get("score"))
 
 
 def _oriented_box(points_m: np.ndarray) -> OrientedBox:

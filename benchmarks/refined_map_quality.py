@@ -1,0 +1,199 @@
+"""Refined map (PanopticRecon++) against the instant map on the synthetic benchmark, plus the
+paper-style ablation (Table V: Gaussian prior, token adjustment, panoptic head).
+
+For every (noise level, seed) the scene is generated with ``panoptic-mapper make-scene`` when
+it is missing, then evaluated in one ``core.eval.runner.evaluate`` run with:
+
+* ``instant``: the instant map;
+* ``refined``: the refined map with its defaults (its own instant prior, ``finalize()`` within
+  its time budget): what a user gets;
+* with ``--ablations``: refined variants with a fixed step budget (no time limit, so that the
+  variants compare at equal training, whatever the load of the machine), sharing the
+  ``instant`` run's map as their prior (their integrate times therefore exclude the prior).
+
+Prints a Markdown table (one row per scene and method, then means per noise level) and writes
+everything to ``--out`` as JSON.
+
+Example (the BENCHMARKS.md numbers):
+  PYTHONPATH=. .venv/bin/python benchmarks/refined_map_quality.py --scenes /tmp/refined_bench \\
+      --noise medium hard clean --seeds 0 1 2 --out /tmp/refined_bench/results.json
+  PYTHONPATH=. .venv/bin/python benchmarks/refined_map_quality.py --scenes /tmp/refined_bench \\
+      --noise medium --seeds 0 1 2 --ablations --steps 800 --out /tmp/refined_bench/ablation.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from panoptic_mapper.core.eval.runner import EvalConfig, MethodSpec, evaluate
+from panoptic_mapper.core.labels import LabelRegistry
+from panoptic_mapper.core.mapping.base import IntegrationReport, create_map
+from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPanopticMap
+
+# name -> (Gaussian prior, token adjustment, panoptic head, token class head); Table V rows.
+ABLATIONS = {
+    "prior_only": (True, False, False, False),
+    "adjust_only": (False, True, False, False),
+    "prior+adjust": (True, True, False, False),
+    "prior+adjust+pan": (True, True, True, False),
+    "full (+h_SI)": (True, True, True, True),
+}
+
+
+class _RecordingMap:
+    """Wraps the instant map of the run and remembers its integration reports by stamp."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.reports: dict[int, IntegrationReport] = {}
+
+    def integrate_frame(self, frame, segmentation):
+        report = self.inner.integrate_frame(frame, segmentation)
+        self.reports[frame.stamp_ns] = report
+        return report
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class _SharedPrior:
+    """A read-only view of the run's instant map for the ablation variants: frames are not
+    integrated twice, ``finalize`` is left to the instant run (scored first)."""
+
+    def __init__(self, owner: _RecordingMap):
+        self.owner = owner
+
+    def integrate_frame(self, frame, segmentation):
+        report = self.owner.reports[frame.stamp_ns]
+        return IntegrationReport(report.accepted, report.reason)
+
+    def finalize(self):
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self.owner.inner, name)
+
+
+def _ensure_scene(root: Path, seed: int, noise: str, frames: int) -> Path:
+    path = root / f"s{seed}_{noise}"
+    if not (path / "scene.json").is_file():
+        print(f"generating {path} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "panoptic_mapper.tools.cli", "make-scene",
+                        "--seed", str(seed), "--noise", noise, "--frames", str(frames),
+                        "--no-bag", "--no-progress", str(path)], check=True)
+    return path
+
+
+def _variant_config(flags: tuple[bool, bool, bool, bool], steps: int) -> RefinedMapConfig:
+    gaussian, adjust, panoptic, token_class = flags
+    config = RefinedMapConfig(auto_budget=False, finalize_max_s=0.0,
+                              thing_label_from_token=token_class)
+    config.training.trainer.total_steps = steps
+    config.training.tokens.gaussian_prior = gaussian
+    config.training.token_manager.enabled = adjust
+    config.training.schedule.panoptic_head = panoptic
+    return config
+
+
+def _methods(ablations: bool, steps: int, maps: dict[str, Any]) -> list[MethodSpec]:
+    def instant(registry: LabelRegistry):
+        maps["instant"] = _RecordingMap(create_map("instant", registry))
+        return maps["instant"]
+
+    def refined(registry: LabelRegistry):
+        maps["refined"] = RefinedPanopticMap(registry)
+        return maps["refined"]
+
+    methods = [MethodSpec("instant", factory=instant), MethodSpec("refined", factory=refined)]
+    for name, flags in (ABLATIONS.items() if ablations else ()):
+        def variant(registry: LabelRegistry, name=name, flags=flags):
+            maps[name] = RefinedPanopticMap(registry, _variant_config(flags, steps),
+                                            prior=_SharedPrior(maps["instant"]))
+            return maps[name]
+        methods.append(MethodSpec(name, method="refined", factory=variant))
+    return methods
+
+
+def _row(scene: str, name: str, result, refined_map) -> dict[str, Any]:
+    pq = result.panoptic
+    row = {"scene": scene, "method": name,
+           "pq": pq.pq if pq else None, "pq_th": pq.pq_th if pq else None,
+           "pq_st": pq.pq_st if pq else None,
+           "miou_3d": result.semantic_3d.miou if result.semantic_3d else None,
+           "mcov": result.coverage_3d.mcov if result.coverage_3d else None,
+           "finalize_s": result.timing.finalize_s,
+           "integrate_ms_median": result.timing.integrate_ms_median}
+    if isinstance(refined_map, RefinedPanopticMap):
+        progress = refined_map.progress()
+        row.update(steps=progress.step, total_steps=progress.total_steps,
+                   tokens=progress.num_tokens, keyframes=progress.num_keyframes,
+                   ready=refined_map.is_ready)
+    return row
+
+
+def _fmt(value, digits=1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| scene | method | PQ | PQ_th | PQ_st | mIoU 3D | mCov | steps | finalize s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        steps = f"{r['steps']}/{r['total_steps']}" if "steps" in r else "-"
+        lines.append(f"| {r['scene']} | {r['method']} | {_fmt(r['pq'])} | {_fmt(r['pq_th'])} | "
+                     f"{_fmt(r['pq_st'])} | {_fmt(r['miou_3d'])} | {_fmt(r['mcov'])} | {steps} | "
+                     f"{_fmt(r['finalize_s'], 0)} |")
+    return "\n".join(lines)
+
+
+def _means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        noise = r["scene"].split("_", 1)[1]
+        groups.setdefault((noise, r["method"]), []).append(r)
+    out = []
+    for (noise, method), members in groups.items():
+        mean = {"scene": f"mean {noise} ({len(members)})", "method": method}
+        for key in ("pq", "pq_th", "pq_st", "miou_3d", "mcov", "finalize_s"):
+            values = [m[key] for m in members if m[key] is not None]
+            mean[key] = sum(values) / len(values) if values else None
+        out.append(mean)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", required=True, type=Path, help="folder of generated scenes")
+    parser.add_argument("--noise", nargs="+", default=["medium", "hard"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--ablations", action="store_true", help="add the Table V variants")
+    parser.add_argument("--steps", type=int, default=800, help="step budget of the variants")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results file")
+    args = parser.parse_args()
+    args.scenes.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    start = time.monotonic()
+    for noise in args.noise:
+        for seed in args.seeds:
+            scene = _ensure_scene(args.scenes, seed, noise, args.frames)
+            maps: dict[str, Any] = {}
+            result = evaluate(scene, _methods(args.ablations, args.steps, maps), EvalConfig())
+            for name, method_result in result.methods.items():
+                rows.append(_row(result.scene, name, method_result, maps.get(name)))
+            print(_table(rows[-len(result.methods):]), flush=True)
+            args.out.write_text(json.dumps({"rows": rows}, indent=1))
+    table = _table(rows + _means(rows))
+    print(table)
+    args.out.write_text(json.dumps({"rows": rows, "means": _means(rows),
+                                    "wall_s": time.monotonic() - start}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
