@@ -164,3 +164,79 @@ def test_create_map_builds_refined_over_instant(label_registry):
     assert isinstance(refined, RefinedPanopticMap)
     assert refined.prior.method_name == "instant"
     assert refined.trainer.total_steps == 10 and refined.config.min_keyframes == 2
+
+
+def test_prior_seeds_tokens_and_distillation_targets(toy_scene):
+    refined = _integrated(toy_scene, _config(20))
+    refined.train_steps(2)
+    trainer = refined.trainer
+    assert trainer.field.tokens.num_tokens == 4  # one per prior thing instance
+    targets = trainer.prior_targets
+    assert targets is not None and len(targets.points_m) == toy_scene.mesh.num_vertices
+    # prior instance 101 + k seeded token k + 1 (seed order), with its class
+    table = toy_scene.mesh.instance_ids == 1
+    assert set(trainer._distill_token_ids[table]) == {1}
+    classes = refined.classes
+    assert trainer._distill_token_classes[1] == int(classes.semantic_to_token_class(
+        classes.label_to_semantic_class([11]))[0])
+    assert "prior_distill" in trainer.last_losses
+
+
+class _GrowingPrior(ToyPriorMap):
+    """Confirms the cabinet only after the first training chunk."""
+
+    hide_cabinet = True
+
+    def get_instances(self):
+        instances = super().get_instances()
+        return [i for i in instances if not (self.hide_cabinet and i.label == "cabinet")]
+
+
+def test_new_prior_instances_get_tokens(toy_scene):
+    prior = _GrowingPrior(toy_scene)
+    refined = _integrated(toy_scene, _config(20), prior)
+    refined.train_steps(1)
+    assert refined.trainer.field.tokens.num_tokens == 3
+    prior.hide_cabinet = False
+    refined.train_steps(1)
+    tokens = refined.trainer.field.tokens
+    assert tokens.num_tokens == 4 and tokens.ids_list()[-1] == 4
+    np.testing.assert_allclose(tokens.means.data[-1].numpy(), [0.6, 2.45, 0.5], atol=0.01)
+
+
+def test_mismatched_segmentation_is_not_kept(toy_scene):
+    refined = RefinedPanopticMap(toy_scene.registry, _config(10), prior=ToyPriorMap(toy_scene))
+    frame = toy_scene.frames[0]
+    segmentation = toy_scene.segmentations[0]
+    bad = type(segmentation)(segmentation.segment_ids[:10, :10], segmentation.segments)
+    report = refined.integrate_frame(frame, bad)
+    assert report.accepted and len(refined.store) == 0
+    assert any("segmentation size" in w for w in report.warnings)
+
+
+def test_update_mesh_relabels_only_after_training(toy_scene):
+    refined = _integrated(toy_scene, _config(10, ready_fraction=0.0))
+    assert refined.update_mesh().changed is False  # not trained yet: the prior's update
+    refined.train_steps(2)
+    assert refined.is_ready
+    assert refined.update_mesh().changed is False  # already published at this step
+    refined.train_steps(1)
+    update = refined.update_mesh()
+    assert update.changed and update.num_vertices == toy_scene.mesh.num_vertices
+
+
+@pytest.mark.parametrize("mode", ["depth_guided", "volume"])
+def test_training_runs_in_both_rendering_modes(toy_scene, mode):
+    config = _config(40, ready_fraction=1.0)
+    sampler = config.training.sampler
+    config.training.sampler = sampler.replace(mode=mode, volume_uniform_samples=8,
+                                              volume_band_samples=4, volume_importance_samples=4,
+                                              segmentation_band_samples=3, far_m=5.0)
+    config.training.trainer.geometry_rays_per_step = 128
+    refined = _integrated(toy_scene, config)
+    refined.train_steps(3)
+    refined.trainer.step_count = 20  # jump to the panoptic phase
+    progress = refined.train_steps(3)
+    assert progress.phase == "panoptic"
+    assert {"depth", "semantic", "panoptic", "instance_bce"} <= set(progress.losses)
+    assert all(np.isfinite(v) for v in progress.losses.values())

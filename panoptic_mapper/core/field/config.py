@@ -422,7 +422,7 @@ class KeyframeConfig(ConfigBase):
     """... or this much time passed, seconds."""
     image_scale: float = 0.5
     """Keyframes are stored downsampled by this factor (nearest neighbour), to bound memory:
-    300 keyframes at 320x240 take about 140 MB."""
+    300 keyframes at 320x240 take about 160 MB."""
     max_keyframes: int = 400
     """When full, the keyframe closest in pose to another one is evicted (paper: 200-400)."""
     keep_rgb: bool = False

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.field.classes import ClassSpace
 from panoptic_mapper.core.field.config import KeyframeConfig
 from panoptic_mapper.core.labels import LabelRegistry
@@ -93,7 +94,14 @@ class Keyframe:
 
         Segments whose label is unknown to the registry become unlabelled (with a warning); the
         registry, not the segment, decides thing or stuff.
+
+        Raises:
+            InvalidInputError: the segmentation's size differs from the frame's.
         """
+        if segmentation is not None and segmentation.shape != frame.intrinsics.shape:
+            raise InvalidInputError("segmentation", list(segmentation.shape),
+                                    f"segmentation size differs from the frame "
+                                    f"{list(frame.intrinsics.shape)}", kind="size_mismatch")
         warnings: list[str] = []
         intrinsics = frame.intrinsics.scaled(config.image_scale)
         rows, cols = _nearest_source_pixels(frame.intrinsics, intrinsics)

@@ -5,11 +5,14 @@ One step (``FieldTrainer.step``):
 1. geometry: rays with depth from random keyframes; SDF at band (+ free-space) samples, or at
    the paper's volume samples; depth L1, near-surface and free-space SDF losses, finite-difference
    eikonal;
-2. segmentation (after the geometry warm-up): rays from a few keyframes; detached NeuS weights
-   composite semantic probabilities and token masks; per frame, Hungarian assignment of its
-   thing masks to tokens, matched-pair Dice + BCE, token class CE; the Bayes panoptic head's
-   rendered distribution against stuff classes and assigned tokens (unmatched masks ignored);
-3. Adam step with the decayed learning rates; token maintenance when due.
+2. prior distillation (with a prior map, until ``prior_distill_until``): semantic NLL, per-token
+   Dice + BCE and token class CE at the prior's mesh vertices against its labels and instances;
+3. segmentation (after the geometry warm-up): rays from a few keyframes; detached NeuS weights
+   (or the observed surface point) composite semantic probabilities and token masks; per frame,
+   Hungarian assignment of its thing masks to tokens, matched-pair Dice + BCE, token class CE;
+   the Bayes panoptic head's rendered distribution against stuff classes and assigned tokens
+   (unmatched masks ignored); all weighted by the segments' detection scores;
+4. Adam step with the decayed learning rates; token maintenance when due.
 
 Thread safety: every step and every read of the field (:meth:`FieldTrainer.predict`) holds
 ``FieldTrainer.lock``, so a ROS worker thread can train while service threads query.
@@ -452,17 +455,17 @@ class FieldTrainer:
 
         rendered_semantic = composite(semantic)
         rendered_masks = composite(masks)  # [R, N]
-        weights = rays.score if cfg.loss.score_weighting else None
+        ray_weights = rays.score if cfg.loss.score_weighting else None
         if phase.semantic:
             losses[LossName.SEMANTIC] = probability_nll(rendered_semantic, rays.semantic_class,
-                                                        0, weights)
+                                                        0, ray_weights)
         panoptic_target = self._match_frames(frames, batches, rays, rendered_masks, phase,
                                              losses)
         if phase.panoptic:
             panoptic = composite(bayes_panoptic_probabilities(semantic, masks,
                                                               self.classes.num_stuff))
             losses[LossName.PANOPTIC] = probability_nll(panoptic, panoptic_target, IGNORE,
-                                                        weights)
+                                                        ray_weights)
         if cfg.loss.query_separation > 0 and self.field.tokens.num_tokens > 1:
             queries = self.field.instance_module.queries(self.field.tokens.features)
             losses[LossName.QUERY_SEPARATION] = query_separation(

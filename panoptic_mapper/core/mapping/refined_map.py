@@ -4,6 +4,9 @@
 
 * ``integrate_frame`` feeds every frame to the prior (the instant map by default) and keeps a
   keyframe when the camera moved, turned or waited enough (``KeyframeConfig``);
+* training starts from the prior: one token per prior thing instance (and later ones for
+  instances the prior confirms afterwards), and the prior's vertex labels are distilled into the
+  field while the 2D masks of all keyframes refine it jointly;
 * ``train_steps(n)`` trains the field in chunks (for a background worker; thread-safe against the
   getters); ``finalize()`` trains to the end of the step budget within ``finalize_max_s``,
   scaling the budget to the measured step rate when ``auto_budget`` is on;
@@ -273,17 +276,18 @@ class RefinedPanopticMap:
 
     # ---- PanopticMap ---------------------------------------------------------------------------
     def update_mesh(self) -> MeshUpdate:
-        """Update the prior's mesh; once ready, relabel it with the current field."""
+        """Update the prior's mesh; once ready, relabel it with the current field (only when
+        the field trained or the prior's mesh changed since the last time)."""
         update = self.prior.update_mesh()
-        if not self.is_ready:
-            if self._field_ready():
-                self._publish()
-            else:
-                return update
-        else:
+        published = self._published
+        if published is None and not self._field_ready():
+            return update
+        stale = (published is None or update.changed
+                 or published.step != self.trainer.step_count)
+        if stale:
             self._publish()
         mesh = self._published.mesh
-        return MeshUpdate(changed=True, num_vertices=mesh.num_vertices,
+        return MeshUpdate(changed=stale, num_vertices=mesh.num_vertices,
                           num_triangles=mesh.num_triangles)
 
     def get_mesh(self) -> PanopticMesh:
