@@ -2,6 +2,7 @@
 the prior survive, save/load resumes, background training is thread-safe."""
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,13 @@ def test_training_runs_in_both_rendering_modes(toy_scene, mode):
     assert progress.phase == "panoptic"
     assert {"depth", "semantic", "panoptic", "instance_bce"} <= set(progress.losses)
     assert all(np.isfinite(v) for v in progress.losses.values())
+
+
+def test_finalize_fits_the_schedule_into_its_time_budget(toy_scene):
+    refined = _integrated(toy_scene, _config(100000, finalize_max_s=8.0))
+    start = time.monotonic()
+    refined.finalize()
+    elapsed = time.monotonic() - start
+    progress = refined.progress()
+    assert progress.total_steps < 100000 and progress.done  # shrunk, then completed
+    assert refined.is_ready and elapsed < 8.0 + 15.0  # training budget + publishing

@@ -69,8 +69,10 @@ from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraInt
 LOGGER = logging.getLogger(__name__)
 
 SAVE_FORMAT_VERSION = 1
-CALIBRATION_STEPS = 10
-"""Steps timed by ``finalize`` before it fits the step budget to the time budget."""
+BUDGET_CHECK_STEPS = 10
+"""``finalize`` re-fits the step budget to the time budget every this many steps."""
+BUDGET_SAFETY = 0.9
+"""Share of the remaining time the re-fitted budget plans to use (the rate fluctuates)."""
 KEYFRAME_ARRAYS = ("depth_m", "semantic_class", "thing_mask", "thing_classes", "T_world_cam")
 OPTIONAL_KEYFRAME_ARRAYS = ("rgb", "score")
 
@@ -98,8 +100,8 @@ class RefinedMapConfig(ConfigBase):
     finalize_max_s: float = 240.0
     """Wall-time budget of ``finalize()`` for training, seconds (0 = no limit)."""
     auto_budget: bool = True
-    """``finalize()`` times a few steps and shrinks the step budget so that the whole schedule
-    fits ``finalize_max_s`` (only before the segmentation phase has started)."""
+    """``finalize()`` keeps timing its steps and shrinks the step budget so that the whole
+    schedule fits ``finalize_max_s`` (on a loaded machine: fewer steps, complete schedule)."""
     thing_label_from_token: bool = True
     """A thing vertex takes its token's class (h_SI); False: the semantic branch (ablation)."""
     stuff_ambiguity: tuple[float, float] = (0.0, 0.0)
@@ -341,15 +343,18 @@ class RefinedPanopticMap:
         self._ensure_setup()
         self._seed_new_prior_instances()
         limit = self.config.finalize_max_s
-        deadline = time.monotonic() + limit if limit > 0 else None
-        if self.config.auto_budget and deadline is not None:
-            self._fit_budget(deadline)
-        remaining = self.trainer.total_steps - self.trainer.step_count
-        if remaining > 0:
-            progress = self.trainer.train_steps(remaining, deadline)
-            if not progress.done:
+        started = (time.monotonic(), self.trainer.step_count)
+        deadline = started[0] + limit if limit > 0 else None
+        while self.trainer.step_count < self.trainer.total_steps:
+            if deadline is not None and time.monotonic() >= deadline:
                 LOGGER.warning("refined map: time budget of %.0f s reached at step %d of %d",
-                               limit, progress.step, progress.total_steps)
+                               limit, self.trainer.step_count, self.trainer.total_steps)
+                break
+            chunk = BUDGET_CHECK_STEPS if self.config.auto_budget else self.trainer.total_steps
+            self.trainer.train_steps(
+                min(chunk, self.trainer.total_steps - self.trainer.step_count), deadline)
+            if self.config.auto_budget and deadline is not None:
+                self._fit_budget(started, deadline)
         self._publish()
         self._finalized = True
         if self.config.appearance.enabled:
@@ -385,23 +390,21 @@ class RefinedPanopticMap:
         return ((rgb.clamp(0, 1) * 255).round().byte().cpu().numpy(),
                 depth.float().cpu().numpy())
 
-    def _fit_budget(self, deadline: float) -> None:
-        """Time a few steps and shrink the budget so the schedule fits before ``deadline``."""
+    def _fit_budget(self, started: tuple[float, int], deadline: float) -> None:
+        """Shrink the step budget (never grow it) so that the schedule ends by ``deadline`` at
+        the step rate measured since ``started`` (time, step); phases are fractions of the
+        budget, so a shrunk schedule stays complete."""
         trainer = self.trainer
-        segmentation_start = self.config.training.schedule.segmentation_start
-        if trainer.step_count >= segmentation_start * trainer.total_steps:
+        now = time.monotonic()
+        if trainer.step_count <= started[1] or now <= started[0]:
             return
-        progress = trainer.train_steps(CALIBRATION_STEPS, deadline)
-        if progress.steps_per_s <= 0 or trainer.step_count >= segmentation_start * \
-                trainer.total_steps:
-            return
-        # Later steps also render segmentation rays, so the warm-up rate is optimistic.
-        affordable = int(0.6 * progress.steps_per_s * max(deadline - time.monotonic(), 0.0))
-        budget = min(trainer.total_steps, trainer.step_count + affordable)
+        rate = (trainer.step_count - started[1]) / (now - started[0])
+        affordable = int(BUDGET_SAFETY * rate * max(deadline - now, 0.0))
+        budget = max(trainer.step_count + affordable, trainer.step_count + 1)
         if budget < trainer.total_steps:
             LOGGER.info("refined map: step budget %d -> %d to fit %.0f s", trainer.total_steps,
                         budget, self.config.finalize_max_s)
-            trainer.set_total_steps(max(budget, trainer.step_count + 1))
+            trainer.set_total_steps(budget)
 
     # ---- publishing ----------------------------------------------------------------------------
     def _label_points(self, points_m: np.ndarray, with_sdf: bool
