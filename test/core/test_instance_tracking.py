@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from panoptic_mapper.core.labels.voting import LabelChannels
-from panoptic_mapper.core.tracking.instances import InstanceStatus
+from panoptic_mapper.core.tracking.instances import InstanceStatus, InstanceTable
 from panoptic_mapper.core.tracking.tracker import (NO_VOTE, UNMAPPED, InstanceTracker,
                                                    ThingSegment, TrackingConfig)
 
@@ -181,3 +181,20 @@ def test_state_round_trip(tracker, label_registry):
     other = InstanceTracker(TrackingConfig(), label_registry, LabelChannels(label_registry))
     other.load_dict(data)
     assert other.to_dict() == data
+
+
+def test_resolution_follows_chains_of_merges_and_retirements():
+    table = InstanceTable(num_channels=3)
+    a, b, c = (table.create(True, 0).id for _ in range(3))
+    d = table.create(True, 1, parent_id=b).id
+    table.merge(a, b)  # b -> a
+    table.set_status(d, InstanceStatus.RETIRED)  # d -> its parent b -> a
+    table.merge(a, c)  # c -> a
+    e = table.create(True, 2).id
+    table.set_status(e, InstanceStatus.RETIRED)  # no parent -> none
+    resolve = table.resolve_table()
+    assert resolve.tolist() == [0, a, a, a, a, 0]
+    again = InstanceTable(num_channels=3)
+    again.load_dict(table.to_dict())
+    assert again.resolve_table().tolist() == resolve.tolist()
+    assert [r.id for r in again.alive()] == [a]

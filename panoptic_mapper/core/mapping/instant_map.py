@@ -59,6 +59,7 @@ from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraInt
 
 SAVE_FORMAT_VERSION = 1
 _POINT_CHUNK = 65536
+_DIRTY_COMPACT_FRAMES = 32
 
 
 @dataclass
@@ -174,6 +175,9 @@ class InstantPanopticMap:
             t_geometry = time.perf_counter()
             self.checker.accept(frame)
             self._dirty_blocks.append(blocks)
+            if len(self._dirty_blocks) > _DIRTY_COMPACT_FRAMES:
+                # Bounded memory even if nobody calls update_mesh for hours.
+                self._dirty_blocks = [_unique_rows(np.concatenate(self._dirty_blocks))]
             stats: dict[str, float] = {"num_blocks": float(self.grid.num_blocks),
                                        "geometry_ms": (t_geometry - t_start) * 1e3}
             if checked.segment_ids is not None:
@@ -456,7 +460,7 @@ class InstantPanopticMap:
         call (labels may also have changed elsewhere, e.g. after an instance merge)."""
         with self._lock:
             changed = self._mesh_version != self._version
-            blocks = (np.unique(np.concatenate(self._dirty_blocks), axis=0).astype(np.int32)
+            blocks = (_unique_rows(np.concatenate(self._dirty_blocks))
                       if self._dirty_blocks else np.zeros((0, 3), np.int32))
             self._dirty_blocks = []
             if changed:
@@ -623,6 +627,15 @@ class InstantPanopticMap:
 
     def _load_extra_state(self, data: dict[str, Any]) -> None:
         """Restore what :meth:`_extra_state` wrote."""
+
+
+def _unique_rows(block_keys: np.ndarray) -> np.ndarray:
+    """Distinct rows of an [N, 3] int32 block-key array, sorted (x, y, z)."""
+    keys = block_keys.astype(np.int64) + (1 << 20)
+    packed = np.unique((keys[:, 0] << 42) | (keys[:, 1] << 21) | keys[:, 2])
+    mask = (1 << 21) - 1
+    return (np.stack([packed >> 42, (packed >> 21) & mask, packed & mask], axis=1)
+            - (1 << 20)).astype(np.int32)
 
 
 def _incidence_cos(cam: np.ndarray) -> np.ndarray:

@@ -3,7 +3,9 @@
 An id is never reused. When an instance is merged into another, or a never-confirmed candidate
 is retired, its id keeps *resolving* to the survivor (or to the instance it was split from, or
 to 0 = none), so voxels that still carry the old id need no rewrite: every read goes through
-:meth:`InstanceTable.resolve_table`.
+:meth:`InstanceTable.resolve_table`. Every id points at itself (alive), its survivor (merged) or
+its parent (retired); pointers always lead to older ids, so following them terminates, and the
+table is rebuilt by pointer jumping in a few vectorised steps however many ids exist.
 
 Owns: :class:`InstanceRecord`, :class:`InstanceTable` (create, confirm, retire, merge, resolve,
 serialise). Does not own: the association of segments to instances (``tracker.py``) or geometry.
@@ -94,6 +96,8 @@ class InstanceTable:
         self.next_id = 1
         self._resolve: np.ndarray | None = None
         self._alive_ids: set[int] = set()
+        self._points_to = np.zeros(64, np.int32)
+        """Per id: itself (alive), the survivor (merged), the parent or 0 (retired)."""
 
     def create(self, is_thing: bool, frame_index: int, parent_id: int = NO_INSTANCE_ID,
                status: InstanceStatus = InstanceStatus.CANDIDATE) -> InstanceRecord:
@@ -104,9 +108,17 @@ class InstanceTable:
                                 parent_id=parent_id)
         self.records[record.id] = record
         self._alive_ids.add(record.id)
+        self._point(record.id, record.id)
         self.next_id += 1
         self._resolve = None
         return record
+
+    def _point(self, instance_id: int, target: int) -> None:
+        if instance_id >= self._points_to.size:
+            grown = np.zeros(max(2 * self._points_to.size, instance_id + 1), np.int32)
+            grown[:self._points_to.size] = self._points_to
+            self._points_to = grown
+        self._points_to[instance_id] = target
 
     def get(self, instance_id: int) -> InstanceRecord:
         return self.records[int(instance_id)]
@@ -121,8 +133,11 @@ class InstanceTable:
         record.status = status
         if record.alive:
             self._alive_ids.add(instance_id)
+            self._point(instance_id, instance_id)
         else:
             self._alive_ids.discard(instance_id)
+            self._point(instance_id, record.merged_into if status == InstanceStatus.MERGED
+                        else record.parent_id)
         self._resolve = None
 
     def merge(self, keep_id: int, drop_id: int) -> None:
@@ -139,28 +154,20 @@ class InstanceTable:
         drop.status = InstanceStatus.MERGED
         drop.merged_into = keep_id
         self._alive_ids.discard(drop_id)
+        self._point(drop_id, keep_id)
         self._resolve = None
 
     def resolve_table(self) -> np.ndarray:
         """[next_id] int32: the id every stored id currently stands for (0 = none)."""
         if self._resolve is None:
-            table = np.zeros(self.next_id, np.int32)
-            for instance_id in self.records:
-                table[instance_id] = self._follow(instance_id)
+            table = self._points_to[:self.next_id].copy()
+            while True:
+                jumped = table[table]
+                if np.array_equal(jumped, table):
+                    break
+                table = jumped
             self._resolve = table
         return self._resolve
-
-    def _follow(self, instance_id: int) -> int:
-        seen = set()
-        current = instance_id
-        while current != NO_INSTANCE_ID and current not in seen:
-            seen.add(current)
-            record = self.records[current]
-            if record.alive:
-                return current
-            current = (record.merged_into if record.status == InstanceStatus.MERGED
-                       else record.parent_id)
-        return NO_INSTANCE_ID
 
     def resolve(self, ids: np.ndarray) -> np.ndarray:
         """Resolve an array of stored ids (negative values are passed through)."""
@@ -184,4 +191,9 @@ class InstanceTable:
             self.records[record.id] = record
         self.next_id = int(data["next_id"])
         self._alive_ids = {i for i, r in self.records.items() if r.alive}
+        self._points_to = np.zeros(max(64, self.next_id), np.int32)
+        for record in self.records.values():
+            target = (record.id if record.alive else record.merged_into
+                      if record.status == InstanceStatus.MERGED else record.parent_id)
+            self._points_to[record.id] = target
         self._resolve = None
