@@ -12,9 +12,12 @@ Per accepted frame (``integrate_frame``):
    are voted into the voxels (``core/tracking/instance_votes.py``). Stuff is one region per class.
 
 Reading (``get_mesh``, ``get_instances``, ``query_labels``, ``render_labels``): a voxel's panoptic
-label is its confirmed thing instance (with that instance's label) if it has one, else its voted
-semantic label (with the stuff region id for stuff). A point takes the trilinear-weighted
-majority of the 8 voxels around it.
+label is its reported thing instance (with that instance's label) if it has one, else its voted
+semantic label (with the stuff region id for stuff; void for a thing label without an instance,
+by default). A point takes the support-weighted majority of the 8 voxels around it (trilinear
+weights: the 2 voxels of its edge for a mesh vertex), else of the voxels within 2 voxels; mesh
+vertices still unlabelled then copy the nearest labelled vertex within a few voxels. See
+``docs/instant_map.md``.
 
 Thread safety: one writer and any number of readers; every public method holds one re-entrant
 lock, and getters return snapshots (arrays that are replaced, never mutated, by later updates).
