@@ -17,8 +17,12 @@ a pixel's class comes from the 1 m cell its 3D point falls in and its instance f
 cell (about 20-40 segments per frame, per-frame ids shuffled); it is built when the bag is
 written, so the segmenter's cost in this run is replay only.
 
+With ``--with-mapper`` the mapper_node (refined map) runs beside the instant node, trains its
+field meanwhile and serves ``query_objects``; the lag is still the instant node's.
+
 Run (from the repository root; the bag is cached in --work):
-    PYTHONPATH=. .venv/bin/python benchmarks/ros_graph_rate.py [--rates 1 4] [--frames 250]
+    PYTHONPATH=. .venv/bin/python benchmarks/ros_graph_rate.py [--rates 1 4] [--frames 250] \
+        [--with-mapper]
 """
 from __future__ import annotations
 
@@ -90,6 +94,7 @@ class Probe:
         self.node = rclpy.create_node("rate_probe", context=self.context)
         self.clock_ns = 0
         self.samples: list[dict] = []
+        self.mapper_last: dict = {}
         self.query_ms: list[float] = []
         self.query_failures = 0
         self.querying = False
@@ -110,6 +115,8 @@ class Probe:
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:
+            if status.name == "mapper_node":
+                self.mapper_last = {kv.key: kv.value for kv in status.values}
             if status.name == "instant_semantics_node" and self.clock_ns:
                 values = {kv.key: kv.value for kv in status.values}
                 values["clock_ns"] = self.clock_ns
@@ -158,20 +165,22 @@ def summarize(samples: list[dict], rate: float) -> dict:
             "refresh_median_ms": float(last.get("refresh_median_ms", "nan"))}
 
 
-def run_rate(bag: Path, rate: float, work: Path, probe: Probe) -> dict:
+def run_rate(bag: Path, rate: float, work: Path, probe: Probe, with_mapper: bool) -> dict:
     from panoptic_mapper.core.io.resources import config_path
     from panoptic_mapper.ros.launch_plan import plan
     from panoptic_mapper.tools.launch import GraphProcesses, node_commands, player_command
 
-    planned = plan({}, str(config_path("mapper.yaml")))
+    planned = plan({"with_mapper": str(with_mapper).lower()}, str(config_path("mapper.yaml")))
     for node in planned:
         if node.spec.key == "instant":
             node.overrides["diagnostics_period_s"] = 0.5
     processes = GraphProcesses(node_commands(planned, work), log=None)
     try:
-        if not processes.wait_for_line("instant_semantics_node", "active: listening", 300):
-            raise RuntimeError("".join(processes.output["instant_semantics_node"]))
+        for node in planned:
+            if not processes.wait_for_line(node.spec.name, "active: listening", 300):
+                raise RuntimeError("".join(processes.output[node.spec.name]))
         probe.samples.clear()
+        probe.mapper_last = {}
         probe.query_ms.clear()
         probe.querying = True
         player = processes.start("player", player_command(str(bag), rate, planned)
@@ -182,7 +191,10 @@ def run_rate(bag: Path, rate: float, work: Path, probe: Probe) -> dict:
         return summarize(probe.samples, rate) | {
             "query_median_ms": statistics.median(probe.query_ms) if probe.query_ms else None,
             "query_p95_ms": float(np.percentile(probe.query_ms, 95)) if probe.query_ms else None,
-            "queries": len(probe.query_ms), "query_failures": probe.query_failures}
+            "queries": len(probe.query_ms), "query_failures": probe.query_failures} | {
+            f"mapper_{key}": probe.mapper_last.get(key) for key in (
+                "frames_integrated", "frames_skipped_busy", "integrate_median_ms",
+                "training_step", "training_steps_per_s", "answers_from") if with_mapper}
     finally:
         processes.stop()
 
@@ -192,6 +204,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--frames", type=int, default=250)
     parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 4.0])
+    parser.add_argument("--with-mapper", action="store_true",
+                        help="run mapper_node (refined map) beside the instant node")
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "panoptic_mapper_ros_bench")
     args = parser.parse_args()
@@ -205,7 +219,7 @@ def main() -> int:
     try:
         for rate in args.rates:
             print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
-            result = run_rate(bag, rate, args.work, probe)
+            result = run_rate(bag, rate, args.work, probe, args.with_mapper)
             print(f"rate {rate:g}x ({7.5 * rate:g} Hz): " + ", ".join(
                 f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in result.items()), flush=True)

@@ -3,8 +3,11 @@ mapper.launch.py [name:=value ...]`` (``ros2 launch ... --show-args`` lists the 
 
 Which nodes start, with which parameters and overrides, comes from
 ``panoptic_mapper.ros.launch_plan`` - the same table ``panoptic-mapper launch`` uses in the pip
-environment - so both launchers start the same graph. Exactly one node serves the planner API
-under /panoptic_mapper: mapper_node when ``with_mapper:=true``, else instant_semantics_node.
+environment - so both launchers start the same graph: by default the segmenter, the instant
+semantics node and the mapper node (refined map), which serves the planner API under
+/panoptic_mapper. ``with_mapper:=false`` runs the instant map only (it then serves the API);
+with the mapper on another machine, launch ``with_mapper:=false api_server:=mapper`` here and
+``with_segmenter:=false with_instant:=false`` there (same ROS_DOMAIN_ID).
 
 Replay a bag recorded by ``panoptic-mapper make-scene`` into it with
 ``ros2 bag play BAG --remap /panoptic/segmentation:=/panoptic/recorded_segmentation``.

@@ -9,7 +9,10 @@ the snapshot when ``planner_api.serve`` is set. Bad input is logged once per kin
 (diagnostics on ``/diagnostics``); the node keeps running.
 
 Parameters: ``InstantSemanticsNodeConfig`` (``ros/node_config.py``), documented in
-``config/mapper.yaml``. Lifecycle: see ``nodes/runtime.py``.
+``config/mapper.yaml``. Lifecycle: see ``nodes/runtime.py``. ``mapper_node`` subclasses this
+node for the same input pipeline and outputs over another map (the hooks ``node_name``,
+``config_class``, ``map_source``, ``voxel_size_m``, ``_create_session`` and
+``_extra_status_values``).
 """
 from __future__ import annotations
 
@@ -57,10 +60,16 @@ in the diagnostics, logged at info level once."""
 class InstantSemanticsNode(PanopticLifecycleNode):
     """The instant map as a node (see the module docstring)."""
 
+    node_name = NODE_NAME
+    """Default node name."""
+    config_class: type = InstantSemanticsNodeConfig
+    """Root config dataclass of the node's parameters."""
+    map_source = "instant"
+    """``PanopticMesh.source`` of the published mesh."""
+
     def __init__(self, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
-        self._params = ConfigParameters(self, InstantSemanticsNodeConfig,
-                                        dynamic=DYNAMIC_PARAMETERS)
+        super().__init__(self.node_name, **kwargs)
+        self._params = ConfigParameters(self, self.config_class, dynamic=DYNAMIC_PARAMETERS)
         self._params.add_listener(self._on_parameters_changed)
         self.problems = ProblemCounter()
         self.timings = {name: RollingTiming() for name in
@@ -94,6 +103,11 @@ class InstantSemanticsNode(PanopticLifecycleNode):
     def autostart(self) -> bool:
         return self.config.autostart
 
+    @property
+    def voxel_size_m(self) -> float:
+        """Resolution of the published mesh, metres."""
+        return self.config.map.tsdf.voxel_size_m
+
     # ---- lifecycle -----------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
         """Build the registry, the map, the synchroniser, outputs and (if serving) the API."""
@@ -102,10 +116,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
             if cfg.input.pose_source == "tf":
                 self._tf = TfPoseSource(self, cfg.map_frame)
             self._registry = load_registry(cfg.label_file)
-            map_config = cfg.map.to_dict()
-            registry = self._registry
-            self.session = MapSession(lambda: create_map("instant", registry, map_config),
-                                      registry, create_query_engine(cfg.query, registry))
+            self.session = self._create_session(self._registry)
         except (PanopticMapperError, OSError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -127,7 +138,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         self._make_outputs(namespace)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self.get_logger().info(
-            f"configured: map frame '{cfg.map_frame}', voxel {cfg.map.tsdf.voxel_size_m} m, "
+            f"configured: map frame '{cfg.map_frame}', voxel {self.voxel_size_m} m, "
             f"planner API {'at ' + cfg.planner_api.namespace if self.api else 'not served'}, "
             f"map topics under {self.outputs.namespace if self.outputs else '-'}")
         return TransitionCallbackReturn.SUCCESS
@@ -211,10 +222,17 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         if self._queue is not None and self._queue.closed:
             self._queue = KeepLatestQueue(self.config.queue_size)
 
+    def _create_session(self, registry: LabelRegistry) -> MapSession:
+        """The session of the map this node serves (built at configure)."""
+        cfg = self.config
+        map_config = cfg.map.to_dict()
+        return MapSession(lambda: create_map("instant", registry, map_config), registry,
+                          create_query_engine(cfg.query, registry))
+
     def _make_outputs(self, namespace: str) -> None:
         cfg = self.config
         self.outputs = MapOutputs(self, self._registry, cfg.output, namespace, cfg.map_frame,
-                                  "instant", cfg.map.tsdf.voxel_size_m)
+                                  self.map_source, self.voxel_size_m)
 
     def _on_api_withdrawn(self, reason: str) -> None:
         self.api = None
@@ -385,7 +403,8 @@ class InstantSemanticsNode(PanopticLifecycleNode):
                                          f"{self.session.last_frame_stamp_ns / 1e9:.3f}",
                                      "map_instances": len(snapshot.instances),
                                      "mesh_vertices": snapshot.mesh.num_vertices,
-                                     "planner_api": "served" if self.api else "not served"}
+                                     "planner_api": "served" if self.api else "not served",
+                                     **self._extra_status_values()}
         for name, timing in self.timings.items():
             values.update(timing_values(name, timing))
         if self._diagnostics_pub is not None:
@@ -396,6 +415,10 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         if self.problems.changed_since_last_summary():
             self.get_logger().info(f"input problems so far: {self.problems.summary()}")
         self._hint_missing_inputs(counters)
+
+    def _extra_status_values(self) -> dict[str, object]:
+        """Diagnostics values of the map beyond the instant map's (none here)."""
+        return {}
 
     def _hint_missing_inputs(self, counters: dict[str, int]) -> None:
         if self._waiting_reported or counters.get("frames_matched", 0):

@@ -5,8 +5,12 @@
 :data:`LAUNCH_ARGUMENTS` and start the nodes :func:`plan` returns, with the same parameter
 file and the same per-node overrides, so the two cannot drift apart.
 
-The "one endpoint for planners" rule lives here: exactly one started node gets
-``planner_api.serve: true``, the mapper node when it runs, else the instant semantics node.
+The "one endpoint for planners" rule lives here: at most one started node gets
+``planner_api.serve: true``: with ``api_server:=auto`` the mapper node when it runs here, else
+the instant semantics node. When the mapper runs on another machine (a GPU host, over DDS), the
+robot's launch says ``with_mapper:=false api_server:=mapper`` so that its instant node does not
+serve, and the GPU host's launch starts the mapper alone (``with_segmenter:=false
+with_instant:=false``).
 
 ROS-free and free of launch imports. Owns: which nodes exist, how launch arguments map to
 node parameters. Does not own: the parameters' defaults (``config/mapper.yaml``).
@@ -61,9 +65,13 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
                    "Use /clock time (play bags with --clock when true)"),
     LaunchArgument("with_segmenter", "true", "Start segmenter_node"),
     LaunchArgument("with_instant", "true", "Start instant_semantics_node"),
-    LaunchArgument("with_mapper", "false",
-                   "Start mapper_node (refined map); it then serves the planner API instead of "
-                   "instant_semantics_node"),
+    LaunchArgument("with_mapper", "true",
+                   "Start mapper_node (refined map); false = instant map only"),
+    LaunchArgument("api_server", "auto",
+                   "Node that serves the planner API under /panoptic_mapper: auto (mapper_node "
+                   "when started here, else instant_semantics_node), instant, or mapper (also "
+                   "when mapper_node runs on another machine: the local instant node then does "
+                   "not serve)"),
     LaunchArgument("segmenter_backend", "",
                    "replay, emulator or grounded_sam; empty = as in the parameter file"),
     LaunchArgument("map_frame", "", "Map frame of poses and outputs; empty = as in the "
@@ -92,11 +100,16 @@ NODES: tuple[NodeSpec, ...] = (
               "camera_info_topic": "input.topics.camera_info",
               "pose_topic": "input.topics.pose",
               "segmentation_topic": "input.topics.segmentation", "map_frame": "map_frame"}),
-    # The refined map (issue 8); its node takes the same label/frame/API parameters.
-    NodeSpec("mapper", "mapper_node", "mapper_node", "panoptic_mapper.nodes.mapper_node", False,
-             "", {"map_frame": "map_frame"}),
+    NodeSpec("mapper", "mapper_node", "mapper_node", "panoptic_mapper.nodes.mapper_node", True,
+             "panoptic_mapper.ros.mapper_config:MapperNodeConfig",
+             {"rgb_topic": "input.topics.rgb", "depth_topic": "input.topics.depth",
+              "camera_info_topic": "input.topics.camera_info",
+              "pose_topic": "input.topics.pose",
+              "segmentation_topic": "input.topics.segmentation", "map_frame": "map_frame"}),
 )
 NODE_KEYS = tuple(spec.key for spec in NODES)
+API_SERVERS = ("auto", "instant", "mapper")
+"""Values of the ``api_server`` launch argument."""
 
 
 @dataclass
@@ -118,8 +131,8 @@ def plan(arguments: Mapping[str, str], default_params_file: str) -> list[Planned
     """The nodes to start for the given launch argument values (strings, as launch passes them).
 
     Raises:
-        ConfigError: an unknown argument, a boolean argument that is not true/false, or no
-            node selected.
+        ConfigError: an unknown argument, a boolean argument that is not true/false, an
+            unknown ``api_server``, or no node selected.
     """
     args = default_arguments()
     unknown = sorted(set(arguments) - set(args))
@@ -132,7 +145,11 @@ def plan(arguments: Mapping[str, str], default_params_file: str) -> list[Planned
         raise ConfigError("with_*", "false", "no node selected")
     params_file = args[PARAMS_FILE_ARG] or default_params_file
     use_sim_time = _bool(args, "use_sim_time")
-    server = "mapper" if enabled["mapper"] else "instant"
+    server = args["api_server"].strip().lower()
+    if server not in API_SERVERS:
+        raise ConfigError("api_server", args["api_server"], f"must be one of {list(API_SERVERS)}")
+    if server == "auto":
+        server = "mapper" if enabled["mapper"] else "instant"
     planned = []
     for spec in NODES:
         if not enabled[spec.key]:

@@ -6,13 +6,18 @@ each as ``python -m <node module> --ros-args --params-file <params> --params-fil
 -r __node:=<name>``, prefixes their output with the node name, and on Ctrl-C stops them with
 SIGINT (nodes configured to save their map do so) before exiting.
 
-Examples::
+By default the segmenter, the instant semantics node and the mapper node (refined map, which
+serves the planner API) start. Examples::
 
     panoptic-mapper launch
     panoptic-mapper launch --labels my_labels.yaml --arg segmenter_backend:=emulator
+    panoptic-mapper launch --arg with_mapper:=false           # instant map only
     panoptic-mapper launch --nodes instant --bag scene/bag --rate 2
+    # the mapper on another machine (same ROS_DOMAIN_ID, discovery beyond localhost):
+    panoptic-mapper launch --arg with_mapper:=false --arg api_server:=mapper   # robot
+    panoptic-mapper launch --nodes mapper                                      # GPU host
 
-With ``--bag`` the bag is played into the graph once the nodes listen (the recorded
+With ``--bag`` the bag is played into the graph once every node listens (the recorded
 segmentation goes to the replay segmenter) and the graph keeps running afterwards.
 """
 from __future__ import annotations
@@ -28,6 +33,9 @@ import time
 from pathlib import Path
 
 STOP_TIMEOUT_S = 20.0
+STARTUP_TIMEOUT_S = 300.0
+ACTIVE_LINE = "active: listening"
+"""What every node logs once it has subscribed to its inputs."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,9 +102,9 @@ def node_commands(planned, overrides_dir: Path) -> list[tuple[str, list[str]]]:
 def player_command(bag: str, rate: float, planned) -> list[str]:
     """The ``panoptic-mapper play`` command feeding ``bag`` to the planned nodes.
 
-    The player waits until every input topic of the planned nodes has a subscriber (a message
-    sent before discovery completes would be lost), and sends a recorded segmentation to the
-    replay segmenter's input.
+    The player waits until every input topic is matched by each planned node that subscribes
+    to it (a message sent before discovery completes would be lost), and sends a recorded
+    segmentation to the replay segmenter's input.
     """
     from panoptic_mapper.ros.node_config import (InstantSemanticsNodeConfig,
                                                  SegmenterNodeConfig)
@@ -105,7 +113,7 @@ def player_command(bag: str, rate: float, planned) -> list[str]:
                "--rate", str(rate), "--wait-timeout", "300"]
     wait_for: list[str] = []
     for node in planned:
-        if node.spec.key == "instant":
+        if node.spec.key in ("instant", "mapper"):
             topics = InstantSemanticsNodeConfig().input.topics
             wait_for += [node.overrides.get(f"input.topics.{name}", getattr(topics, name))
                          for name in ("rgb", "depth", "camera_info", "pose")]
@@ -115,7 +123,7 @@ def player_command(bag: str, rate: float, planned) -> list[str]:
                 recorded = segmenter.topics.recorded_segmentation
                 command += ["--remap", f"/panoptic/segmentation:={recorded}"]
                 wait_for.append(recorded)
-    for topic in dict.fromkeys(wait_for):
+    for topic in wait_for:  # once per subscribing node: the player waits for all of them
         command += ["--wait-for", topic]
     return command
 
@@ -209,9 +217,14 @@ def run(args: argparse.Namespace) -> int:
             return 0
         graph = GraphProcesses(commands)
         signal.signal(signal.SIGTERM, _interrupt)  # stop the nodes cleanly on SIGTERM too
-        if args.bag:
-            graph.start("player", player_command(args.bag, args.rate, planned))
         try:
+            # The player starts once every node listens: the mapping nodes share input topics,
+            # and the player only waits for the first subscriber of each.
+            if args.bag and all(graph.wait_for_line(node.spec.name, ACTIVE_LINE,
+                                                    STARTUP_TIMEOUT_S) for node in planned):
+                graph.start("player", player_command(args.bag, args.rate, planned))
+            elif args.bag:
+                print("error: a node did not start; the bag is not played", file=sys.stderr)
             while len(graph.exited()) < len(graph.processes) or not graph.processes:
                 time.sleep(0.2)
         except KeyboardInterrupt:

@@ -17,6 +17,7 @@ Owns: the pacing and publishing of raw messages. Does not own: reading bags
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import sys
 import time
@@ -44,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "when given) for nodes with use_sim_time")
     parser.add_argument("--wait-for", action="append", default=[], metavar="TOPIC",
                         help="before playing, wait until the publisher of TOPIC (a played name, "
-                             "after remapping) is matched by a subscriber (repeatable)")
+                             "after remapping) is matched by a subscriber (repeatable; a topic "
+                             "given k times waits for k subscribers)")
     parser.add_argument("--wait-timeout", type=float, default=30.0, metavar="S",
                         help="give up waiting for --wait-for subscribers after S seconds "
                              "(default: %(default)s)")
@@ -173,7 +175,9 @@ def _play(args: argparse.Namespace, info, topics: dict[str, str],
             print(f"error: --wait-for {unknown}: not a played topic; played: {sorted(by_name)}",
                   file=sys.stderr)
             return 2
-        if not _wait_for_subscribers({t: by_name[t] for t in args.wait_for}, args.wait_timeout):
+        wanted = collections.Counter(args.wait_for)
+        if not _wait_for_subscribers({t: (by_name[t], n) for t, n in wanted.items()},
+                                     args.wait_timeout):
             return 1
         if not args.quiet:
             names = ", ".join(f"{t} -> {remaps[t]}" if t in remaps else t for t in publishers)
@@ -195,17 +199,20 @@ def _play(args: argparse.Namespace, info, topics: dict[str, str],
     return 0
 
 
-def _wait_for_subscribers(publishers: dict[str, Any], timeout_s: float) -> bool:
-    """Wait until each publisher is matched by a subscription at the DDS level (a subscriber
-    merely known to the graph may not receive messages sent before the match completes)."""
+def _wait_for_subscribers(publishers: dict[str, tuple[Any, int]], timeout_s: float) -> bool:
+    """Wait until each publisher is matched by its number of subscriptions at the DDS level (a
+    subscriber merely known to the graph may not receive messages sent before the match
+    completes)."""
     deadline = time.monotonic() + timeout_s
     pending = list(publishers)
     while pending:
-        pending = [t for t in pending if publishers[t].get_subscription_count() == 0]
+        pending = [t for t in pending
+                   if publishers[t][0].get_subscription_count() < publishers[t][1]]
         if not pending:
             break
         if time.monotonic() > deadline:
-            print(f"error: no subscriber on {pending} after {timeout_s:g} s", file=sys.stderr)
+            print(f"error: too few subscribers on {pending} after {timeout_s:g} s",
+                  file=sys.stderr)
             return False
         time.sleep(0.05)
     return True

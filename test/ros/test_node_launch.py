@@ -72,11 +72,12 @@ def test_launch_file_compiles_and_takes_everything_from_the_plan():
     assert not any(s.startswith("/camera") for s in strings)
 
 
-def test_arguments_have_descriptions_and_defaults_select_segmenter_and_instant():
+def test_arguments_have_descriptions_and_defaults_select_all_three_nodes():
     assert all(arg.description for arg in LAUNCH_ARGUMENTS)
     planned = plan({}, "/p.yaml")
-    assert [n.spec.key for n in planned] == ["segmenter", "instant"]
-    assert planned[1].overrides["planner_api.serve"] is True
+    assert [n.spec.key for n in planned] == ["segmenter", "instant", "mapper"]
+    assert planned[1].overrides["planner_api.serve"] is False
+    assert planned[2].overrides["planner_api.serve"] is True
     assert all(n.params_file == "/p.yaml" for n in planned)
 
 

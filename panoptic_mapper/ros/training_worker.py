@@ -1,0 +1,232 @@
+"""The mapper node's background training: a thread that trains the refined map's field in
+chunks while the node integrates frames and answers planners.
+
+States (:class:`TrainingState`): ``stopped`` (not requested), ``waiting_for_keyframes``
+(requested, fewer than ``map.min_keyframes`` keyframes), ``training``, ``done`` (the step
+budget is used up; a START with ``extra_steps`` continues) and ``failed`` (a chunk raised; the
+error is kept and logged, a START retries).
+
+Sharing the CPU: each chunk holds the session's write lock for at most ``chunk_max_s``; when
+frames wait for integration afterwards, the worker pauses until they are integrated or until
+training is back at ``max_share`` of the time, so the map keeps up with the stream.
+
+ROS-free. Owns: the thread, start/stop/extend, the state, progress logging and when the
+published map is relabelled with the field. Does not own: the training itself
+(``refined_session``, ``core/field``) or how status is shown (the node).
+"""
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from panoptic_mapper.core.field.trainer import TrainingProgress
+from panoptic_mapper.ros.mapper_config import TrainingWorkerConfig
+from panoptic_mapper.ros.refined_session import RefinedMapSession, TrainedChunk
+
+IDLE_POLL_S = 0.2
+"""How often an idle worker checks for keyframes (a start/stop wakes it at once)."""
+YIELD_POLL_S = 0.01
+"""How often a pausing worker checks whether the waiting frames were integrated."""
+
+
+class Logger(Protocol):
+    """The logging calls the worker makes (rclpy's node logger and ``logging`` both fit)."""
+
+    def info(self, message: str) -> object: ...
+
+    def warning(self, message: str) -> object: ...
+
+    def error(self, message: str) -> object: ...
+
+
+class TrainingState(str, enum.Enum):
+    """Where the background training stands (see the module docstring)."""
+
+    STOPPED = "stopped"
+    WAITING = "waiting_for_keyframes"
+    TRAINING = "training"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class TrainingStatus:
+    """A snapshot of the worker and the field."""
+
+    state: TrainingState
+    ready: bool
+    """The field answers the planner services (else the prior does)."""
+    progress: TrainingProgress
+    """Step, budget, phase, losses, tokens, keyframes; the rate is the last chunk's."""
+    error: str = ""
+    """Why the last chunk failed (state ``failed``)."""
+
+    def summary(self) -> str:
+        """One log line."""
+        p = self.progress
+        text = (f"training {self.state.value}: step {p.step}/{p.total_steps}, "
+                f"{p.num_keyframes} keyframes, {p.num_tokens} tokens, "
+                f"field {'ready' if self.ready else 'not ready (answers from the prior)'}")
+        if p.step:
+            text += f", phase {p.phase}, {p.steps_per_s:.1f} steps/s"
+            if "total" in p.losses:
+                text += f", loss {p.losses['total']:.3g}"
+        return text + (f"; error: {self.error}" if self.error else "")
+
+
+class TrainingWorker:
+    """Trains a :class:`RefinedMapSession` in chunks on its own thread (module docstring).
+
+    Args:
+        session: the node's map session (its map may be replaced by reset/load at any time).
+        config: chunk size, CPU share, relabel and log periods; ``autostart`` requests
+            training from the start.
+        logger: where state changes and the periodic progress line go.
+        frames_pending: True while frames wait for (or are in) integration.
+    """
+
+    def __init__(self, session: RefinedMapSession, config: TrainingWorkerConfig,
+                 logger: Logger, frames_pending: Callable[[], bool] = lambda: False):
+        self._session = session
+        self._config = config
+        self._logger = logger
+        self._frames_pending = frames_pending
+        self._lock = threading.Lock()
+        self._chunk_lock = threading.Lock()
+        """Held by the thread while a chunk trains."""
+        self._requested = config.autostart
+        self._error = ""
+        self._last_chunk_rate = 0.0
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._last_relabel = time.monotonic()
+        self._last_log = 0.0
+        self._reported_state: TrainingState | None = None
+        self._thread = threading.Thread(target=self._run, name="training", daemon=True)
+        self._thread.start()
+
+    # ---- control -------------------------------------------------------------------------------
+    def start(self, extra_steps: int = 0) -> TrainingStatus:
+        """Request training (again), first adding ``extra_steps`` to the step budget.
+
+        Raises:
+            InvalidInputError: ``extra_steps`` is negative.
+        """
+        if extra_steps:
+            total = self._session.extend_budget(extra_steps)
+            self._logger.info(f"training budget extended by {extra_steps} to {total} steps")
+        with self._lock:
+            self._requested = True
+            self._error = ""
+        self._wake.set()
+        return self.status()
+
+    def stop(self) -> TrainingStatus:
+        """Stop training; returns once the current chunk has ended (at most ``chunk_max_s``
+        plus one step), so the status is final. The field keeps its state."""
+        with self._lock:
+            self._requested = False
+        self._wake.set()
+        with self._chunk_lock:
+            return self.status()
+
+    def status(self) -> TrainingStatus:
+        """The current state and progress (waits at most for the current step, not for the
+        chunk)."""
+        progress = self._session.progress()
+        with self._lock:
+            requested, error, rate = self._requested, self._error, self._last_chunk_rate
+        if error:
+            state = TrainingState.FAILED
+        elif not requested:
+            state = TrainingState.STOPPED
+        elif progress.done:
+            state = TrainingState.DONE
+        elif not self._session.can_train():
+            state = TrainingState.WAITING
+        else:
+            state = TrainingState.TRAINING
+        progress.steps_per_s = rate if state == TrainingState.TRAINING else 0.0
+        return TrainingStatus(state, self._session.is_ready, progress, error)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop the thread after its current chunk (idempotent)."""
+        self._closed.set()
+        self._wake.set()
+        self._thread.join(timeout=timeout_s)
+
+    # ---- the thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        resume_at = 0.0
+        while not self._closed.is_set():
+            status = self.status()
+            self._report(status)
+            if status.state != TrainingState.TRAINING:
+                self._wake.wait(IDLE_POLL_S)
+                self._wake.clear()
+                continue
+            if time.monotonic() < resume_at and self._frames_pending():
+                time.sleep(YIELD_POLL_S)
+                continue
+            with self._chunk_lock:
+                chunk = self._train_chunk()
+            if chunk is None:
+                continue
+            resume_at = time.monotonic() + chunk.progress.elapsed_s * \
+                (1.0 - self._config.max_share) / self._config.max_share
+            self._after_chunk(chunk)
+
+    def _train_chunk(self) -> TrainedChunk | None:
+        """One chunk, unless a stop came meanwhile; None when nothing was trained."""
+        status = self.status()
+        if status.state != TrainingState.TRAINING:
+            return None
+        remaining = status.progress.total_steps - status.progress.step
+        try:
+            return self._session.train(min(self._config.chunk_steps, remaining),
+                                       time.monotonic() + self._config.chunk_max_s)
+        except Exception as exc:  # noqa: BLE001 - a failed chunk must not end the thread
+            if self._session.can_train():  # else a reset emptied the map meanwhile
+                with self._lock:
+                    self._error = f"{type(exc).__name__}: {exc}"
+            return None
+
+    def _after_chunk(self, chunk: TrainedChunk) -> None:
+        with self._lock:
+            self._last_chunk_rate = chunk.progress.steps_per_s
+        now = time.monotonic()
+        if chunk.became_ready:
+            self._last_relabel = now
+            self._logger.info(f"field ready at step {chunk.progress.step}: the planner "
+                              "services and map topics now answer from the refined field")
+        elif self._session.is_ready and (chunk.progress.done or now - self._last_relabel
+                                         >= self._config.relabel_period_s):
+            self._last_relabel = now
+            self._session.mark_changed()
+        for change in chunk.progress.token_changes:
+            self._logger.info(
+                f"tokens at step {change.step}: pruned unused {change.pruned_unused}, "
+                f"pruned duplicates {change.pruned_duplicate}, split {change.split}, "
+                f"spawned {change.spawned}")
+        if chunk.progress.done:  # logged here: a stop() right now would hide it from the loop
+            self._reported_state = TrainingState.DONE
+            self._logger.info(TrainingStatus(TrainingState.DONE, self._session.is_ready,
+                                             chunk.progress).summary())
+
+    def _report(self, status: TrainingStatus) -> None:
+        """Log state changes, and the progress line every ``log_period_s`` while training."""
+        now = time.monotonic()
+        changed = status.state != self._reported_state
+        if changed:
+            self._reported_state = status.state
+            log = self._logger.error if status.state == TrainingState.FAILED else \
+                self._logger.info
+            log(status.summary())
+            self._last_log = now
+        elif (status.state == TrainingState.TRAINING
+              and now - self._last_log >= self._config.log_period_s):
+            self._logger.info(status.summary())
+            self._last_log = now

@@ -1,0 +1,361 @@
+"""mapper_node in-process: parameters, the training worker (start/stop/status, budget extension,
+failures), progress in the diagnostics, the training_control service, answers from the prior
+until the field is ready and the same instance ids afterwards, save/load with the field
+checkpoint, and one planner endpoint with the instant node beside it.
+
+The scene is the analytic wall + box of ``ros_graph_helpers`` (160 x 120 images); budgets are
+a few dozen steps, so nothing here trains for long.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.parameter import Parameter
+from std_srvs.srv import Trigger
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ros_graph_helpers as helpers  # noqa: E402
+
+from panoptic_mapper.core.errors import ConfigError, InvalidInputError  # noqa: E402
+from panoptic_mapper.core.labels import LabelRegistry  # noqa: E402
+from panoptic_mapper.core.mapping.base import create_map  # noqa: E402
+from panoptic_mapper.core.types import RgbdFrame  # noqa: E402
+from panoptic_mapper.msg import PanopticMesh  # noqa: E402
+from panoptic_mapper.nodes.instant_semantics_node import InstantSemanticsNode  # noqa: E402
+from panoptic_mapper.nodes.mapper_node import MapperNode  # noqa: E402
+from panoptic_mapper.nodes.runtime import autostart  # noqa: E402
+from panoptic_mapper.ros.launch_plan import plan  # noqa: E402
+from panoptic_mapper.ros.mapper_config import MapperNodeConfig, TrainingWorkerConfig  # noqa: E402
+from panoptic_mapper.ros.qos import LATCHED_MAP_QOS  # noqa: E402
+from panoptic_mapper.ros.refined_session import RefinedMapSession  # noqa: E402
+from panoptic_mapper.ros.services import servers_of  # noqa: E402
+from panoptic_mapper.ros.training_worker import TrainingState, TrainingWorker  # noqa: E402
+from panoptic_mapper.srv import (ListInstances, LoadMap, QueryObjects, SaveMap,  # noqa: E402
+                                 TrainingControl)
+
+pytestmark = pytest.mark.ros
+
+SMALL_MAP = {"map.keyframes.min_translation_m": 0.015,  # every frame of the walk is a keyframe
+             "map.training.trainer.total_steps": 100}
+"""Refined map settings for the wall + box scene (a 100-step budget: ready from step 60)."""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """What the node does at configure (``training.torch_threads``), for the worker tests too:
+    on a loaded 2-core machine, more threads make training several times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# ---- parameters ---------------------------------------------------------------------------------
+def test_config_defaults_and_validation_name_the_field():
+    config = MapperNodeConfig()
+    assert config.training.torch_threads == 1 and config.training.autostart
+    assert config.map.training.trainer.torch_threads == 0  # the node's setting applies
+    with pytest.raises(ConfigError, match="chunk_max_s"):
+        TrainingWorkerConfig(chunk_max_s=0.0)
+    with pytest.raises(ConfigError, match="training.max_share"):
+        MapperNodeConfig.from_dict({"training": {"max_share": 1.5}})
+    with pytest.raises(ConfigError, match="map.min_keyframes"):
+        MapperNodeConfig.from_dict({"map": {"min_keyframes": 0}})
+
+
+def test_launch_plan_picks_one_api_server():
+    def servers(arguments):
+        return {n.spec.key: n.overrides.get("planner_api.serve") for n in plan(arguments, "/p")}
+
+    assert servers({}) == {"segmenter": None, "instant": False, "mapper": True}
+    assert servers({"with_mapper": "false"}) == {"segmenter": None, "instant": True}
+    # the mapper runs on another machine: the local instant node must not serve
+    assert servers({"with_mapper": "false", "api_server": "mapper"}) == \
+        {"segmenter": None, "instant": False}
+    assert servers({"api_server": "instant"}) == \
+        {"segmenter": None, "instant": True, "mapper": False}
+    with pytest.raises(ConfigError, match="api_server"):
+        plan({"api_server": "both"}, "/p")
+    mapper = [n for n in plan({"rgb_topic": "/cam/rgb"}, "/p") if n.spec.key == "mapper"][0]
+    assert mapper.overrides["input.topics.rgb"] == "/cam/rgb"
+
+
+# ---- the training worker, without ROS ---------------------------------------------------------
+class ListLogger:
+    def __init__(self):
+        self.lines: list[tuple[str, str]] = []
+
+    def info(self, message):
+        self.lines.append(("info", message))
+
+    def warning(self, message):
+        self.lines.append(("warning", message))
+
+    def error(self, message):
+        self.lines.append(("error", message))
+
+    def text(self) -> str:
+        return "\n".join(message for _, message in self.lines)
+
+
+def scene_frames(count: int):
+    for i in range(count):
+        rgb, depth, ids = helpers.render(i)
+        stamp = helpers.NS_PER_S + i * helpers.NS_PER_S // 10
+        yield (RgbdFrame(stamp, rgb, depth, helpers.camera_pose(i), helpers.INTRINSICS),
+               helpers.segmentation(ids, stamp))
+
+
+def refined_session(total_steps: int) -> RefinedMapSession:
+    registry = LabelRegistry.default()
+    config = MapperNodeConfig.from_flat_dict(
+        {**SMALL_MAP, "map.training.trainer.total_steps": total_steps}).map.to_dict()
+    return RefinedMapSession(lambda: create_map("refined", registry, config), registry)
+
+
+def wait_for_state(worker: TrainingWorker, state: TrainingState, timeout_s: float = 60.0):
+    assert helpers.wait_until(lambda: worker.status().state == state, timeout_s), \
+        worker.status().summary()
+    return worker.status()
+
+
+def test_worker_start_stop_extend_and_done():
+    session = refined_session(total_steps=12)
+    logger = ListLogger()
+    worker = TrainingWorker(session, TrainingWorkerConfig(autostart=False, chunk_steps=4),
+                            logger)
+    try:
+        assert worker.status().state == TrainingState.STOPPED
+        assert worker.start().state == TrainingState.WAITING  # no keyframes yet
+        for frame, segmentation in scene_frames(4):
+            assert session.integrate(frame, segmentation).accepted
+        done = wait_for_state(worker, TrainingState.DONE)
+        assert done.progress.step == 12 and done.progress.total_steps == 12
+        assert done.progress.num_keyframes == 4 and done.progress.num_tokens >= 1
+        assert done.ready  # ready_fraction 0.6 of 12 steps passed
+        assert set(done.progress.losses) >= {"depth", "total"}
+        assert worker.stop().state == TrainingState.STOPPED
+        status = worker.start(extra_steps=8)
+        assert status.progress.total_steps == 20
+        assert wait_for_state(worker, TrainingState.DONE).progress.step == 20
+        with pytest.raises(InvalidInputError, match="extra_steps"):
+            worker.start(extra_steps=-1)
+    finally:
+        worker.close()
+    text = logger.text()
+    assert "training waiting_for_keyframes" in text and "training done: step 12/12" in text
+    assert "field ready at step" in text and "budget extended by 8 to 20" in text
+
+
+def test_worker_failure_is_reported_and_start_retries(monkeypatch):
+    session = refined_session(total_steps=6)
+    for frame, segmentation in scene_frames(3):
+        session.integrate(frame, segmentation)
+    original = session.train
+    monkeypatch.setattr(session, "train", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("out of memory")))
+    logger = ListLogger()
+    worker = TrainingWorker(session, TrainingWorkerConfig(), logger)
+    try:
+        failed = wait_for_state(worker, TrainingState.FAILED)
+        assert "RuntimeError: out of memory" in failed.error
+        monkeypatch.setattr(session, "train", original)
+        assert worker.start().state == TrainingState.TRAINING
+        assert wait_for_state(worker, TrainingState.DONE).progress.step == 6
+    finally:
+        worker.close()
+    assert any(level == "error" and "out of memory" in text for level, text in logger.lines)
+
+
+def test_worker_yields_to_waiting_frames():
+    """While frames wait, a chunk is followed by a pause of chunk time * (1 - share) / share."""
+    session = refined_session(total_steps=1000)
+    for frame, segmentation in scene_frames(3):
+        session.integrate(frame, segmentation)
+    pending = threading.Event()
+    pending.set()
+    calls: list[float] = []
+    original = session.train
+
+    def timed_train(num_steps, deadline_s=None):
+        calls.append(time.monotonic())
+        return original(1, deadline_s)
+
+    session.train = timed_train
+    worker = TrainingWorker(session, TrainingWorkerConfig(max_share=0.2), ListLogger(),
+                            frames_pending=pending.is_set)
+    try:
+        assert helpers.wait_until(lambda: len(calls) >= 3, 60.0)
+        gaps = np.diff(calls[:3])
+        pending.clear()  # nothing waits: chunks follow each other
+        count = len(calls)
+        assert helpers.wait_until(lambda: len(calls) >= count + 3, 60.0)
+        free_gaps = np.diff(calls[count:count + 3])
+    finally:
+        worker.close()
+    # with a 20 % share, each gap is at least 5x the chunk's own time
+    assert np.median(gaps) > 2.5 * np.median(free_gaps), (gaps, free_gaps)
+
+
+# ---- the node ----------------------------------------------------------------------------------
+def make_mapper(graph, namespace: str, name: str = "", **overrides) -> MapperNode:
+    params = {"planner_api.namespace": namespace, "planner_api.discovery_wait_s": 0.0,
+              "output.rate_hz": 10.0, "diagnostics_period_s": 0.2, "queue_size": 50,
+              "input.topics.rgb": graph.topic("rgb"), "input.topics.depth": graph.topic("depth"),
+              "input.topics.camera_info": graph.topic("camera_info"),
+              "input.topics.pose": graph.topic("pose"),
+              "input.topics.segmentation": graph.topic("segmentation"),
+              "training.autostart": False, "training.chunk_steps": 5, **SMALL_MAP, **overrides}
+    node = MapperNode(context=graph.context,
+                      parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+                      cli_args=["--ros-args", "-r", f"__node:={name}"] if name else None)
+    graph.add(node)
+    return node
+
+
+def control(graph, node, command, extra_steps: int = 0):
+    return graph.call(TrainingControl, f"/{node.get_name()}/training_control",
+                      TrainingControl.Request(command=command, extra_steps=extra_steps))
+
+
+class DiagnosticsProbe:
+    def __init__(self, graph, name: str):
+        self.values: list[dict[str, str]] = []
+        self._name = name
+        self._sub = graph.probe.create_subscription(DiagnosticArray, "/diagnostics",
+                                                    self._on_msg, 10)
+
+    def _on_msg(self, msg):
+        for status in msg.status:
+            if status.name == self._name:
+                self.values.append({kv.key: kv.value for kv in status.values})
+
+    def latest(self) -> dict[str, str]:
+        return self.values[-1] if self.values else {}
+
+
+@pytest.fixture(scope="module")
+def mapper():
+    """A mapper node (training not started) that has integrated 12 frames of the scene."""
+    prefix = f"/pm_mapper_{os.getpid()}"
+    graph = helpers.NodeGraph(prefix)
+    node = make_mapper(graph, prefix + "/api")
+    diagnostics = DiagnosticsProbe(graph, node.get_name())
+    try:
+        assert autostart(node)
+        graph.wait_for_subscribers(node.get_name())
+        for i in range(12):
+            graph.publish(helpers.frame_messages(i))
+        assert helpers.wait_until(lambda: node.session.snapshot.num_frames == 12, 30.0)
+        yield graph, node, prefix + "/api", diagnostics
+    finally:
+        node.release(save=False)
+        graph.shutdown()
+
+
+def instance_ids(graph, api) -> dict[int, str]:
+    answer = graph.call(ListInstances, f"{api}/list_instances", ListInstances.Request())
+    assert answer.success, answer.message
+    return {i.id: i.label for i in answer.instances}
+
+
+@pytest.mark.slow
+def test_answers_from_the_prior_then_the_field_with_the_same_ids(mapper, tmp_path):
+    graph, node, api, diagnostics = mapper
+    status = control(graph, node, TrainingControl.Request.STATUS)
+    assert status.success and status.state == "stopped" and not status.ready
+    assert status.step == 0 and status.total_steps == 100 and status.num_keyframes == 12
+    before = instance_ids(graph, api)  # the prior (instant map inside the mapper)
+    assert sorted(before.values()) == ["box", "wall"]
+    assert diagnostics.latest().get("answers_from") == "prior"
+
+    started = control(graph, node, TrainingControl.Request.START)
+    assert started.success and started.state == "training", started.message
+    assert helpers.wait_until(lambda: diagnostics.latest().get("answers_from") == "field", 120)
+    after = instance_ids(graph, api)
+    assert after == before  # the tokens kept the prior's ids
+    values = diagnostics.latest()
+    assert values["field_ready"] == "true" and int(values["training_step"]) >= 60
+    assert int(values["training_tokens"]) >= 1 and "loss.total" in values
+    assert values["planner_api"] == "served"
+
+    box = graph.call(QueryObjects, f"{api}/query_objects", QueryObjects.Request(query="box"))
+    assert box.success and [i.label for i in box.instances] == ["box"], box.message
+    assert box.instances[0].centroid.z == pytest.approx(helpers.BOX_Z_M, abs=0.1)
+    meshes = []
+    sub = graph.probe.create_subscription(PanopticMesh, f"{api}/mesh", meshes.append,
+                                          LATCHED_MAP_QOS)
+    try:
+        assert helpers.wait_until(lambda: meshes, 10.0)
+    finally:
+        graph.probe.destroy_subscription(sub)
+    assert meshes[-1].source == "refined"
+    assert {helpers.WALL_ID, helpers.BOX_ID} <= set(np.asarray(meshes[-1].label_ids).tolist())
+
+    stopped = control(graph, node, TrainingControl.Request.STOP)
+    assert stopped.success and stopped.state == "stopped"
+    step = stopped.step
+    time.sleep(0.5)
+    assert control(graph, node, TrainingControl.Request.STATUS).step == step  # no more steps
+
+    path = tmp_path / "refined.npz"
+    assert graph.call(SaveMap, f"{api}/save_map", SaveMap.Request(path=str(path))).success
+    assert graph.call(Trigger, f"{api}/reset", Trigger.Request()).success
+    assert instance_ids(graph, api) == {}
+    reset = control(graph, node, TrainingControl.Request.STATUS)
+    assert reset.step == 0 and not reset.ready and reset.num_keyframes == 0
+    loaded = graph.call(LoadMap, f"{api}/load_map", LoadMap.Request(path=str(path)))
+    assert loaded.success, loaded.message
+    restored = control(graph, node, TrainingControl.Request.STATUS)
+    assert restored.ready and restored.step == step and restored.num_keyframes == 12
+    assert instance_ids(graph, api) == before
+    assert node.session.serves_field
+
+
+def test_training_control_rejects_bad_requests(mapper):
+    graph, node, _, _ = mapper
+    bad = control(graph, node, 7)
+    assert not bad.success and "command" in bad.message and "7" in bad.message
+    extra = control(graph, node, TrainingControl.Request.STOP, extra_steps=5)
+    assert not extra.success and "extra_steps" in extra.message
+
+
+def test_one_planner_endpoint_with_both_nodes():
+    """The launch plan's settings: the mapper serves, the instant node keeps its map private."""
+    prefix = f"/pm_pair_{os.getpid()}"
+    api = prefix + "/api"
+    graph = helpers.NodeGraph(prefix)
+    topics = {"input.topics.rgb": graph.topic("rgb"), "input.topics.depth": graph.topic("depth"),
+              "input.topics.camera_info": graph.topic("camera_info"),
+              "input.topics.pose": graph.topic("pose"),
+              "input.topics.segmentation": graph.topic("segmentation")}
+    instant = InstantSemanticsNode(context=graph.context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in {**topics, "planner_api.namespace": api,
+                                           "planner_api.serve": False}.items()])
+    graph.add(instant)
+    # a name of its own: the module's other mapper node may still be in the graph
+    mapper_node = make_mapper(graph, api, "pair_mapper", **{"planner_api.discovery_wait_s": 1.0})
+    try:
+        assert autostart(instant) and autostart(mapper_node)
+        assert instant.api is None and mapper_node.api is not None
+        assert instant.outputs.namespace == "~" and mapper_node.outputs.namespace == api
+        assert helpers.wait_until(lambda: servers_of(graph.probe, f"{api}/query_objects")
+                                  == [mapper_node.get_fully_qualified_name()], 10.0)
+        names = dict(graph.probe.get_topic_names_and_types())
+        assert "/instant_semantics_node/mesh" in names and f"{api}/mesh" in names
+        graph.wait_for_subscribers("both")
+        graph.publish(helpers.frame_messages(0))
+        assert helpers.wait_until(lambda: instant.session.snapshot.num_frames == 1
+                                  and mapper_node.session.snapshot.num_frames == 1, 20.0)
+    finally:
+        for node in (mapper_node, instant):
+            node.release(save=False)
+        graph.shutdown()
