@@ -3,12 +3,15 @@
 1. ``panoptic-mapper make-scene``: a procedural room with ground truth and its bag (emulated
    Grounded SAM segmentation at ``--noise``);
 2. the ROS graph of ``panoptic-mapper launch`` (segmenter_node in replay mode ->
-   instant_semantics_node, separate processes over DDS) maps the bag played by
-   ``panoptic-mapper play``;
+   instant_semantics_node and mapper_node, separate processes over DDS) maps the bag played by
+   ``panoptic-mapper play``; the mapper trains its refined field (a short budget of
+   ``--train-steps``) until it is ready, and serves the planner API;
 3. the planner services answer ``query_objects`` for the scene's most frequent classes; the mesh
    is exported (PLY, semantic colours) and the map saved, then the graph is stopped with SIGINT;
 4. ``panoptic-mapper eval`` scores the instant map on the same scene against its ground truth
-   (scene-level PQ and more).
+   (scene-level PQ and more; the refined map is not scored here: eval would train it again).
+
+``--no-mapper`` runs the instant map only (it then serves the planner API).
 
 Prints where every output is. DDS stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE
 =LOCALHOST unless set) in a random ROS_DOMAIN_ID, so the demo never talks to another graph.
@@ -27,8 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-STARTUP_TIMEOUT_S = 300.0
 MAP_TIMEOUT_S = 600.0
+TRAIN_STEPS_PER_FRAME = 5
+"""Default step budget of the demo's refined field per frame of the walk."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", nargs="+", metavar="TEXT",
                         help="queries to ask (default: the three most frequent object "
                              "classes of the map)")
+    parser.add_argument("--no-mapper", action="store_true",
+                        help="run the instant map only (no mapper_node, no refined field)")
+    parser.add_argument("--train-steps", type=int, default=None, metavar="N",
+                        help="step budget of the refined field; it answers from 60%% of it on "
+                             f"(default: {TRAIN_STEPS_PER_FRAME} per frame)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.frames < 2:
         print("error: --frames must be >= 2", file=sys.stderr)
+        return 1
+    if args.train_steps is not None and args.train_steps < 1:
+        print("error: --train-steps must be >= 1", file=sys.stderr)
         return 1
     out = Path(args.out).expanduser().resolve()
     scene = out / "scene"
@@ -69,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
              "10", "--scale", str(args.scale), "--noise", args.noise, "--no-progress",
              str(scene)]) != 0:
         return 1
-    print("[2/4] mapping the bag with the ROS graph (player -> segmenter -> instant node) ...",
+    nodes = "instant node" if args.no_mapper else "instant node + mapper node"
+    print(f"[2/4] mapping the bag with the ROS graph (player -> segmenter -> {nodes}) ...",
           flush=True)
     answers = _map_with_graph(args, out, scene)
     if answers is None:
@@ -127,35 +140,43 @@ def _map_with_graph(args: argparse.Namespace, out: Path, scene: Path) -> list[st
     from panoptic_mapper.ros.graph_client import GraphClient
     from panoptic_mapper.ros.launch_plan import plan
     from panoptic_mapper.srv import ExportMesh, ListInstances, QueryObjects, SaveMap
-    from panoptic_mapper.tools.launch import GraphProcesses, node_commands, player_command
+    from panoptic_mapper.tools.launch import (ACTIVE_LINE, STARTUP_TIMEOUT_S, GraphProcesses,
+                                              node_commands, player_command)
 
     logs = out / "logs"
     logs.mkdir()
-    planned = plan({"label_file": str(scene / "labels.yaml")}, str(config_path("mapper.yaml")))
+    planned = plan({"label_file": str(scene / "labels.yaml"),
+                    "with_mapper": str(not args.no_mapper).lower()},
+                   str(config_path("mapper.yaml")))
+    train_steps = args.train_steps or TRAIN_STEPS_PER_FRAME * args.frames
     for node in planned:
-        if node.spec.key == "instant":
+        if node.spec.key in ("instant", "mapper"):
             # the demo shows the map of every frame; the keep-up behaviour is benchmarked
             node.overrides.update({"queue_size": args.frames, "diagnostics_period_s": 0.5})
+        if node.spec.key == "mapper":
+            node.overrides["map.training.trainer.total_steps"] = train_steps
+    mapping_nodes = [node.spec.name for node in planned if node.spec.key != "segmenter"]
     client = GraphClient("demo_client")
     with open(logs / "graph.log", "w", encoding="utf-8") as log:
         graph = GraphProcesses(node_commands(planned, logs), log=log)
         try:
-            if not graph.wait_for_line("instant_semantics_node", "active: listening",
-                                       STARTUP_TIMEOUT_S):
-                print(f"error: the instant semantics node did not start; see {log.name}",
-                      file=sys.stderr)
-                return None
+            for name in [node.spec.name for node in planned]:
+                if not graph.wait_for_line(name, ACTIVE_LINE, STARTUP_TIMEOUT_S):
+                    print(f"error: {name} did not start; see {log.name}", file=sys.stderr)
+                    return None
             player = graph.start("player", player_command(str(scene / "bag"), args.rate,
                                                           planned))
-            if player.wait(timeout=MAP_TIMEOUT_S) != 0 or not client.wait_for_idle(
-                    "instant_semantics_node", MAP_TIMEOUT_S):
-                print(f"error: the bag was not mapped; see {log.name}; last diagnostics of "
-                      f"the node: {client.diagnostics('instant_semantics_node')}",
+            if player.wait(timeout=MAP_TIMEOUT_S) != 0 or not all(
+                    client.wait_for_idle(name, MAP_TIMEOUT_S) for name in mapping_nodes):
+                print(f"error: the bag was not mapped; see {log.name}; last diagnostics: "
+                      f"{ {name: client.diagnostics(name) for name in mapping_nodes} }",
                       file=sys.stderr)
                 return None
             status = client.diagnostics("instant_semantics_node")
             lines = [f"mapped {status.get('frames_integrated')} of {args.frames} frames "
                      f"(integration median {status.get('integrate_median_ms')} ms per frame)"]
+            if not args.no_mapper:
+                lines.append(_wait_for_field(client, train_steps))
             listed = client.call(ListInstances, "list_instances", ListInstances.Request())
             things = [i for i in listed.instances if i.is_thing]
             lines.append(f"{len(listed.instances)} instances ({len(things)} objects, "
@@ -179,6 +200,23 @@ def _map_with_graph(args: argparse.Namespace, out: Path, scene: Path) -> list[st
         finally:
             client.shutdown()
             graph.stop()
+
+
+def _wait_for_field(client, train_steps: int) -> str:
+    """Wait until the mapper's field answers; a printable line about it."""
+    started = time.perf_counter()
+    status = lambda: client.diagnostics("mapper_node")  # noqa: E731
+    ready = client.wait_until(lambda: status().get("answers_from") == "field"
+                              or status().get("training_state") == "failed", MAP_TIMEOUT_S)
+    values = status()
+    if not ready or values.get("answers_from") != "field":
+        return (f"refined field NOT ready after {time.perf_counter() - started:.0f} s "
+                f"(training {values.get('training_state')}: {values.get('training_error', '')}"
+                "); the answers below come from the mapper's prior (its instant map)")
+    return (f"refined field ready at step {values.get('training_step')} of {train_steps} "
+            f"(waited {time.perf_counter() - started:.0f} s after mapping, "
+            f"{values.get('training_tokens')} tokens, {values.get('keyframes')} keyframes); "
+            "the answers below come from the field")
 
 
 def _frequent_labels(instances, count: int) -> list[str]:
