@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "7scenes_redkitchen_stride4"
@@ -165,7 +166,8 @@ def summarize(samples: list[dict], rate: float) -> dict:
             "refresh_median_ms": float(last.get("refresh_median_ms", "nan"))}
 
 
-def run_rate(bag: Path, rate: float, work: Path, probe: Probe, with_mapper: bool) -> dict:
+def run_rate(bag: Path, rate: float, work: Path, probe: Probe, with_mapper: bool,
+             mapper_overrides: dict | None = None) -> dict:
     from panoptic_mapper.core.io.resources import config_path
     from panoptic_mapper.ros.launch_plan import plan
     from panoptic_mapper.tools.launch import GraphProcesses, node_commands, player_command
@@ -174,6 +176,8 @@ def run_rate(bag: Path, rate: float, work: Path, probe: Probe, with_mapper: bool
     for node in planned:
         if node.spec.key == "instant":
             node.overrides["diagnostics_period_s"] = 0.5
+        if node.spec.key == "mapper":
+            node.overrides.update(mapper_overrides or {})
     processes = GraphProcesses(node_commands(planned, work), log=None)
     try:
         for node in planned:
@@ -206,6 +210,8 @@ def main() -> int:
     parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 4.0])
     parser.add_argument("--with-mapper", action="store_true",
                         help="run mapper_node (refined map) beside the instant node")
+    parser.add_argument("--mapper-param", action="append", default=[], metavar="NAME=YAML",
+                        help="a mapper_node parameter override, e.g. training.max_share=0.3")
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "panoptic_mapper_ros_bench")
     args = parser.parse_args()
@@ -219,7 +225,9 @@ def main() -> int:
     try:
         for rate in args.rates:
             print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
-            result = run_rate(bag, rate, args.work, probe, args.with_mapper)
+            result = run_rate(bag, rate, args.work, probe, args.with_mapper, {
+                name: yaml.safe_load(value) for name, value in
+                (entry.split("=", 1) for entry in args.mapper_param)})
             print(f"rate {rate:g}x ({7.5 * rate:g} Hz): " + ", ".join(
                 f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in result.items()), flush=True)

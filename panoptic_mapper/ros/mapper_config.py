@@ -32,14 +32,17 @@ class TrainingWorkerConfig(ConfigBase):
     """torch CPU threads of the node process (training and field queries), so that the
     instant semantics node keeps its frame rate on a shared CPU; 0 = torch's default (all
     cores)."""
-    chunk_max_s: float = 0.5
-    """Wall time of one training chunk, seconds. The map is locked while a chunk trains, so
-    this bounds how long a frame or a save/load/reset call waits for the trainer."""
+    chunk_max_s: float = 0.25
+    """Wall time of one training chunk, seconds (a chunk ends after the step running at this
+    time). The map is locked while a chunk trains, so this bounds how long a frame or a
+    save/load/reset call waits for the trainer."""
     chunk_steps: int = 20
     """Most training steps per chunk."""
-    max_share: float = 0.5
+    max_share: float = 0.25
     """While frames wait for integration, training takes at most this share of the time (it
-    pauses after each chunk until the frames are integrated or its share is restored)."""
+    pauses after each chunk until the frames are integrated or its share is restored); without
+    frames it trains all the time. 0.25 kept the node's prior about as complete as the instant
+    node's map on 7-Scenes at 7.5 Hz on a loaded 2-core CPU (BENCHMARKS.md)."""
     relabel_period_s: float = 10.0
     """Once the field is ready, the published map (mesh labels, instances, query table) is
     relabelled with the current field at most this often while training goes on, seconds
