@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
@@ -34,6 +35,7 @@ from panoptic_mapper.nodes.mapper_node import MapperNode  # noqa: E402
 from panoptic_mapper.nodes.runtime import autostart  # noqa: E402
 from panoptic_mapper.ros.launch_plan import plan  # noqa: E402
 from panoptic_mapper.ros.mapper_config import MapperNodeConfig, TrainingWorkerConfig  # noqa: E402
+from panoptic_mapper.ros.params import declare_config, parameter_descriptors  # noqa: E402
 from panoptic_mapper.ros.qos import LATCHED_MAP_QOS  # noqa: E402
 from panoptic_mapper.ros.refined_session import RefinedMapSession  # noqa: E402
 from panoptic_mapper.ros.services import servers_of  # noqa: E402
@@ -69,6 +71,22 @@ def test_config_defaults_and_validation_name_the_field():
         MapperNodeConfig.from_dict({"training": {"max_share": 1.5}})
     with pytest.raises(ConfigError, match="map.min_keyframes"):
         MapperNodeConfig.from_dict({"map": {"min_keyframes": 0}})
+
+
+def test_parameters_round_trip_with_descriptions_and_bad_values_name_the_parameter():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("mapper_params", context=context)
+        descriptors = parameter_descriptors(MapperNodeConfig)
+        assert not [name for name, d in descriptors.items() if not d.description]
+        assert declare_config(node, MapperNodeConfig) == MapperNodeConfig()
+        node.destroy_node()
+        with pytest.raises(ConfigError, match=r"training\.max_share"):
+            MapperNode(context=context,
+                       parameter_overrides=[Parameter("training.max_share", value=2.0)])
+    finally:
+        context.try_shutdown()
 
 
 def test_launch_plan_picks_one_api_server():
