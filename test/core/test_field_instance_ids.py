@@ -1,7 +1,7 @@
 """Published ids: tokens inherit the prior's ids by overlap, bindings never change."""
 import numpy as np
 
-from panoptic_mapper.core.field.instance_ids import (IdBindingState, bind_ids,
+from panoptic_mapper.core.field.instance_ids import (IdBindingState, bind_ids, passthrough_ids,
                                                      published_instance_ids)
 
 
@@ -37,3 +37,16 @@ def test_low_overlap_does_not_inherit():
     prior = np.array([7, 7, 7, 7, 7, 7, 7, 7, 7, 7])  # IoU 0.1
     bind_ids(state, tokens, prior, {7}, {}, np.array([]), min_iou=0.2)
     assert state.token_to_map == {1: 8}
+
+
+def test_passthrough_keeps_prior_ids_but_not_our_fresh_ones():
+    state = IdBindingState(token_to_map={1: 7, 3: 9}, stuff_to_map={1: 60}, next_id=10,
+                           fresh_ids=[9, 60])
+    is_stuff = np.zeros(12, bool)
+    is_stuff[1] = True
+    prior_ids = np.array([7, 8, 9, 50, 0])
+    prior_labels = np.array([10, 11, 10, 1, 0])
+    out = passthrough_ids(state, prior_ids, prior_labels, is_stuff)
+    # 7 and 8 pass; 9 collides with our fresh id 9 -> 0; the stuff label 1 -> our region 60
+    assert out.tolist() == [7, 8, 0, 60, 0]
+    assert IdBindingState.from_dict(state.to_dict()) == state

@@ -87,11 +87,13 @@ def test_keyframe_selection_uses_motion(toy_scene):
 
 @pytest.mark.slow
 def test_short_training_raises_pq_and_keeps_prior_ids(toy_scene):
-    baseline = _integrated(toy_scene, _config(120, ready_fraction=0.0))
+    # labels purely from the field (no fallback to the prior), untrained vs trained
+    baseline = _integrated(toy_scene, _config(120, ready_fraction=0.0,
+                                              prior_fallback_confidence=0.0))
     baseline.train_steps(0)  # untrained field, published
     assert baseline.is_ready
     untrained_pq = _scene_pq(baseline, toy_scene)
-    refined = _integrated(toy_scene, _config(120))
+    refined = _integrated(toy_scene, _config(120, prior_fallback_confidence=0.0))
     refined.finalize()
     trained_pq = _scene_pq(refined, toy_scene)
     assert untrained_pq < 20.0
@@ -251,3 +253,19 @@ def test_finalize_fits_the_schedule_into_its_time_budget(toy_scene):
     progress = refined.progress()
     assert progress.total_steps < 100000 and progress.done  # shrunk, then completed
     assert refined.is_ready and elapsed < 8.0 + 15.0  # training budget + publishing
+
+
+def test_prior_fallback_where_the_field_is_unsure(toy_scene):
+    refined = _integrated(toy_scene, _config(10, ready_fraction=0.0,
+                                             prior_fallback_confidence=1.0))
+    refined.train_steps(1)  # untrained: every vertex is "unsure"
+    mesh, prior_mesh = refined.get_mesh(), toy_scene.mesh
+    np.testing.assert_array_equal(mesh.label_ids, prior_mesh.label_ids)
+    things = prior_mesh.instance_ids > 0
+    np.testing.assert_array_equal(mesh.instance_ids[things], prior_mesh.instance_ids[things] + 100)
+    labels, _ = refined.query_labels(prior_mesh.vertices_m[::97])
+    known = labels > 0
+    np.testing.assert_array_equal(labels[known], prior_mesh.label_ids[::97][known])
+    pure = _integrated(toy_scene, _config(10, ready_fraction=0.0, prior_fallback_confidence=0.0))
+    pure.train_steps(1)
+    assert not np.array_equal(pure.get_mesh().label_ids, prior_mesh.label_ids)

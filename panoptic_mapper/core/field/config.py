@@ -380,7 +380,7 @@ class TrainerConfig(ConfigBase):
 
     total_steps: int = 1200
     """Step budget the schedule is scaled to (code: 6000-7500 on a GPU)."""
-    geometry_rays_per_step: int = 256
+    geometry_rays_per_step: int = 128
     """Rays with observed depth drawn from random keyframes for the geometry losses."""
     segmentation_frames_per_step: int = 4
     """Keyframes whose rays carry the segmentation losses in one step (code: 10)."""
@@ -389,7 +389,7 @@ class TrainerConfig(ConfigBase):
     segment_balanced_fraction: float = 0.5
     """Share of segmentation rays drawn equally per 2D segment instead of uniformly, so small
     masks get enough rays for the matching."""
-    eikonal_points_per_step: int = 128
+    eikonal_points_per_step: int = 64
     """Sample points given a finite-difference eikonal term per step."""
     eikonal_step_m: float = 0.01
     """Central-difference step of the eikonal gradient, metres."""

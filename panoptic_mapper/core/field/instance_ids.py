@@ -6,7 +6,8 @@ most on the shared mesh vertices (Hungarian on IoU, at least ``min_iou``), unles
 already taken; the rest get fresh ids above every id seen so far. Bindings never change
 afterwards. Stuff regions take the prior's stuff region id of their label.
 
-Owns: :class:`IdBindingState` and :func:`bind_ids`. Does not own: how vertices get tokens.
+Owns: :class:`IdBindingState`, :func:`bind_ids`, :func:`published_instance_ids`,
+:func:`passthrough_ids`. Does not own: how vertices get tokens.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ class IdBindingState:
     stuff_to_map: dict[int, int] = field(default_factory=dict)
     next_id: int = 1
     """Fresh ids start here (kept above every prior and published id seen)."""
+    fresh_ids: list[int] = field(default_factory=list)
+    """Published ids that did not come from the prior (a later prior instance may reuse one)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,7 +37,7 @@ class IdBindingState:
     def from_dict(cls, data: dict) -> "IdBindingState":
         return cls({int(k): int(v) for k, v in data.get("token_to_map", {}).items()},
                    {int(k): int(v) for k, v in data.get("stuff_to_map", {}).items()},
-                   int(data.get("next_id", 1)))
+                   int(data.get("next_id", 1)), [int(i) for i in data.get("fresh_ids", [])])
 
 
 def bind_ids(state: IdBindingState, vertex_token_ids: np.ndarray,
@@ -70,6 +73,7 @@ def bind_ids(state: IdBindingState, vertex_token_ids: np.ndarray,
     for token in unbound:
         if token not in state.token_to_map:
             state.token_to_map[token] = state.next_id
+            state.fresh_ids.append(state.next_id)
             state.next_id += 1
     for label in (int(x) for x in stuff_labels):
         if label in state.stuff_to_map:
@@ -79,6 +83,7 @@ def bind_ids(state: IdBindingState, vertex_token_ids: np.ndarray,
             state.stuff_to_map[label] = prior_id
         else:
             state.stuff_to_map[label] = state.next_id
+            state.fresh_ids.append(state.next_id)
             state.next_id += 1
         used.add(state.stuff_to_map[label])
 
@@ -116,3 +121,24 @@ def published_instance_ids(state: IdBindingState, vertex_token_ids: np.ndarray,
     for label, map_id in state.stuff_to_map.items():
         out[stuff & (vertex_stuff_labels == label)] = map_id
     return out
+
+
+def passthrough_ids(state: IdBindingState, prior_ids: np.ndarray, prior_labels: np.ndarray,
+                    is_stuff_label: np.ndarray) -> np.ndarray:
+    """[V] published id of vertices (or points) that keep the prior's answer.
+
+    A stuff label keeps its published region id; a prior thing id is published as it is (tokens
+    inherit prior ids, so it agrees with theirs), unless one of our fresh ids took that value
+    (then 0: no instance rather than a wrong one).
+
+    Args:
+        prior_ids: [V] the prior's instance ids.
+        prior_labels: [V] the prior's label ids.
+        is_stuff_label: [max_label + 1] bool lookup table.
+    """
+    labels = np.asarray(prior_labels, np.int64)
+    stuff = is_stuff_label[np.clip(labels, 0, len(is_stuff_label) - 1)] & (labels > 0)
+    out = np.where(np.isin(prior_ids, state.fresh_ids), NO_INSTANCE_ID, prior_ids)
+    for label, map_id in state.stuff_to_map.items():
+        out = np.where(stuff & (labels == label), map_id, out)
+    return out.astype(np.int32)

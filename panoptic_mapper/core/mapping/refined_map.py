@@ -52,7 +52,7 @@ from panoptic_mapper.core.field.appearance import (AppearanceConfig, GsplatAppea
 from panoptic_mapper.core.field.classes import ClassSpace
 from panoptic_mapper.core.field.config import FieldTrainingConfig, KeyframeConfig
 from panoptic_mapper.core.field.instance_ids import (IdBindingState, bind_ids,
-                                                     published_instance_ids)
+                                                     passthrough_ids, published_instance_ids)
 from panoptic_mapper.core.field.keyframes import Keyframe, KeyframeSelector, KeyframeStore
 from panoptic_mapper.core.field.panoptic_head import NO_TOKEN, decode_panoptic
 from panoptic_mapper.core.field.token_init import seeds_from_prior
@@ -111,6 +111,11 @@ class RefinedMapConfig(ConfigBase):
     """A token inherits a prior instance id when their vertex IoU reaches this."""
     query_max_abs_sdf_m: float = 0.2
     """``query_labels`` answers 0 for points farther than this from the field's surface."""
+    prior_fallback_confidence: float = 0.7
+    """Where the field's winning panoptic probability is below this, a vertex (or queried
+    point) keeps the prior's label and instance; 0 = labels purely from the field (the paper).
+    Not in the paper: on a CPU budget the field is not converged everywhere, and the prior is
+    the better answer where the field is unsure."""
 
     def validate(self) -> None:
         require(self.min_keyframes >= 1, "min_keyframes", self.min_keyframes, "must be >= 1")
@@ -123,6 +128,8 @@ class RefinedMapConfig(ConfigBase):
                 self.id_binding_min_iou, "must be in [0, 1]")
         require(self.query_max_abs_sdf_m > 0, "query_max_abs_sdf_m", self.query_max_abs_sdf_m,
                 "must be > 0")
+        require(0 <= self.prior_fallback_confidence <= 1, "prior_fallback_confidence",
+                self.prior_fallback_confidence, "must be in [0, 1]")
 
 
 @dataclass
@@ -155,6 +162,8 @@ class RefinedPanopticMap:
         self.prior = prior if prior is not None else InstantPanopticMap(registry,
                                                                        self.config.instant)
         self.classes = ClassSpace.from_registry(registry)
+        self._is_stuff = ~registry.is_thing_table()
+        self._is_stuff[VOID_LABEL_ID] = False
         self._lock = threading.RLock()
         self._build_state()
 
@@ -313,13 +322,20 @@ class RefinedPanopticMap:
         if not self.is_ready:
             return self.prior.query_labels(points)
         with self._lock:
-            labels, token_ids, sdf = self._label_points(points, with_sdf=True)
+            labels, token_ids, sdf, confidence = self._label_points(points, with_sdf=True)
             bindings = IdBindingState.from_dict(self._bindings.to_dict())
         known = (np.abs(sdf) <= self.config.query_max_abs_sdf_m) & self._box_contains(points)
         stuff = np.where(token_ids == 0, labels, 0)
         instances = published_instance_ids(bindings, token_ids, stuff)
         unbound = (token_ids != 0) & ~np.isin(token_ids, list(bindings.token_to_map))
         instances[unbound] = NO_INSTANCE_ID
+        unsure = known & (confidence < self.config.prior_fallback_confidence)
+        if unsure.any():
+            prior_labels, prior_ids = self.prior.query_labels(points[unsure])
+            labels = labels.copy()
+            labels[unsure] = prior_labels
+            instances[unsure] = passthrough_ids(bindings, prior_ids, prior_labels,
+                                                self._is_stuff)
         labels = np.where(known, labels, VOID_LABEL_ID).astype(np.int32)
         return labels, np.where(known, instances, NO_INSTANCE_ID).astype(np.int32)
 
@@ -408,8 +424,9 @@ class RefinedPanopticMap:
 
     # ---- publishing ----------------------------------------------------------------------------
     def _label_points(self, points_m: np.ndarray, with_sdf: bool
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Registry label id [P], token id [P] (0 = none) and SDF [P] (empty without) at points."""
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Registry label id [P], token id [P] (0 = none), SDF [P] (empty without) and the
+        winning panoptic probability [P] at points."""
         prediction = self.trainer.predict(points_m, with_sdf=with_sdf)
         decoding = decode_panoptic(
             prediction.semantic_probs, prediction.token_masks, prediction.token_class_probs,
@@ -420,22 +437,32 @@ class RefinedPanopticMap:
         token_ids = np.zeros(len(token_rows), np.int64)
         has_token = token_rows != NO_TOKEN
         token_ids[has_token] = np.asarray(prediction.token_ids, np.int64)[token_rows[has_token]]
-        return labels, token_ids, prediction.sdf_m.numpy()
+        return (labels, token_ids, prediction.sdf_m.numpy(),
+                decoding.confidence.numpy().astype(np.float32))
 
     def _publish(self) -> None:
         """Label the prior's mesh with the field and swap in the products."""
         prior_mesh = self.prior.get_mesh()
         step = self.trainer.step_count
-        labels, token_ids, _ = self._label_points(prior_mesh.vertices_m, with_sdf=False)
+        labels, token_ids, _, confidence = self._label_points(prior_mesh.vertices_m,
+                                                              with_sdf=False)
+        unsure = confidence < self.config.prior_fallback_confidence
+        labels = np.where(unsure, prior_mesh.label_ids, labels)
+        token_ids = np.where(unsure, 0, token_ids)
         prior_instances = self.prior.get_instances()
         prior_things = {inst.id for inst in prior_instances if inst.is_thing}
         prior_stuff = {inst.label_id: inst.id for inst in prior_instances if not inst.is_thing}
-        stuff_labels = np.where(token_ids == 0, labels, VOID_LABEL_ID)
+        is_stuff = self._is_stuff[np.clip(labels, 0, len(self._is_stuff) - 1)]
+        stuff_labels = np.where((token_ids == 0) & is_stuff, labels, VOID_LABEL_ID)
         present_stuff = [lab for lab in np.unique(stuff_labels) if lab != VOID_LABEL_ID]
         with self._lock:
             bind_ids(self._bindings, token_ids, prior_mesh.instance_ids, prior_things,
                      prior_stuff, np.asarray(present_stuff), self.config.id_binding_min_iou)
             instance_ids = published_instance_ids(self._bindings, token_ids, stuff_labels)
+            kept_things = unsure & ~is_stuff & (labels != VOID_LABEL_ID)
+            instance_ids[kept_things] = passthrough_ids(
+                self._bindings, prior_mesh.instance_ids[kept_things], labels[kept_things],
+                self._is_stuff)
             mesh = PanopticMesh(prior_mesh.vertices_m, prior_mesh.triangles, prior_mesh.colors,
                                 labels.astype(np.int32), instance_ids)
             instances = self._instances(mesh, token_ids, prior_instances)
