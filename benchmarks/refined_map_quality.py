@@ -7,8 +7,11 @@ it is missing, then evaluated in one ``core.eval.runner.evaluate`` run with:
 * ``instant``: the instant map;
 * ``refined``: the refined map with its defaults (its own instant prior, ``finalize()`` within
   its time budget): what a user gets;
+* with ``--long-steps N``: ``refined_N``, the defaults but N steps and no time limit (how far the
+  field gets when it may converge), sharing the ``instant`` run's map as its prior;
 * with ``--ablations``: refined variants with a fixed step budget (no time limit, so that the
-  variants compare at equal training, whatever the load of the machine), sharing the
+  variants compare at equal training, whatever the load of the machine) and labels purely from
+  the field (no fallback to the prior, which would hide the differences), sharing the
   ``instant`` run's map as their prior (their integrate times therefore exclude the prior).
 
 Prints a Markdown table (one row per scene and method, then means per noise level) and writes
@@ -92,7 +95,7 @@ def _ensure_scene(root: Path, seed: int, noise: str, frames: int) -> Path:
 def _variant_config(flags: tuple[bool, bool, bool, bool], steps: int) -> RefinedMapConfig:
     gaussian, adjust, panoptic, token_class = flags
     config = RefinedMapConfig(auto_budget=False, finalize_max_s=0.0,
-                              thing_label_from_token=token_class)
+                              thing_label_from_token=token_class, prior_fallback_confidence=0.0)
     config.training.trainer.total_steps = steps
     config.training.tokens.gaussian_prior = gaussian
     config.training.token_manager.enabled = adjust
@@ -100,7 +103,8 @@ def _variant_config(flags: tuple[bool, bool, bool, bool], steps: int) -> Refined
     return config
 
 
-def _methods(ablations: bool, steps: int, maps: dict[str, Any]) -> list[MethodSpec]:
+def _methods(ablations: bool, steps: int, maps: dict[str, Any], default: bool = True,
+             long_steps: int = 0) -> list[MethodSpec]:
     def instant(registry: LabelRegistry):
         maps["instant"] = _RecordingMap(create_map("instant", registry))
         return maps["instant"]
@@ -109,7 +113,17 @@ def _methods(ablations: bool, steps: int, maps: dict[str, Any]) -> list[MethodSp
         maps["refined"] = RefinedPanopticMap(registry)
         return maps["refined"]
 
-    methods = [MethodSpec("instant", factory=instant), MethodSpec("refined", factory=refined)]
+    methods = [MethodSpec("instant", factory=instant)]
+    if default:
+        methods.append(MethodSpec("refined", factory=refined))
+    if long_steps:
+        def long_run(registry: LabelRegistry):
+            config = RefinedMapConfig(auto_budget=False, finalize_max_s=0.0)
+            config.training.trainer.total_steps = long_steps
+            maps[f"refined_{long_steps}"] = RefinedPanopticMap(
+                registry, config, prior=_SharedPrior(maps["instant"]))
+            return maps[f"refined_{long_steps}"]
+        methods.append(MethodSpec(f"refined_{long_steps}", method="refined", factory=long_run))
     for name, flags in (ABLATIONS.items() if ablations else ()):
         def variant(registry: LabelRegistry, name=name, flags=flags):
             maps[name] = RefinedPanopticMap(registry, _variant_config(flags, steps),
@@ -174,6 +188,11 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--ablations", action="store_true", help="add the Table V variants")
     parser.add_argument("--steps", type=int, default=800, help="step budget of the variants")
+    parser.add_argument("--long-steps", type=int, default=0,
+                        help="add a refined map trained for this many steps without a time "
+                             "limit (shares the instant run's map as prior)")
+    parser.add_argument("--skip-default", action="store_true",
+                        help="leave out the default refined map (ablation runs)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     args = parser.parse_args()
     args.scenes.mkdir(parents=True, exist_ok=True)
@@ -183,7 +202,9 @@ def main() -> int:
         for seed in args.seeds:
             scene = _ensure_scene(args.scenes, seed, noise, args.frames)
             maps: dict[str, Any] = {}
-            result = evaluate(scene, _methods(args.ablations, args.steps, maps), EvalConfig())
+            methods = _methods(args.ablations, args.steps, maps, not args.skip_default,
+                               args.long_steps)
+            result = evaluate(scene, methods, EvalConfig())
             for name, method_result in result.methods.items():
                 rows.append(_row(result.scene, name, method_result, maps.get(name)))
             print(_table(rows[-len(result.methods):]), flush=True)

@@ -55,6 +55,7 @@ from panoptic_mapper.core.field.instance_ids import (IdBindingState, bind_ids,
                                                      passthrough_ids, published_instance_ids)
 from panoptic_mapper.core.field.keyframes import Keyframe, KeyframeSelector, KeyframeStore
 from panoptic_mapper.core.field.panoptic_head import NO_TOKEN, decode_panoptic
+from panoptic_mapper.core.field.schedule import phase_at
 from panoptic_mapper.core.field.token_init import seeds_from_prior
 from panoptic_mapper.core.field.trainer import FieldTrainer, PriorTargets, TrainingProgress
 from panoptic_mapper.core.labels import LabelRegistry
@@ -100,8 +101,9 @@ class RefinedMapConfig(ConfigBase):
     finalize_max_s: float = 240.0
     """Wall-time budget of ``finalize()`` for training, seconds (0 = no limit)."""
     auto_budget: bool = True
-    """``finalize()`` keeps timing its steps and shrinks the step budget so that the whole
-    schedule fits ``finalize_max_s`` (on a loaded machine: fewer steps, complete schedule)."""
+    """``finalize()`` keeps timing its steps and re-fits the step budget (at most
+    ``training.trainer.total_steps``) so that the whole schedule fits ``finalize_max_s`` (on a
+    loaded machine: fewer steps, complete schedule)."""
     thing_label_from_token: bool = True
     """A thing vertex takes its token's class (h_SI); False: the semantic branch (ablation)."""
     stuff_ambiguity: tuple[float, float] = (0.0, 0.0)
@@ -407,17 +409,25 @@ class RefinedPanopticMap:
                 depth.float().cpu().numpy())
 
     def _fit_budget(self, started: tuple[float, int], deadline: float) -> None:
-        """Shrink the step budget (never grow it) so that the schedule ends by ``deadline`` at
-        the step rate measured since ``started`` (time, step); phases are fractions of the
-        budget, so a shrunk schedule stays complete."""
+        """Re-fit the step budget so that the schedule ends by ``deadline`` at the step rate
+        measured since ``started`` (time, step). Phases are fractions of the budget, so a
+        shrunk schedule stays complete; the budget grows back (up to the configured one) only
+        where that does not return training to an earlier phase."""
         trainer = self.trainer
         now = time.monotonic()
-        if trainer.step_count <= started[1] or now <= started[0]:
+        done = trainer.step_count - started[1]
+        if done < BUDGET_CHECK_STEPS or now <= started[0]:
             return
-        rate = (trainer.step_count - started[1]) / (now - started[0])
+        rate = done / (now - started[0])
         affordable = int(BUDGET_SAFETY * rate * max(deadline - now, 0.0))
-        budget = max(trainer.step_count + affordable, trainer.step_count + 1)
-        if budget < trainer.total_steps:
+        budget = min(max(trainer.step_count + affordable, trainer.step_count + 1),
+                     self.config.training.trainer.total_steps)
+        if budget == trainer.total_steps:
+            return
+        schedule = self.config.training.schedule
+        same_phase = (phase_at(trainer.step_count, budget, schedule)
+                      == phase_at(trainer.step_count, trainer.total_steps, schedule))
+        if budget < trainer.total_steps or same_phase:
             LOGGER.info("refined map: step budget %d -> %d to fit %.0f s", trainer.total_steps,
                         budget, self.config.finalize_max_s)
             trainer.set_total_steps(budget)
