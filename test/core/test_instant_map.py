@@ -324,3 +324,71 @@ def assert_same(a, b):
     np.testing.assert_array_equal(state_a.block_keys, state_b.block_keys)
     for name, arr in state_a.attributes.items():
         np.testing.assert_array_equal(arr, state_b.attributes[name])
+
+
+def full_remesh(mapper, label_registry, tmp_path):
+    """The mesh a fresh map computes in one go from the same state (save, load, update)."""
+    path = tmp_path / "state.npz"
+    mapper.save(path)
+    fresh = InstantPanopticMap.from_config(None, label_registry)
+    fresh.load(path)
+    fresh.update_mesh()
+    return fresh.get_mesh()
+
+
+def assert_same_mesh(a, b):
+    for name in ("vertices_m", "triangles", "colors", "label_ids", "instance_ids"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_incremental_mesh_updates_equal_a_full_remesh(label_registry, scene, tmp_path):
+    rng = np.random.default_rng(0)
+    mapper = create_map("instant", label_registry, {"tsdf": {"block_count": 3000}})
+    remeshed = []
+    for k in range(NUM_FRAMES):
+        depth, rgb, labels, instances = scene.render(pose(k))
+        mapper.integrate_frame(frame(k, depth, rgb), scene.segmentation(labels, instances, rng))
+        if k % 4 == 3:
+            update = mapper.update_mesh()
+            assert update.changed
+            remeshed.append(update.changed_block_ids.shape[0])
+        if k % 9 == 5:
+            mapper.render_labels(pose(k), INTR)  # advances the mesh without publishing it
+    mapper.update_mesh()
+    # Later updates re-meshed part of the map only.
+    assert min(remeshed[1:]) < mapper.grid.num_blocks
+    assert_same_mesh(mapper.get_mesh(), full_remesh(mapper, label_registry, tmp_path))
+    # A label-only change (candidates retired at the end) relabels without new geometry.
+    mapper.finalize()
+    update = mapper.update_mesh()
+    assert update.changed and update.changed_block_ids.shape == (0, 3)
+    assert_same_mesh(mapper.get_mesh(), full_remesh(mapper, label_registry, tmp_path))
+
+
+def test_mesh_updates_run_beside_integration(label_registry, scene, tmp_path):
+    rng = np.random.default_rng(1)
+    mapper = build("instant", label_registry, scene, num_frames=4)
+    errors, meshes = [], []
+    stop = threading.Event()
+
+    def refresh():
+        while not stop.is_set():
+            try:
+                mapper.update_mesh()
+                meshes.append(mapper.get_mesh())
+            except Exception as exc:  # noqa: BLE001 (the test reports any failure)
+                errors.append(exc)
+
+    reader = threading.Thread(target=refresh)
+    reader.start()
+    for k in range(4, 20):
+        depth, rgb, labels, instances = scene.render(pose(k))
+        mapper.integrate_frame(frame(k, depth, rgb), scene.segmentation(labels, instances, rng))
+    stop.set()
+    reader.join()
+    assert not errors and len(meshes) > 1
+    mapper.update_mesh()
+    assert_same_mesh(mapper.get_mesh(), full_remesh(mapper, label_registry, tmp_path))
+    # A reset while nothing is meshed leaves an empty map that meshes again from scratch.
+    mapper.reset()
+    assert mapper.update_mesh().num_vertices == 0 and mapper.get_mesh().num_vertices == 0

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from panoptic_mapper.core.errors import ConfigError
-from panoptic_mapper.core.tsdf.grid import PanopticVoxelGrid, TsdfConfig
+from panoptic_mapper.core.tsdf.block_mesher import BlockMesher
+from panoptic_mapper.core.tsdf.grid import (PanopticVoxelGrid, TsdfConfig, pack_block_keys,
+                                            unpack_block_keys)
 from panoptic_mapper.core.types import CameraIntrinsics
 
 INTR = CameraIntrinsics(width=64, height=48, fx=50.0, fy=50.0, cx=31.5, cy=23.5)
@@ -74,17 +76,22 @@ def test_neighbourhood_weights():
     assert flat2.shape == (1, 64) and w2.sum() == pytest.approx(2.0 ** 3, rel=1e-5)
 
 
+def _full_mesh(grid):
+    mesher = BlockMesher(weight_threshold=1.0, block_resolution=grid.config.block_resolution)
+    return mesher.apply(mesher.plan(grid, None).run()).mesh
+
+
 def test_mesh_is_canonical_and_state_round_trips():
     grid, _ = _wall_grid()
     grid.attribute("label_evidence")[grid.active_flat_indices()[:10]] = 1.5
-    mesh = grid.extract_mesh(weight_threshold=1.0)
+    mesh = _full_mesh(grid)
     assert mesh.vertices_m.shape[0] > 100 and mesh.triangles.shape[0] > 100
     assert np.all(np.diff(mesh.vertices_m[:, 0]) >= 0)  # sorted by x first
     np.testing.assert_allclose(mesh.vertices_m[:, 2], 1.0, atol=0.03)
     state = grid.export_state()
     other = PanopticVoxelGrid(grid.config, 3)
     other.import_state(state)
-    again = other.extract_mesh(weight_threshold=1.0)
+    again = _full_mesh(other)
     np.testing.assert_array_equal(mesh.vertices_m, again.vertices_m)
     np.testing.assert_array_equal(mesh.triangles, again.triangles)
     np.testing.assert_array_equal(mesh.colors, again.colors)
@@ -92,3 +99,24 @@ def test_mesh_is_canonical_and_state_round_trips():
     np.testing.assert_array_equal(state.block_keys, round_trip.block_keys)
     for name, arr in state.attributes.items():
         np.testing.assert_array_equal(arr, round_trip.attributes[name])
+
+
+def test_block_index_snapshot_agrees_with_the_live_grid():
+    grid, _ = _wall_grid()
+    index = grid.block_index()
+    rng = np.random.default_rng(3)
+    coords = rng.integers(-40, 40, (2000, 3))
+    coords[:, 2] = rng.integers(15, 25, 2000)  # around the wall (voxel 20)
+    np.testing.assert_array_equal(index.flat_indices(coords), grid.flat_indices(coords))
+    assert (index.flat_indices(coords) >= 0).any() and (index.flat_indices(coords) < 0).any()
+    flat = grid.flat_indices(coords)
+    found = flat[flat >= 0]
+    keys = index.block_keys_of_flat(found)
+    np.testing.assert_array_equal(keys, pack_block_keys(coords[flat >= 0] >> 3))
+    np.testing.assert_array_equal(unpack_block_keys(pack_block_keys(coords)), coords)
+    # Later allocations do not change what the snapshot answers.
+    grid.allocate_blocks(np.array([[30, 30, 30]]))
+    assert index.flat_indices(np.array([[240, 240, 240]]))[0] == -1
+    assert grid.flat_indices(np.array([[240, 240, 240]]))[0] >= 0
+    copy = grid.copy_geometry(np.array([[30, 30, 30], [99, 99, 99]]))
+    assert copy.block_keys.tolist() == [[30, 30, 30]] and copy.tsdf.shape == (1, 8, 8, 8, 1)

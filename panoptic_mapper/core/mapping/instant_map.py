@@ -16,11 +16,17 @@ label is its reported thing instance (with that instance's label) if it has one,
 semantic label (with the stuff region id for stuff; void for a thing label without an instance,
 by default). A point takes the support-weighted majority of the 8 voxels around it (trilinear
 weights: the 2 voxels of its edge for a mesh vertex), else of the voxels within 2 voxels; mesh
-vertices still unlabelled then copy the nearest labelled vertex within a few voxels. See
-``docs/instant_map.md``.
+vertices still unlabelled then copy the nearest labelled vertex within a few voxels
+(``point_labels.py``). The mesh is updated incrementally: only the blocks around those
+integrated since the last update are re-meshed (``core/tsdf/block_mesher.py``), and only the
+vertices near voxels whose label key or support changed are labelled anew. Instances are
+summarised with gravity-aligned boxes and a shading-robust colour
+(``core/tracking/instance_geometry.py``). See ``docs/instant_map.md``.
 
-Thread safety: one writer and any number of readers; every public method holds one re-entrant
-lock, and getters return snapshots (arrays that are replaced, never mutated, by later updates).
+Thread safety: one writer and any number of readers. Every public method holds one re-entrant
+map lock, except the heavy part of a mesh update (marching cubes, stitching, labelling), which
+runs on copies taken under it, serialised by a second lock, so that integration goes on.
+Getters return snapshots (arrays that are replaced, never mutated, by later updates).
 
 Owns: :class:`InstantMapConfig`, :class:`InstantPanopticMap` (the ``"instant"`` method of
 ``create_map``). The baselines in ``baselines.py`` subclass it and replace the instance layer.
@@ -36,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
@@ -48,12 +53,18 @@ from panoptic_mapper.core.labels.voting import (LabelChannels, PixelVotes, Votin
 from panoptic_mapper.core.mapping.base import IntegrationReport, MeshUpdate
 from panoptic_mapper.core.mapping.input_checks import (CheckedInput, FrameChecker,
                                                        InputChecksConfig)
-from panoptic_mapper.core.tracking.instance_geometry import summarize_groups
+from panoptic_mapper.core.mapping.point_labels import (VoxelKeyTable, changed_block_keys,
+                                                       fill_from_neighbours, point_keys,
+                                                       vertex_keys)
+from panoptic_mapper.core.tracking.instance_geometry import (InstanceSummaryConfig,
+                                                             summarize_groups)
 from panoptic_mapper.core.tracking.instance_votes import fuse_instance_votes
 from panoptic_mapper.core.tracking.instances import InstanceStatus
 from panoptic_mapper.core.tracking.tracker import (UNMAPPED, InstanceTracker, ThingSegment,
                                                    TrackingConfig)
-from panoptic_mapper.core.tsdf.grid import GridState, PanopticVoxelGrid, TsdfConfig
+from panoptic_mapper.core.tsdf.block_mesher import BlockMesher, MeshDelta
+from panoptic_mapper.core.tsdf.grid import (GridState, PanopticVoxelGrid, TsdfConfig,
+                                            pack_block_keys, unpack_block_keys)
 from panoptic_mapper.core.tsdf.raycast import MeshRaycaster
 from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraIntrinsics,
                                         LabelRender, MapInstance, PanopticMesh,
@@ -61,8 +72,9 @@ from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraInt
                                         validate_rigid_transform)
 
 SAVE_FORMAT_VERSION = 1
-_POINT_CHUNK = 65536
 _DIRTY_COMPACT_FRAMES = 32
+_NEIGHBOURS = np.array([[x, y, z] for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1)],
+                       np.int64)
 
 
 @dataclass
@@ -104,6 +116,8 @@ class InstantMapConfig(ConfigBase):
     """Persistent instance ids."""
     mesh: MeshConfig = field(default_factory=MeshConfig)
     """Mesh extraction."""
+    instances: InstanceSummaryConfig = field(default_factory=InstanceSummaryConfig)
+    """Instance boxes (gravity-aligned about the up axis) and colours."""
     input_checks: InputChecksConfig = field(default_factory=InputChecksConfig)
     """Which frames are integrated."""
 
@@ -126,6 +140,19 @@ class FrameSamples:
     """[N] float32."""
 
 
+@dataclass(frozen=True)
+class _LabelledMesh:
+    """The labelled mesh of one map version, with what the next incremental update reuses."""
+
+    version: int
+    mesh: PanopticMesh
+    raycaster: MeshRaycaster
+    raw_keys: np.ndarray
+    """[V] panoptic key of each vertex before filling from neighbours (0 = unlabelled)."""
+    table: VoxelKeyTable
+    """The voxel keys the vertices were labelled with."""
+
+
 class InstantPanopticMap:
     """Online panoptic map (see module docstring); implements ``PanopticMap``."""
 
@@ -136,6 +163,7 @@ class InstantPanopticMap:
         self.config = config or InstantMapConfig()
         self.channels = LabelChannels(registry)
         self._lock = threading.RLock()
+        self._mesh_lock = threading.RLock()
         self._build_state()
 
     @classmethod
@@ -154,12 +182,14 @@ class InstantPanopticMap:
                                     cfg.tsdf.depth_max_m)
         self._frame_index = 0
         self._version = 0
-        self._dirty_blocks: list[np.ndarray] = []
+        self._mesher = BlockMesher(cfg.mesh.weight_threshold, cfg.tsdf.block_resolution)
+        self._mesh_pending: list[np.ndarray] = []
+        self._remeshed: list[np.ndarray] = []
         self._mesh = PanopticMesh.empty()
         self._mesh_version = 0
-        self._current: tuple[int, PanopticMesh, MeshRaycaster] | None = None
+        self._current: _LabelledMesh | None = None
         self._instances: tuple[int, list[MapInstance]] | None = None
-        self._table: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._table: tuple[int, VoxelKeyTable] | None = None
         self._reported: tuple[int, np.ndarray] | None = None
 
     # ---- writing -------------------------------------------------------------------------------
@@ -177,10 +207,10 @@ class InstantPanopticMap:
                                          frame.T_world_cam)
             t_geometry = time.perf_counter()
             self.checker.accept(frame)
-            self._dirty_blocks.append(blocks)
-            if len(self._dirty_blocks) > _DIRTY_COMPACT_FRAMES:
-                # Bounded memory even if nobody calls update_mesh for hours.
-                self._dirty_blocks = [_unique_rows(np.concatenate(self._dirty_blocks))]
+            self._mesh_pending.append(blocks)
+            if len(self._mesh_pending) > _DIRTY_COMPACT_FRAMES:
+                # Bounded memory even if nobody reads the mesh for hours.
+                self._mesh_pending = [_unique_rows(np.concatenate(self._mesh_pending))]
             stats: dict[str, float] = {"num_blocks": float(self.grid.num_blocks),
                                        "geometry_ms": (t_geometry - t_start) * 1e3}
             if checked.segment_ids is not None:
@@ -364,9 +394,10 @@ class InstantPanopticMap:
         flat = self.grid.active_flat_indices()
         return flat[self.grid.attribute("label_mass")[flat] > 0]
 
-    def _voxel_table(self) -> tuple[np.ndarray, np.ndarray]:
+    def _voxel_table(self) -> VoxelKeyTable:
         """Panoptic key (``channel << 32 | instance``) and support of every voxel slot of the
-        grid ([capacity * R^3] each; 0 where unlabelled), cached per map version."""
+        grid (0 where unlabelled), cached per map version; a snapshot that later integration
+        does not change (the arrays are replaced, never written again)."""
         if self._table is None or self._table[0] != self._version:
             size = self.grid.capacity * self.grid.voxels_per_block
             keys = np.zeros(size, np.int64)
@@ -375,103 +406,96 @@ class InstantPanopticMap:
             channel, inst, sup = self._voxel_panoptic(flat)
             keys[flat] = (channel << 32) | inst
             support[flat] = sup
-            self._table = (self._version, keys, support)
-        return self._table[1], self._table[2]
-
-    def _points_panoptic(self, points_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(label ids [N] int32, instance ids [N] int32) at world points: the vote of the
-        voxels of the point's cell, else of the voxels within 2 voxels."""
-        n = points_m.shape[0]
-        keys = np.zeros(n, np.int64)
-        for start in range(0, n, _POINT_CHUNK):
-            stop = min(n, start + _POINT_CHUNK)
-            keys[start:stop] = self._neighbourhood_vote(points_m[start:stop], 1)
-        missing = np.flatnonzero(keys == 0)
-        chunk = _POINT_CHUNK // 8
-        for start in range(0, missing.size, chunk):
-            rows = missing[start:start + chunk]
-            keys[rows] = self._neighbourhood_vote(points_m[rows], 2)
-        return self._split_keys(keys)
+            table = VoxelKeyTable(keys=keys, support=support, blocks=self.grid.block_index(),
+                                  voxel_size_m=self.config.tsdf.voxel_size_m)
+            self._table = (self._version, table)
+        return self._table[1]
 
     def _split_keys(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labels = self.channels.label_ids[keys >> 32].astype(np.int32)
         return labels, (keys & 0xFFFFFFFF).astype(np.int32)
 
-    def _fill_from_neighbours(self, vertices_m: np.ndarray, labels: np.ndarray,
-                              instances: np.ndarray) -> None:
-        """Give unlabelled vertices the label and instance of the nearest labelled vertex within
-        ``mesh.fill_radius_voxels`` (in place)."""
-        radius = self.config.mesh.fill_radius_voxels * self.config.tsdf.voxel_size_m
-        empty = labels == VOID_LABEL_ID
-        if radius <= 0 or not empty.any() or empty.all():
-            return
-        tree = cKDTree(vertices_m[~empty])
-        dist, nearest = tree.query(vertices_m[empty], distance_upper_bound=radius)
-        found = np.isfinite(dist)
-        source = np.flatnonzero(~empty)[nearest[found]]
-        target = np.flatnonzero(empty)[found]
-        labels[target] = labels[source]
-        instances[target] = instances[source]
+    def _labelled_mesh(self) -> _LabelledMesh:
+        """The labelled mesh of the current map version, brought up to date if needed.
 
-    def _neighbourhood_vote(self, points_m: np.ndarray, radius_voxels: int) -> np.ndarray:
-        """[n] panoptic key with the largest support-weighted share of the voxels around each
-        point (0 where none of them holds a label)."""
-        table_keys, table_support = self._voxel_table()
-        flat, w = self.grid.neighbourhood(points_m, radius_voxels)
-        safe = np.where(flat >= 0, flat, 0)
-        key = np.where(flat >= 0, table_keys[safe], 0)  # [n, K]
-        score = np.where(key != 0, table_support[safe] * w, 0.0).astype(np.float32)
-        # Most points see one key only: take it without voting.
-        big = np.iinfo(np.int64).max
-        lowest = np.where(score > 0, key, big).min(axis=1)
-        highest = np.where(score > 0, key, -1).max(axis=1)
-        result = np.where(lowest == highest, lowest, 0)
-        mixed = np.flatnonzero((lowest != highest) & (highest >= 0))
-        if mixed.size == 0:
-            return result
-        key, score, rows = key[mixed], score[mixed], np.arange(mixed.size)
-        if key.shape[1] <= 8:
-            total = ((key[:, :, None] == key[:, None, :]) * score[:, None, :]).sum(axis=2)
-            best = np.argmax(total, axis=1)
-            result[mixed] = np.where(total[rows, best] > 0, key[rows, best], 0)
-            return result
-        # Larger neighbourhoods: sort each row by key and sum the scores of equal-key runs.
-        order = np.argsort(key, axis=1)
-        key = np.take_along_axis(key, order, axis=1)
-        score = np.take_along_axis(score, order, axis=1)
-        run_start = np.ones(key.shape, bool)
-        run_start[:, 1:] = key[:, 1:] != key[:, :-1]
-        run_id = np.cumsum(run_start, axis=1) - 1 + rows[:, None] * key.shape[1]
-        totals = np.bincount(run_id.ravel(), weights=score.ravel(), minlength=key.size)
-        per_entry = totals[run_id]
-        best = np.argmax(per_entry, axis=1)
-        result[mixed] = np.where(per_entry[rows, best] > 0, key[rows, best], 0)
+        The caller holds ``_mesh_lock`` (one mesh update at a time). The map lock is held only
+        to copy what the update reads (the changed blocks' geometry, the voxel key table);
+        marching cubes, stitching and labelling run without it, so integration goes on.
+        """
+        with self._lock:
+            current = self._current
+            if current is not None and current.version == self._version:
+                return current
+            mesher, version = self._mesher, self._version
+            changed = _unique_rows(np.concatenate(self._mesh_pending)) \
+                if self._mesh_pending else np.zeros((0, 3), np.int32)
+            self._mesh_pending = []
+            job = mesher.plan(self.grid, changed)
+            table = self._voxel_table()
+        try:
+            delta = mesher.apply(job.run())
+        except BaseException:
+            mesher.initialized = False  # the changed blocks were taken: re-mesh all next time
+            raise
+        keys = self._vertex_keys(delta, current, table)
+        labels, instances = self._split_keys(fill_from_neighbours(
+            delta.mesh.vertices_m, keys,
+            self.config.mesh.fill_radius_voxels * self.config.tsdf.voxel_size_m))
+        mesh = PanopticMesh(delta.mesh.vertices_m, delta.mesh.triangles, delta.mesh.colors,
+                            labels, instances)
+        result = _LabelledMesh(version, mesh, MeshRaycaster(mesh), keys, table)
+        with self._lock:
+            if self._mesher is mesher:  # else the map was reset or loaded meanwhile
+                self._current = result
+                self._remeshed.append(delta.affected_block_keys)
         return result
 
-    def _current_mesh(self) -> tuple[PanopticMesh, MeshRaycaster]:
-        if self._current is None or self._current[0] != self._version:
-            extracted = self.grid.extract_mesh(self.config.mesh.weight_threshold)
-            labels, instances = self._points_panoptic(extracted.vertices_m)
-            self._fill_from_neighbours(extracted.vertices_m, labels, instances)
-            mesh = PanopticMesh(extracted.vertices_m, extracted.triangles, extracted.colors,
-                                labels, instances)
-            self._current = (self._version, mesh, MeshRaycaster(mesh))
-        return self._current[1], self._current[2]
+    def _vertex_keys(self, delta: MeshDelta, previous: _LabelledMesh | None,
+                     table: VoxelKeyTable) -> np.ndarray:
+        """[V] panoptic keys (before filling) of the vertices of an updated mesh: kept from
+        ``previous`` for a vertex that existed and whose voxels within 2 voxels hold the same
+        keys and support as then, computed anew for the others."""
+        vertices = delta.mesh.vertices_m
+        relabel = np.ones(vertices.shape[0], bool)
+        if previous is not None and not delta.full:
+            changed = changed_block_keys(previous.table, table)
+            if changed is not None:
+                # A vertex reads voxels up to 2 voxels from its cell: its block's neighbours.
+                near = unpack_block_keys(changed).astype(np.int64)[:, None, :] + _NEIGHBOURS
+                region = np.unique(pack_block_keys(near.reshape(-1, 3)))
+                shift = self.config.tsdf.block_resolution.bit_length() - 1
+                cell = np.floor(vertices.astype(np.float64)
+                                / self.config.tsdf.voxel_size_m).astype(np.int64)
+                blocks = pack_block_keys(cell >> shift)
+                pos = np.minimum(np.searchsorted(region, blocks), max(region.size - 1, 0))
+                in_region = region[pos] == blocks if region.size else np.zeros(blocks.size, bool)
+                relabel = (delta.previous_index < 0) | in_region
+        keys = np.zeros(vertices.shape[0], np.int64)
+        kept = ~relabel
+        keys[kept] = previous.raw_keys[delta.previous_index[kept]] if kept.any() else 0
+        keys[relabel] = vertex_keys(table, vertices[relabel])
+        return keys
 
     def update_mesh(self) -> MeshUpdate:
-        """Re-extract the mesh if the map changed; reports the blocks integrated since the last
-        call (labels may also have changed elsewhere, e.g. after an instance merge)."""
-        with self._lock:
-            changed = self._mesh_version != self._version
-            blocks = (_unique_rows(np.concatenate(self._dirty_blocks))
-                      if self._dirty_blocks else np.zeros((0, 3), np.int32))
-            self._dirty_blocks = []
-            if changed:
-                self._mesh, _ = self._current_mesh()
-                self._mesh_version = self._version
-            return MeshUpdate(changed=changed, changed_block_ids=blocks,
-                              num_vertices=self._mesh.num_vertices,
-                              num_triangles=self._mesh.num_triangles)
+        """Bring the mesh up to date if the map changed, re-meshing only the blocks whose
+        triangles can have changed (those integrated since, and their neighbours at -1 along
+        each axis); reports those blocks. Vertex labels may also have changed elsewhere, e.g.
+        after an instance merge. Integration can go on while the mesh is computed."""
+        with self._mesh_lock:
+            current = self._labelled_mesh()
+            with self._lock:
+                if self._current is not current:  # reset or loaded meanwhile
+                    return MeshUpdate(changed=False, num_vertices=self._mesh.num_vertices,
+                                      num_triangles=self._mesh.num_triangles)
+                changed = self._mesh_version != current.version
+                remeshed = np.unique(np.concatenate(self._remeshed)) if self._remeshed \
+                    else np.zeros(0, np.int64)
+                self._remeshed = []
+                self._mesh = current.mesh
+                self._mesh_version = current.version
+            return MeshUpdate(changed=changed, changed_block_ids=unpack_block_keys(remeshed),
+                              num_vertices=current.mesh.num_vertices,
+                              num_triangles=current.mesh.num_triangles)
 
     def get_mesh(self) -> PanopticMesh:
         """The mesh as of the last ``update_mesh`` (read-only snapshot)."""
@@ -487,7 +511,8 @@ class InstantPanopticMap:
             channel, inst, _ = self._voxel_panoptic(flat)
             positions = self.grid.voxel_positions(flat)
             colors = self.grid.attribute("color")[flat]
-            groups = summarize_groups(inst, positions, colors, self.config.tsdf.voxel_size_m)
+            groups = summarize_groups(inst, positions, colors, self.config.tsdf.voxel_size_m,
+                                      self.config.instances)
             out: list[MapInstance] = []
             for instance_id in sorted(groups):
                 geometry = groups[instance_id]
@@ -501,7 +526,7 @@ class InstantPanopticMap:
                     centroid_m=geometry.centroid_m, bbox=geometry.bbox,
                     num_observations=int(desc["num_observations"]),
                     label_distribution=desc["distribution"], num_voxels=geometry.num_voxels,
-                    mean_color_rgb=geometry.mean_color_rgb))
+                    mean_color_rgb=geometry.color_rgb))
             self._instances = (self._version, out)
             return list(out)
 
@@ -516,14 +541,15 @@ class InstantPanopticMap:
             raise InvalidInputError("points_m", "non-finite entries", "must be finite",
                                     kind="query")
         with self._lock:
-            return self._points_panoptic(points)
+            table = self._voxel_table()
+        return self._split_keys(point_keys(table, points))
 
     def render_labels(self, T_world_cam: np.ndarray,  # noqa: N803
                       intrinsics: CameraIntrinsics) -> LabelRender:
         """Raycast the current map (mesh of the current state) into a camera."""
         T = validate_rigid_transform(T_world_cam, "T_world_cam")  # noqa: N806
-        with self._lock:
-            _, raycaster = self._current_mesh()
+        with self._mesh_lock:
+            raycaster = self._labelled_mesh().raycaster
         return raycaster.render(T, intrinsics)
 
     def export_ply(self, path: str | Path, color_mode: ColorMode = "rgb") -> Path:
@@ -607,9 +633,9 @@ class InstantPanopticMap:
             raise DataFormatError("path", str(path), f"not a readable map file: {exc}",
                                   kind="map_file") from exc
         with self._lock:
-            lock = self._lock
+            locks = self._lock, self._mesh_lock
             self.__dict__.update(fresh.__dict__)
-            self._lock = lock
+            self._lock, self._mesh_lock = locks
 
     def _check_saved_meta(self, meta: dict[str, Any]) -> None:
         if meta.get("format_version") != SAVE_FORMAT_VERSION:
@@ -634,11 +660,7 @@ class InstantPanopticMap:
 
 def _unique_rows(block_keys: np.ndarray) -> np.ndarray:
     """Distinct rows of an [N, 3] int32 block-key array, sorted (x, y, z)."""
-    keys = block_keys.astype(np.int64) + (1 << 20)
-    packed = np.unique((keys[:, 0] << 42) | (keys[:, 1] << 21) | keys[:, 2])
-    mask = (1 << 21) - 1
-    return (np.stack([packed >> 42, (packed >> 21) & mask, packed & mask], axis=1)
-            - (1 << 20)).astype(np.int32)
+    return unpack_block_keys(np.unique(pack_block_keys(block_keys)))
 
 
 def _incidence_cos(cam: np.ndarray) -> np.ndarray:

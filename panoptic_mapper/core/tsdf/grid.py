@@ -1,10 +1,12 @@
 """A colour TSDF on Open3D's ``VoxelBlockGrid`` with per-voxel panoptic attributes.
 
 Owns: the sparse voxel-block grid (geometry, colour, label evidence, instance slot), block
-preallocation and zero-initialisation, point -> voxel lookups, marching-cubes extraction and the
-lossless state export/import of the grid.
-Does not own: what the label and instance attributes mean or how they are voted
-(``core/labels/voting.py``, ``core/tracking``), nor any map-level policy.
+preallocation and zero-initialisation, point -> voxel lookups (on the live grid or on a
+:class:`BlockIndex` snapshot), copies of blocks' geometry for meshing, and the lossless state
+export/import of the grid.
+Does not own: marching cubes (``core/tsdf/block_mesher.py``), what the label and instance
+attributes mean or how they are voted (``core/labels/voting.py``, ``core/tracking``), nor any
+map-level policy.
 
 Layout (checked against Open3D 0.20): voxel ``(x, y, z)`` of the block with hash-map buffer index
 ``b`` sits at flat index ``b * R^3 + x + R * y + R^2 * z`` (``R`` = block resolution) and its
@@ -14,6 +16,7 @@ centre at ``(block_key * R + (x, y, z)) * voxel_size``; so the voxel nearest to 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import open3d as o3d
@@ -23,6 +26,7 @@ from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.types import CameraIntrinsics
 
 _CPU = o3c.Device("CPU:0")
+_PACK_OFFSET = 1 << 20
 
 
 @dataclass
@@ -61,16 +65,75 @@ class TsdfConfig(ConfigBase):
         return self.trunc_voxels * self.voxel_size_m
 
 
-@dataclass
-class ExtractedMesh:
-    """Marching-cubes output of the grid, in a canonical (sorted) vertex order."""
+def pack_block_keys(block_keys: np.ndarray) -> np.ndarray:
+    """[N] int64 scalar keys of [N, 3] integer block coordinates (each in [-2^20, 2^20)); the
+    order of the packed keys is the lexicographic (x, y, z) order of the coordinates."""
+    keys = np.asarray(block_keys, np.int64).reshape(-1, 3) + _PACK_OFFSET
+    return (keys[:, 0] << 42) | (keys[:, 1] << 21) | keys[:, 2]
 
-    vertices_m: np.ndarray
-    """[V, 3] float32 world positions."""
-    triangles: np.ndarray
-    """[F, 3] int32 vertex indices."""
-    colors: np.ndarray
-    """[V, 3] uint8 RGB."""
+
+def unpack_block_keys(packed: np.ndarray) -> np.ndarray:
+    """[N, 3] int32 block coordinates of keys from :func:`pack_block_keys`."""
+    packed = np.asarray(packed, np.int64)
+    mask = (1 << 21) - 1
+    return (np.stack([packed >> 42, (packed >> 21) & mask, packed & mask], axis=1)
+            - _PACK_OFFSET).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class BlockIndex:
+    """Block coordinates -> attribute buffer index of a grid at one moment.
+
+    A snapshot: lookups through it stay consistent with attribute arrays copied at the same
+    moment while the live grid goes on allocating blocks (and even after it grows).
+    """
+
+    packed_keys: np.ndarray
+    """[B] int64 sorted packed block keys (:func:`pack_block_keys`)."""
+    buffers: np.ndarray
+    """[B] int64 buffer index of each block."""
+    block_resolution: int
+    capacity: int
+    """Blocks the grid could hold when the snapshot was taken."""
+
+    def flat_indices(self, voxel_coords: np.ndarray) -> np.ndarray:
+        """Flat attribute index of integer voxel coordinates [N, 3]; -1 where not allocated."""
+        coords = np.asarray(voxel_coords, np.int64).reshape(-1, 3)
+        if coords.shape[0] == 0 or self.packed_keys.size == 0:
+            return np.full(coords.shape[0], -1, np.int64)
+        shift = self.block_resolution.bit_length() - 1
+        packed = pack_block_keys(coords >> shift)
+        pos = np.minimum(np.searchsorted(self.packed_keys, packed), self.packed_keys.size - 1)
+        local = coords & (self.block_resolution - 1)
+        flat = (self.buffers[pos] << (3 * shift)) + local[:, 0] + (local[:, 1] << shift) \
+            + (local[:, 2] << (2 * shift))
+        flat[self.packed_keys[pos] != packed] = -1
+        return flat
+
+    def block_keys_of_flat(self, flat: np.ndarray) -> np.ndarray:
+        """[N] packed keys of the blocks holding voxels given by flat index."""
+        order = np.argsort(self.buffers)
+        buffers = self.buffers[order]
+        block = np.asarray(flat, np.int64) >> (3 * (self.block_resolution.bit_length() - 1))
+        pos = np.minimum(np.searchsorted(buffers, block), max(buffers.size - 1, 0))
+        if buffers.size == 0 or np.any(buffers[pos] != block):
+            raise ValueError("flat index of a block that the snapshot does not hold")
+        return self.packed_keys[order][pos]
+
+
+@dataclass
+class GeometryBlocks:
+    """A copy of the TSDF, weight and colour of some blocks (what marching cubes reads)."""
+
+    block_keys: np.ndarray
+    """[B, 3] int32 block coordinates."""
+    tsdf: np.ndarray
+    """[B, R, R, R, 1] float32."""
+    weight: np.ndarray
+    """[B, R, R, R, 1] float32."""
+    color: np.ndarray
+    """[B, R, R, R, 3] float32, 0-1."""
+    voxel_size_m: float
 
 
 @dataclass
@@ -205,29 +268,38 @@ class PanopticVoxelGrid:
 
     def neighbourhood(self, points_m: np.ndarray, radius_voxels: int = 1
                       ) -> tuple[np.ndarray, np.ndarray]:
-        """The voxels around each point with tent-filter weights.
+        """The voxels around each point with tent-filter weights (see :func:`neighbourhood`)."""
+        return neighbourhood(points_m, radius_voxels, self.config.voxel_size_m,
+                             self.flat_indices)
 
-        With ``radius_voxels`` r, the (2r)^3 voxels whose centres are less than r voxels away
-        along every axis, weighted by prod_axis max(0, 1 - |offset| / r); r = 1 gives the 8 cell
-        corners with trilinear weights. Voxels of (near) zero weight are not looked up: a mesh
-        vertex lies on a voxel edge, so only that edge's two voxels count.
+    def block_index(self) -> BlockIndex:
+        """Snapshot of the block -> buffer mapping (see :class:`BlockIndex`)."""
+        hashmap = self._vbg.hashmap()
+        bufs = hashmap.active_buf_indices().numpy().astype(np.int64)
+        packed = pack_block_keys(hashmap.key_tensor().numpy()[bufs])
+        order = np.argsort(packed)
+        return BlockIndex(packed_keys=packed[order], buffers=bufs[order],
+                          block_resolution=self._res, capacity=self.capacity)
 
-        Returns:
-            ``(flat [N, K] int64 (-1 where unallocated or weightless), weights [N, K] float32)``.
-        """
-        r = int(radius_voxels)
-        grid = np.asarray(points_m, np.float64).reshape(-1, 3) / self.config.voxel_size_m
-        base = np.floor(grid)
-        frac = (grid - base).astype(np.float32)  # [N, 3]
-        steps = np.arange(-r + 1, r + 1)
-        offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), -1).reshape(-1, 3)
-        dist = np.abs(offsets[None].astype(np.float32) - frac[:, None, :])  # [N, K, 3]
-        w = np.clip(1.0 - dist / r, 0.0, None).prod(axis=2)
-        used = w > 1e-4
-        rows, cols = np.nonzero(used)
-        flat = np.full(w.shape, -1, np.int64)
-        flat[rows, cols] = self.flat_indices(base.astype(np.int64)[rows] + offsets[cols])
-        return flat, np.where(used, w, 0.0).astype(np.float32)
+    def copy_geometry(self, block_keys: np.ndarray) -> GeometryBlocks:
+        """Copy of the TSDF, weight and colour of the allocated blocks among ``block_keys``
+        [B, 3] (the others are left out)."""
+        keys = np.asarray(block_keys, np.int32).reshape(-1, 3)
+        if keys.shape[0]:
+            buf, found = self._vbg.hashmap().find(o3c.Tensor(np.ascontiguousarray(keys)))
+            found = found.numpy().astype(bool)
+            keys, bufs = keys[found], buf.numpy().astype(np.int64)[found]
+        else:
+            bufs = np.zeros(0, np.int64)
+        return GeometryBlocks(
+            block_keys=keys, tsdf=self._vbg.attribute("tsdf").numpy()[bufs],
+            weight=self._vbg.attribute("weight").numpy()[bufs],
+            color=self._vbg.attribute("color").numpy()[bufs],
+            voxel_size_m=self.config.voxel_size_m)
+
+    def block_keys(self) -> np.ndarray:
+        """[B, 3] int32 coordinates of every allocated block, sorted (x, y, z)."""
+        return unpack_block_keys(self.block_index().packed_keys)
 
     def active_flat_indices(self) -> np.ndarray:
         """[M] int64 flat indices of every voxel of every allocated block (block-major)."""
@@ -242,31 +314,6 @@ class PanopticVoxelGrid:
         buf, local = np.divmod(flat, self._vpb)
         xyz = np.stack([local % res, (local // res) % res, local // (res * res)], axis=1)
         return (keys[buf] * res + xyz) * self.config.voxel_size_m
-
-    # ---- products --------------------------------------------------------------------------
-    def extract_mesh(self, weight_threshold: float) -> ExtractedMesh:
-        """Marching cubes at the zero level, vertices sorted lexicographically so that the same
-        grid content always yields the same arrays."""
-        if self.num_blocks == 0:
-            return ExtractedMesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32),
-                                 np.zeros((0, 3), np.uint8))
-        mesh = self._vbg.extract_triangle_mesh(weight_threshold)
-        vertices = mesh.vertex.positions.numpy().astype(np.float32)
-        if vertices.shape[0] == 0:
-            return ExtractedMesh(vertices.reshape(0, 3), np.zeros((0, 3), np.int32),
-                                 np.zeros((0, 3), np.uint8))
-        colors = np.clip(mesh.vertex.colors.numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        triangles = mesh.triangle.indices.numpy().astype(np.int64)
-        order = np.lexsort((vertices[:, 2], vertices[:, 1], vertices[:, 0]))
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
-        triangles = rank[triangles]
-        # Canonical triangle order too: rotate each so its smallest index comes first, then sort.
-        first = np.argmin(triangles, axis=1)
-        triangles = np.take_along_axis(
-            triangles, (first[:, None] + np.arange(3)[None]) % 3, axis=1)
-        triangles = triangles[np.lexsort((triangles[:, 2], triangles[:, 1], triangles[:, 0]))]
-        return ExtractedMesh(vertices[order], triangles.astype(np.int32), colors[order])
 
     # ---- state -----------------------------------------------------------------------------
     def export_state(self) -> GridState:
@@ -299,3 +346,41 @@ class PanopticVoxelGrid:
     def reset(self) -> None:
         """Drop every block (the preallocated capacity is kept)."""
         self._vbg = self._new_vbg()
+
+
+def neighbourhood(points_m: np.ndarray, radius_voxels: int, voxel_size_m: float,
+                  flat_lookup: Callable[[np.ndarray], np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The voxels around each point with tent-filter weights.
+
+    With ``radius_voxels`` r, the (2r)^3 voxels whose centres are less than r voxels away
+    along every axis, weighted by prod_axis max(0, 1 - |offset| / r); r = 1 gives the 8 cell
+    corners with trilinear weights. Voxels of (near) zero weight are not looked up: a mesh
+    vertex lies on a voxel edge, so only that edge's two voxels count.
+
+    Args:
+        points_m: [N, 3] world points.
+        radius_voxels: r.
+        voxel_size_m: voxel edge length.
+        flat_lookup: integer voxel coordinates [M, 3] -> flat index [M] (-1 = unallocated), of
+            the live grid or of a :class:`BlockIndex` snapshot.
+
+    Returns:
+        ``(flat [N, K] int64 (-1 where unallocated or weightless), weights [N, K] float32)``.
+    """
+    r = int(radius_voxels)
+    grid = np.asarray(points_m, np.float64).reshape(-1, 3) / voxel_size_m
+    base = np.floor(grid)
+    frac = (grid - base).astype(np.float32)  # [N, 3]
+    steps = np.arange(-r + 1, r + 1)
+    offsets = np.stack(np.meshgrid(steps, steps, steps, indexing="ij"), -1).reshape(-1, 3)
+    # Per-axis tent weights [N, 3, 2r], then their outer product in offset order (x slowest).
+    axis_w = np.clip(1.0 - np.abs(steps.astype(np.float32)[None, None, :]
+                                  - frac[:, :, None]) / r, 0.0, None)
+    w = (axis_w[:, 0, :, None, None] * axis_w[:, 1, None, :, None]
+         * axis_w[:, 2, None, None, :]).reshape(grid.shape[0], -1)
+    used = w > 1e-4
+    rows, cols = np.nonzero(used)
+    flat = np.full(w.shape, -1, np.int64)
+    flat[rows, cols] = flat_lookup(base.astype(np.int64)[rows] + offsets[cols])
+    return flat, np.where(used, w, 0.0).astype(np.float32)
