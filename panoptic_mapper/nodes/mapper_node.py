@@ -167,6 +167,9 @@ class MapperNode(InstantSemanticsNode):
                 status = self.training.start(extra)
             elif command == TrainingControl.Request.STOP:
                 status = self.training.stop()
+                # Serve the stopped field at once: a planner that lists instances right after
+                # STOP (or saves the map) sees the state the field stopped in.
+                self.session.refresh()
             elif command == TrainingControl.Request.STATUS:
                 status = self.training.status()
             else:

@@ -126,11 +126,15 @@ class TrainingWorker:
 
     def stop(self) -> TrainingStatus:
         """Stop training; returns once the current chunk has ended (at most ``chunk_max_s``
-        plus one step), so the status is final. The field keeps its state."""
+        plus one step), so the status is final. The field keeps its state, and the next
+        refresh serves it as of the stop (not as of the last periodic relabelling), so that what
+        planners see matches what a save writes."""
         with self._lock:
             self._requested = False
         self._wake.set()
         with self._chunk_lock:
+            if self._session.is_ready:
+                self._session.mark_changed()
             return self.status()
 
     def status(self) -> TrainingStatus:
