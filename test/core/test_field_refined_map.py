@@ -101,6 +101,8 @@ def test_short_training_raises_pq_and_keeps_prior_ids(toy_scene):
     things = [i for i in refined.get_instances() if i.is_thing]
     assert {i.id for i in things} <= {101, 102, 103, 104}
     assert {i.label for i in things} >= {"table", "chair", "cabinet"}
+    for inst in things:  # boxes turn about the up axis only, as the prior's do
+        np.testing.assert_allclose(inst.bbox.R_world_box[:, 2], [0.0, 0.0, 1.0], atol=1e-9)
 
 
 def test_save_load_resumes(toy_scene, tmp_path):

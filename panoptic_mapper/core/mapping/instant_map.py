@@ -66,7 +66,7 @@ from panoptic_mapper.core.tsdf.block_mesher import BlockMesher, MeshDelta
 from panoptic_mapper.core.tsdf.grid import (GridState, PanopticVoxelGrid, TsdfConfig,
                                             pack_block_keys, unpack_block_keys)
 from panoptic_mapper.core.tsdf.raycast import MeshRaycaster
-from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraIntrinsics,
+from panoptic_mapper.core.types import (NO_INSTANCE_ID, CameraIntrinsics,
                                         LabelRender, MapInstance, PanopticMesh,
                                         PanopticSegmentation2D, RgbdFrame,
                                         validate_rigid_transform)

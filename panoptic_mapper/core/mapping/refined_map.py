@@ -61,9 +61,10 @@ from panoptic_mapper.core.field.trainer import FieldTrainer, PriorTargets, Train
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import IntegrationReport, MeshUpdate, PanopticMap
 from panoptic_mapper.core.mapping.instant_map import InstantMapConfig, InstantPanopticMap
+from panoptic_mapper.core.tracking.instance_geometry import gravity_box, representative_color
 from panoptic_mapper.core.tsdf.raycast import MeshRaycaster
 from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraIntrinsics,
-                                        LabelRender, MapInstance, OrientedBox, PanopticMesh,
+                                        LabelRender, MapInstance, PanopticMesh,
                                         PanopticSegmentation2D, RgbdFrame,
                                         validate_rigid_transform)
 
@@ -505,13 +506,17 @@ class RefinedPanopticMap:
                                 if p > 1e-3}
                 confidence = float(distribution.get(label_id, 0.0))
             points = mesh.vertices_m[selected].astype(np.float64)
+            # Same box and colour rules as the prior's instances, so that a planner sees no
+            # jump in either when the field takes over.
+            summary = self.config.instant.instances
             out.append(MapInstance(
                 id=int(instance_id), label=label.name, label_id=label_id,
                 is_thing=label.is_thing, confidence=confidence, centroid_m=points.mean(axis=0),
-                bbox=_oriented_box(points),
+                bbox=gravity_box(points, summary.up_axis, padding_m=0.0),
                 num_observations=int(prior_observations.get(int(instance_id), 0)),
                 label_distribution=distribution, num_voxels=int(selected.sum()),
-                mean_color_rgb=mesh.colors[selected].mean(axis=0).astype(np.uint8)))
+                mean_color_rgb=representative_color(mesh.colors[selected],
+                                                    summary.color_brightness_percentile)))
         return out
 
     def _box_contains(self, points_m: np.ndarray) -> np.ndarray:
@@ -624,15 +629,3 @@ def _keyframe_from_arrays(info: dict, arrays: dict[str, np.ndarray]) -> Keyframe
                     arrays.get("score"))
 
 
-def _oriented_box(points_m: np.ndarray) -> OrientedBox:
-    """A PCA-aligned box around [N, 3] points (N >= 1)."""
-    centre = points_m.mean(axis=0)
-    if len(points_m) < 3:
-        return OrientedBox(centre, np.eye(3), np.ptp(points_m, axis=0))
-    _, _, vt = np.linalg.svd(points_m - centre, full_matrices=False)
-    rotation = vt.T
-    if np.linalg.det(rotation) < 0:
-        rotation[:, 2] *= -1
-    local = (points_m - centre) @ rotation
-    low, high = local.min(axis=0), local.max(axis=0)
-    return OrientedBox(centre + rotation @ ((low + high) / 2), rotation, high - low)
