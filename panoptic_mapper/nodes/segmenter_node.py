@@ -11,13 +11,17 @@ Backends (parameter ``backend``):
 
 Model backends run in a worker thread behind a keep-latest queue: while the backend is busy,
 newer images replace older ones (skipped frames are counted), so the output never lags behind.
-Per-frame timing, processed/skipped/failed counts and input problems go to ``/diagnostics``.
+Per-frame timing, processed/skipped/invalid/failed counts, the last frame's per-stage cost of a
+model backend (``backend.*``: device, preprocess/detect/segment/merge ms, box counts) and input
+problems go to ``/diagnostics``; a backend exception (e.g. CUDA out of memory) is counted as
+``frames_failed`` and logged, and the worker goes on with the next frame.
 
 Parameters: ``SegmenterNodeConfig`` (``ros/node_config.py``), documented in
 ``config/mapper.yaml``. Lifecycle: see ``nodes/runtime.py``.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -235,6 +239,11 @@ class SegmenterNode(PanopticLifecycleNode):
             self._count("frames_invalid")
             self._problem(exc.kind, f"frame at {matched.stamp_ns / 1e9:.3f} s: {exc}")
             return
+        except Exception as exc:  # noqa: BLE001 - e.g. CUDA out of memory: keep the worker alive
+            self._count("frames_failed")
+            self._problem("backend_error", f"frame at {matched.stamp_ns / 1e9:.3f} s: "
+                          f"{type(exc).__name__}: {exc}")
+            return
         # The output carries the RGB header exactly (stamp and frame), whatever the backend set.
         out.header = rgb_msg.header
         out.segment_ids.header = rgb_msg.header
@@ -262,6 +271,7 @@ class SegmenterNode(PanopticLifecycleNode):
         values["queue_length"] = len(self._queue) if self._queue else 0
         for name, timing in self.timings.items():
             values.update(timing_values(name, timing))
+        values.update(_backend_stats(self._backend))
         if self._diagnostics_pub is not None:
             status = node_status(self.get_name(), self.get_fully_qualified_name(), values,
                                  self.problems)
@@ -278,3 +288,13 @@ def main(args: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _backend_stats(backend: object) -> dict[str, object]:
+    """The last frame's per-stage cost of a model backend that reports it (Grounded SAM's
+    ``last_stats``), as ``backend.*`` diagnostics values; empty for other backends."""
+    stats = getattr(backend, "last_stats", None)
+    if stats is None or not dataclasses.is_dataclass(stats):
+        return {}
+    return {f"backend.{name}": (round(value, 1) if isinstance(value, float) else value)
+            for name, value in dataclasses.asdict(stats).items()}

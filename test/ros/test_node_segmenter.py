@@ -133,3 +133,51 @@ def test_busy_backend_skips_to_the_latest_frame(graph):
     stamps = [segmentation_from_msg(m).stamp_ns for m in out]
     assert stamps[-1] == 5 * 10**8 and len(stamps) == 5 - node.counters["frames_skipped_busy"]
     node.release()
+
+
+def test_backend_exception_is_counted_and_the_worker_goes_on(graph):
+    node = make_segmenter(graph, "emulator", emulator_level="clean")
+    segment = node._backend.segment
+    calls = []
+
+    def flaky_segment(request):
+        calls.append(request.stamp_ns)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return segment(request)
+
+    node._backend.segment = flaky_segment
+    out = listen(graph, graph.prefix + "/out")
+    pubs = {name: publisher(graph, Image, graph.prefix + "/" + name)
+            for name in ("rgb", "depth", "gt_labels", "gt_instances")}
+    rgb, depth, ids = helpers.render(0)
+    conv = helpers.conv
+    for k in range(2):
+        stamp = (k + 1) * 10**8
+        pubs["gt_labels"].publish(conv.image_msg_from_array(ids.astype(np.uint16), "16UC1",
+                                                            stamp, "cam"))
+        pubs["gt_instances"].publish(conv.image_msg_from_array(
+            np.zeros_like(ids, np.uint16), "16UC1", stamp, "cam"))
+        pubs["depth"].publish(conv.image_msg_from_depth(depth, stamp, "cam"))
+        pubs["rgb"].publish(conv.image_msg_from_rgb(rgb, stamp, "cam"))
+        # The first frame fails; wait for it so that the second is not skipped as busy.
+        assert helpers.wait_until(lambda: len(calls) > k, 10)
+    assert helpers.wait_until(lambda: len(out) >= 1, 20)
+    assert node.counters.get("frames_failed") == 1
+    assert segmentation_from_msg(out[-1]).stamp_ns == 2 * 10**8
+    assert node.problems.counts.get("backend_error") == 1
+    assert "RuntimeError: CUDA out of memory" in node.problems.first_message("backend_error")
+    node.release()
+
+
+def test_model_backend_stage_costs_go_to_the_diagnostics_values():
+    from types import SimpleNamespace
+
+    from panoptic_mapper.core.segmentation.grounded_sam import GroundedSamStats
+    from panoptic_mapper.nodes.segmenter_node import _backend_stats
+
+    stats = GroundedSamStats(device="cuda", detect_ms=12.345, num_boxes_segmented=4)
+    values = _backend_stats(SimpleNamespace(last_stats=stats))
+    assert values["backend.device"] == "cuda" and values["backend.detect_ms"] == 12.3
+    assert values["backend.num_boxes_segmented"] == 4
+    assert _backend_stats(SimpleNamespace()) == {}  # replay / emulator report nothing more
