@@ -282,7 +282,7 @@ def test_bad_image_is_rejected(segmenter):
 
 
 def test_missing_or_wrong_weights_say_how_to_get_them(tmp_path, weights_dirs, label_registry):
-    with pytest.raises(DataFormatError, match="huggingface-cli download IDEA-Research"):
+    with pytest.raises(DataFormatError, match="hf download IDEA-Research"):
         GroundedSamSegmenter.from_config(
             _tiny_config(weights_dirs, detector_weights_dir=str(tmp_path / "nope")),
             label_registry)

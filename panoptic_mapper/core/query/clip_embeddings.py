@@ -35,7 +35,8 @@ from panoptic_mapper.core.segmentation.hf_weights import require_model_dir, reso
 
 @dataclass
 class ClipConfig(ConfigBase):
-    """CLIP instance embeddings (YAML section ``query.clip``)."""
+    """CLIP instance embeddings. A library component: no node builds it from its parameters yet
+    (the ``query.clip.*`` names in its errors are the names it will have there)."""
 
     weights_dir: str = ""
     """Local CLIP checkpoint directory (config.json, weights, tokenizer, preprocessor)."""

@@ -19,13 +19,15 @@ WEIGHT_FILE_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 """A model directory must hold at least one file matching one of these."""
 
 DOWNLOAD_HINTS: dict[str, str] = {
-    "grounding-dino": "huggingface-cli download IDEA-Research/grounding-dino-tiny "
+    "grounding-dino": "hf download IDEA-Research/grounding-dino-tiny "
                       "--local-dir <dir>",
-    "sam": "huggingface-cli download facebook/sam-vit-base --local-dir <dir> "
+    "sam": "hf download facebook/sam-vit-base --local-dir <dir> "
            "(or facebook/sam-vit-huge, the PanopticRecon++ choice)",
-    "clip": "huggingface-cli download openai/clip-vit-base-patch32 --local-dir <dir>",
+    "clip": "hf download openai/clip-vit-base-patch32 --local-dir <dir>",
 }
-"""How to obtain a checkpoint of each model type (run on a machine with internet access)."""
+"""How to obtain a checkpoint of each model type (run on a machine with internet access). ``hf``
+is the command-line tool of ``huggingface_hub`` >= 0.34; older releases call it
+``huggingface-cli`` with the same arguments."""
 
 
 def require_model_dir(path: str, field: str, model_type: str) -> Path:
@@ -41,7 +43,7 @@ def require_model_dir(path: str, field: str, model_type: str) -> Path:
         DataFormatError: the path is empty or missing, has no ``config.json`` or no weight
             file, or holds another model type. The message says how to download the weights.
     """
-    command = DOWNLOAD_HINTS.get(model_type, "huggingface-cli download <repo> --local-dir <dir>")
+    command = DOWNLOAD_HINTS.get(model_type, "hf download <repo> --local-dir <dir>")
     hint = (f"; obtain the weights on a machine with internet access with `{command}` and set "
             f"{field} to that directory")
     if not path:
