@@ -46,7 +46,8 @@ from panoptic_mapper.ros.node_stats import ProblemCounter, RollingTiming
 from panoptic_mapper.ros.panoptic_conversions import segmentation_from_msg
 from panoptic_mapper.ros.params import ConfigParameters
 from panoptic_mapper.ros.services import PlannerApi, PlannerApiConflict
-from panoptic_mapper.ros.sync import KeepLatestQueue, MatchedFrame, StampSynchronizer, SyncDrop
+from panoptic_mapper.ros.sync import (KeepLatestQueue, LatePartnerReport, MatchedFrame,
+                                      StampSynchronizer, SyncDrop)
 from panoptic_mapper.ros.tf_pose import TfPoseSource
 
 NODE_NAME = "instant_semantics_node"
@@ -82,6 +83,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         self.outputs: MapOutputs | None = None
         self._registry: LabelRegistry | None = None
         self._sync: StampSynchronizer | None = None
+        self._late_report: LatePartnerReport | None = None
         self._queue: KeepLatestQueue[tuple[float, MatchedFrame]] | None = None
         self._tf: TfPoseSource | None = None
         self._diagnostics_pub = None
@@ -122,6 +124,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._sync = StampSynchronizer.for_rgbd(cfg.sync, cfg.input.use_segmentation,
                                                 with_pose=cfg.input.pose_source != "tf")
+        self._late_report = LatePartnerReport(cfg.sync)
         self._queue = KeepLatestQueue(cfg.queue_size)
         self._output_group = MutuallyExclusiveCallbackGroup()
         namespace = "~"
@@ -265,6 +268,14 @@ class InstantSemanticsNode(PanopticLifecycleNode):
                 self._info_once.add(drop.kind)
                 self.get_logger().info(f"[{drop.kind}] {message} (normal when the segmenter "
                                        "skips frames; counted in the diagnostics)")
+            return
+        if drop.kind.startswith("late_") and self._late_report is not None:
+            # Counted like any problem, but warned about again (rate-limited) with the delay
+            # measured so far: a stream that is always late starves the map.
+            self.problems.record(drop.kind, message)
+            warning = self._late_report.record(drop)
+            if warning:
+                self.get_logger().warning(f"[{drop.kind}] {warning}")
             return
         self._problem(drop.kind, message)
 

@@ -48,7 +48,8 @@ from panoptic_mapper.ros.panoptic_conversions import (segmentation_from_msg,
                                                       segmentation_msg_from_core)
 from panoptic_mapper.ros.params import ConfigParameters
 from panoptic_mapper.ros.qos import SENSOR_QOS
-from panoptic_mapper.ros.sync import KeepLatestQueue, MatchedFrame, StampSynchronizer, StreamSpec
+from panoptic_mapper.ros.sync import (KeepLatestQueue, LatePartnerReport, MatchedFrame,
+                                      StampSynchronizer, StreamSpec)
 
 NODE_NAME = "segmenter_node"
 EMULATOR_STREAMS = ("rgb", "depth", "ground_truth_labels", "ground_truth_instances")
@@ -67,6 +68,7 @@ class SegmenterNode(PanopticLifecycleNode):
         self._registry: LabelRegistry | None = None
         self._backend: SegmenterBackend | None = None
         self._sync: StampSynchronizer | None = None
+        self._late_report: LatePartnerReport | None = None
         self._queue: KeepLatestQueue[tuple[float, MatchedFrame]] | None = None
         self._output = None
         self._diagnostics_pub = None
@@ -101,6 +103,7 @@ class SegmenterNode(PanopticLifecycleNode):
                 [StreamSpec("rgb", "key")] + [StreamSpec(s, "nearest")
                                               for s in EMULATOR_STREAMS[1:]],
                 cfg.sync.max_wait_s, cfg.sync.max_pending, cfg.sync.time_jump_back_s)
+            self._late_report = LatePartnerReport(cfg.sync)
         self._queue = KeepLatestQueue(cfg.queue_size)
         self._output = self.create_publisher(PanopticSegmentation, cfg.topics.output,
                                              SENSOR_QOS)
@@ -213,8 +216,15 @@ class SegmenterNode(PanopticLifecycleNode):
         else:
             result = self._sync.add(stream, stamp_ns, msg)
             for drop in result.drops:
-                self._problem(drop.kind, f"{drop.stream} at {drop.stamp_ns / 1e9:.3f} s "
-                                         f"dropped by the synchroniser: {drop.detail}")
+                message = (f"{drop.stream} at {drop.stamp_ns / 1e9:.3f} s dropped by the "
+                           f"synchroniser: {drop.detail}")
+                if drop.kind.startswith("late_") and self._late_report is not None:
+                    self.problems.record(drop.kind, message)
+                    warning = self._late_report.record(drop)
+                    if warning:
+                        self.get_logger().warning(f"[{drop.kind}] {warning}")
+                else:
+                    self._problem(drop.kind, message)
             frames = result.frames
         for frame in frames:
             if self._queue.put((time.monotonic(), frame)) is not None:

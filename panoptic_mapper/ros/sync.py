@@ -16,12 +16,17 @@ the matching rules the nodes need instead of its Exact/ApproximateTime synchroni
   ``max_wait_s`` of wall time (an input that never came; the wall-time condition keeps a
   callback that runs late on a loaded machine from losing frames when a bag plays fast);
   items older than the last emitted frame are stale. Every discarded item or frame is reported as a
-  :class:`SyncDrop` with a stable ``kind``.
+  :class:`SyncDrop` with a stable ``kind``;
+* an item that arrives for a frame already dropped while waiting for that very stream is
+  reported as ``late_<stream>`` with its delay, so a partner that is always slower than
+  ``max_wait_s`` / ``max_pending`` allow (a segmenter taking 40 s per frame on a CPU) is named
+  instead of starving the map silently (:class:`LatePartnerReport` words the advice).
 
 A stamp far behind the last emitted frame (a bag played in a loop, a restarted sensor) resets
 the synchroniser instead of rejecting everything from then on.
 
-Owns: matching, expiry, stale-stamp rejection, the drop report; :class:`KeepLatestQueue`.
+Owns: matching, expiry, stale-stamp rejection, late-partner detection, the drop report;
+:class:`KeepLatestQueue`.
 Does not own: decoding or validating the payloads (``panoptic_mapper.ros.conversions``), or what
 a node does with a matched frame.
 """
@@ -38,6 +43,11 @@ from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.errors import ConfigError
 
 NS_PER_S = 1_000_000_000
+EXPIRED_HISTORY_MIN = 4096
+"""Frames dropped for missing partners remembered at least (more with a larger max_pending),
+to recognise their partners arriving late: 2 min of a 30 Hz camera."""
+LATE_WARNING_PERIOD_S = 30.0
+"""Least wall time between two late-partner warnings of a :class:`LatePartnerReport`."""
 
 StreamPolicy = Literal["key", "nearest", "latest"]
 
@@ -102,13 +112,19 @@ class SyncDrop:
     Kinds: ``stale_stamp`` (older than the last emitted frame, or not newer than the previous
     item of its stream), ``missing_<stream>`` (a frame that could not get that input, or an
     item whose key item never came), ``overflow`` (buffer bound exceeded),
-    ``time_jump_back`` (the synchroniser was reset).
+    ``time_jump_back`` (the synchroniser was reset), ``late_<stream>`` (an item for a frame
+    that was already dropped while waiting for it: the stream is slower than the limits).
     """
 
     kind: str
     stream: str
     stamp_ns: int
     detail: str = ""
+    delay_s: float = 0.0
+    """For ``late_<stream>``: wall time from the frame's key item to this item, seconds."""
+    frames_behind: int = 0
+    """For ``late_<stream>``: key items received after the frame's own until this item came
+    (the ``max_pending`` that would have kept the frame)."""
 
 
 @dataclass
@@ -161,6 +177,7 @@ class StampSynchronizer:
         self._max_wait_s = float(max_wait_s)
         self._clock = clock
         self._max_pending = int(max_pending)
+        self._expired_history = max(EXPIRED_HISTORY_MIN, 8 * self._max_pending)
         self._jump_back_ns = _to_ns(time_jump_back_s)
         self._lock = threading.Lock()
         self._reset_state()
@@ -190,7 +207,8 @@ class StampSynchronizer:
         return tuple(self._specs)
 
     def _reset_state(self) -> None:
-        self._pending: dict[int, tuple[Any, float]] = {}  # key stamp -> (item, arrival)
+        # key stamp -> (item, arrival wall time, index among the key items)
+        self._pending: dict[int, tuple[Any, float, int]] = {}
         # stream -> [(stamp, item, arrival wall time)], stamps increasing
         self._buffers: dict[str, list[tuple[int, Any, float]]] = {
             name: [] for name, s in self._specs.items() if s.policy == "nearest"}
@@ -199,6 +217,10 @@ class StampSynchronizer:
         self._last_emitted_ns = -1
         history = 8 * self._max_pending
         self._recent_keys: collections.deque[int] = collections.deque(maxlen=history)
+        self._num_keys = 0
+        # Frames dropped while waiting: [(key stamp, key arrival wall time, index among the key
+        # items, nearest streams it waited for)], by stamp; a later item of such a stream is late.
+        self._expired: list[tuple[int, float, int, tuple[str, ...]]] = []
 
     def reset(self) -> None:
         """Forget every buffered item (e.g. after the map was reset)."""
@@ -240,6 +262,8 @@ class StampSynchronizer:
                 f"({(newest - stamp_ns) / NS_PER_S:.3f} s older)"))
             return False
         self._newest_ns[spec.name] = stamp_ns
+        if spec.policy == "nearest" and self._report_late(spec, stamp_ns, result):
+            return False
         if self._last_emitted_ns >= 0 and stamp_ns <= self._last_emitted_ns - spec.tolerance_ns:
             result.drops.append(SyncDrop(
                 "stale_stamp", spec.name, stamp_ns,
@@ -247,11 +271,12 @@ class StampSynchronizer:
                 "emitted frame"))
             return False
         if spec.policy == "key":
-            self._pending[stamp_ns] = (item, self._clock())
+            self._pending[stamp_ns] = (item, self._clock(), self._num_keys)
+            self._num_keys += 1
             self._recent_keys.append(stamp_ns)
             if len(self._pending) > self._max_pending:
                 oldest = min(self._pending)
-                del self._pending[oldest]
+                self._remember_expired(oldest, self._blocking(oldest))
                 result.drops.append(SyncDrop("overflow", spec.name, oldest,
                                              f"more than {self._max_pending} frames pending"))
             return True
@@ -320,10 +345,8 @@ class StampSynchronizer:
                 break
             if self._pending[key_ns][1] > arrived_before:
                 continue
-            del self._pending[key_ns]
-            blocking = [name for name, spec in self._specs.items()
-                        if (spec.policy == "latest" and name not in self._latest)
-                        or (spec.policy == "nearest" and self._match(spec, key_ns)[0] != "ok")]
+            blocking = self._blocking(key_ns)
+            self._remember_expired(key_ns, blocking)
             for name in blocking:
                 result.drops.append(SyncDrop(
                     f"missing_{name}", name, key_ns,
@@ -331,6 +354,48 @@ class StampSynchronizer:
         for name, spec in self._specs.items():
             if spec.policy == "nearest":
                 self._discard_older(name, cutoff_ns - spec.tolerance_ns, result, arrived_before)
+
+    def _blocking(self, key_ns: int) -> tuple[str, ...]:
+        """Streams the pending frame ``key_ns`` still lacks."""
+        return tuple(name for name, spec in self._specs.items()
+                     if (spec.policy == "latest" and name not in self._latest)
+                     or (spec.policy == "nearest" and self._match(spec, key_ns)[0] != "ok"))
+
+    def _remember_expired(self, key_ns: int, blocking: tuple[str, ...]) -> None:
+        """Drop the pending frame ``key_ns``, remembering which streams it waited for."""
+        _, arrival, index = self._pending.pop(key_ns)
+        waited_for = tuple(n for n in blocking if self._specs[n].policy == "nearest")
+        if not waited_for:
+            return
+        bisect.insort(self._expired, (key_ns, arrival, index, waited_for))
+        if len(self._expired) > self._expired_history:
+            del self._expired[0]
+
+    def _report_late(self, spec: StreamSpec, stamp_ns: int, result: SyncResult) -> bool:
+        """True (and a ``late_<stream>`` drop) when ``stamp_ns`` belongs to a frame that was
+        dropped while waiting for this stream."""
+        expired = self._expired
+        lo = bisect.bisect_left(expired, stamp_ns - spec.tolerance_ns, key=_stamp_of)
+        hi = bisect.bisect_right(expired, stamp_ns + spec.tolerance_ns, key=_stamp_of)
+        candidates = [i for i in range(lo, hi) if spec.name in expired[i][3]]
+        if not candidates:
+            return False
+        i = min(candidates, key=lambda j: abs(expired[j][0] - stamp_ns))
+        key_ns, arrival, index, waited_for = expired[i]
+        remaining = tuple(n for n in waited_for if n != spec.name)
+        if remaining:
+            expired[i] = (key_ns, arrival, index, remaining)
+        else:
+            del expired[i]
+        delay_s = self._clock() - arrival
+        behind = self._num_keys - 1 - index
+        result.drops.append(SyncDrop(
+            f"late_{spec.name}", spec.name, stamp_ns,
+            f"arrived {delay_s:.1f} s (wall time) and {behind} {self._key} frames after its "
+            f"frame, which had been dropped after waiting max_wait_s ({self._max_wait_s:g} s) "
+            f"or max_pending ({self._max_pending} frames)",
+            delay_s=delay_s, frames_behind=behind))
+        return True
 
     def _discard_older(self, name: str, floor_ns: int, result: SyncResult,
                        arrived_before: float | None = None) -> None:
@@ -356,6 +421,67 @@ def _stamp_of(entry: tuple) -> int:
 
 def _to_ns(seconds: float) -> int:
     return int(round(seconds * NS_PER_S))
+
+
+class LatePartnerReport:
+    """Counts ``late_<stream>`` drops and words a rate-limited warning naming the limits to raise.
+
+    A stream that is always later than the synchroniser waits (a segmenter taking 40 s per
+    frame) makes every frame expire: the map gets nothing while each drop on its own looks
+    normal. The first late item is worth a warning, and one per ``period_s`` after that with
+    the counts and the largest delay measured. Thread-safe.
+    """
+
+    def __init__(self, limits: SyncLimitsConfig, prefix: str = "sync.",
+                 period_s: float = LATE_WARNING_PERIOD_S,
+                 clock: Callable[[], float] = time.monotonic):
+        """Args:
+            limits: the synchroniser's limits (quoted in the warning).
+            prefix: parameter prefix of ``limits`` in the node (``sync.``).
+            period_s: least wall time between two warnings, seconds.
+            clock: wall clock in seconds (tests pass a fake one).
+        """
+        self._limits = limits
+        self._prefix = prefix
+        self._period_s = float(period_s)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_warning_s = -float("inf")
+        self.counts: dict[str, int] = {}
+        """Stream -> late items so far."""
+        self.max_delay_s = 0.0
+        """Largest delay of a late item so far, seconds (wall time after its frame's key)."""
+        self.max_frames_behind = 0
+        """Most key frames received between a frame and its late item so far."""
+
+    def record(self, drop: SyncDrop) -> str | None:
+        """Count a ``late_<stream>`` drop; returns the warning to log now, or None."""
+        with self._lock:
+            self.counts[drop.stream] = self.counts.get(drop.stream, 0) + 1
+            self.max_delay_s = max(self.max_delay_s, drop.delay_s)
+            self.max_frames_behind = max(self.max_frames_behind, drop.frames_behind)
+            now = self._clock()
+            if now < self._next_warning_s:
+                return None
+            self._next_warning_s = now + self._period_s
+            total = sum(self.counts.values())
+            wait, pending = f"{self._prefix}max_wait_s", f"{self._prefix}max_pending"
+            return (
+                f"{drop.stream} arrives too late for the synchroniser: the one for the frame at "
+                f"{drop.stamp_ns / NS_PER_S:.3f} s came {drop.delay_s:.1f} s and "
+                f"{drop.frames_behind} frames after it, but a frame waits at most {wait} = "
+                f"{self._limits.max_wait_s:g} s and {pending} = {self._limits.max_pending} "
+                f"frames, so it had been dropped ({total} late so far: "
+                f"{_counts_text(self.counts)}; largest delay {self.max_delay_s:.1f} s, "
+                f"{self.max_frames_behind} frames). Frames whose {drop.stream} is late never "
+                f"reach the map: raise {wait} above {self.max_delay_s:.1f} s (and "
+                f"{self._prefix}time_jump_back_s above that) and {pending} above "
+                f"{self.max_frames_behind}, or make the {drop.stream} faster (this warning "
+                f"repeats at most every {self._period_s:g} s)")
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name}={count}" for name, count in sorted(counts.items()))
 
 
 # --------------------------------------------------------------------------------------------

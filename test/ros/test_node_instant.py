@@ -240,3 +240,30 @@ def test_missing_camera_info_is_reported(capfd):
         node.release(save=False)
         graph.shutdown()
     assert capfd.readouterr().err.count("[missing_camera_info]") == 1
+
+
+def test_a_segmentation_later_than_max_wait_is_warned_about(capfd):
+    prefix = f"/pm_late_{os.getpid()}"
+    graph = helpers.NodeGraph(prefix)
+    node = make_node(graph, prefix + "/api", **{"sync.max_wait_s": 0.5,
+                                                "sync.time_jump_back_s": 5.0})
+    try:
+        assert autostart(node)
+        graph.wait_for_subscribers(node.get_name())
+        frames = [helpers.frame_messages(i) for i in range(10)]
+        for msgs in frames:  # 0.1 s apart: the segmenter has not answered yet
+            graph.publish({k: v for k, v in msgs.items() if k != "segmentation"})
+            time.sleep(0.1)
+        assert helpers.wait_until(
+            lambda: node.counters.get("sync_missing_segmentation", 0) >= 2, 10.0)
+        for i in (0, 1):  # the slow segmenter's results for frames already dropped
+            graph.publish({"segmentation": frames[i]["segmentation"]})
+        assert helpers.wait_until(
+            lambda: node.problems.counts.get("late_segmentation", 0) == 2, 10.0)
+        assert node.counters.get("frames_integrated", 0) == 0
+    finally:
+        node.release(save=False)
+        graph.shutdown()
+    err = capfd.readouterr().err
+    assert err.count("[late_segmentation]") == 1  # rate-limited
+    assert "raise sync.max_wait_s above" in err and "sync.max_pending above" in err

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from panoptic_mapper.core.errors import ConfigError
-from panoptic_mapper.ros.sync import (KeepLatestQueue, StampSynchronizer, StreamSpec,
-                                      SyncConfig)
+from panoptic_mapper.ros.sync import (KeepLatestQueue, LatePartnerReport, StampSynchronizer,
+                                      StreamSpec, SyncConfig)
 
 MS = 1_000_000  # ns
 
@@ -171,6 +171,90 @@ def test_config_and_stream_errors_name_the_field():
         StampSynchronizer([StreamSpec("a", "nearest")])
     with pytest.raises(ConfigError, match="stream"):
         make_sync().add("thermal", 0, None)
+
+
+def feed_slow_segmenter(sync, wall, num_frames=51, seg_delay_frames=50):
+    """10 Hz frames (stamp (i + 1) * 100 ms, arriving at wall time i * 0.1 s) whose other inputs
+    come at once, and the segmentation of frame 0 then 1 only ``seg_delay_frames`` frames
+    later, as from a segmenter that takes 5 s per image. Returns (frames, drops)."""
+    frames, drops = [], []
+    for i in range(num_frames):
+        wall[0] = i * 0.1
+        out, d = feed_frame(sync, (i + 1) * 100 * MS, skip=("segmentation",))
+        frames += out
+        drops += d
+    for j in range(2):
+        wall[0] = (seg_delay_frames + j) * 0.1
+        result = sync.add("segmentation", (j + 1) * 100 * MS, f"seg{j}")
+        frames += result.frames
+        drops += result.drops
+    return frames, drops
+
+
+def test_a_partner_later_than_max_wait_is_reported_as_late_with_its_delay():
+    wall = [0.0]
+    sync = make_sync(clock=lambda: wall[0], max_wait_s=1.0)
+    frames, drops = feed_slow_segmenter(sync, wall)
+    assert frames == []
+    late = [d for d in drops if d.kind.startswith("late_")]
+    assert [(d.kind, d.stream, d.stamp_ns) for d in late] == [
+        ("late_segmentation", "segmentation", 100 * MS),
+        ("late_segmentation", "segmentation", 200 * MS)]
+    # frame 0 came at wall 0.0 s, its segmentation at 5.0 s, after 50 more RGB images
+    assert late[0].delay_s == pytest.approx(5.0)
+    assert late[0].frames_behind == 50
+    assert late[1].delay_s == pytest.approx(5.0) and late[1].frames_behind == 49
+    assert "max_wait_s (1 s)" in late[0].detail and "max_pending (60 frames)" in late[0].detail
+    # the frames themselves expired as missing their segmentation; nothing else is reported
+    assert {d.kind for d in drops} == {"missing_segmentation", "late_segmentation"}
+
+
+def test_limits_above_the_measured_delay_keep_the_frames():
+    wall = [0.0]
+    sync = make_sync(clock=lambda: wall[0], max_wait_s=6.0, time_jump_back_s=10.0)
+    frames, drops = feed_slow_segmenter(sync, wall)
+    assert [f.stamp_ns for f in frames] == [100 * MS, 200 * MS]
+    assert drops == []
+
+
+def test_only_the_streams_a_dropped_frame_waited_for_count_as_late():
+    wall = [0.0]
+    sync = StampSynchronizer([StreamSpec("rgb", "key"), StreamSpec("depth", "nearest"),
+                              StreamSpec("seg", "nearest")],
+                             max_wait_s=1.0, max_pending=2, time_jump_back_s=5.0,
+                             clock=lambda: wall[0])
+    for i in range(4):  # depth at once, no segmentation: frames 0 and 1 overflow
+        sync.add("rgb", (i + 1) * MS, i)
+        sync.add("depth", (i + 1) * MS, i)
+    wall[0] = 0.5
+    result = sync.add("seg", 1 * MS, "s0")
+    assert [(d.kind, d.frames_behind) for d in result.drops] == [("late_seg", 3)]
+    assert result.drops[0].delay_s == pytest.approx(0.5)
+    result = sync.add("seg", 3 * MS, "s2")  # frame 2 still waits: it leaves normally
+    assert [f.stamp_ns for f in result.frames] == [3 * MS]
+    assert [d.kind for d in result.drops] == []
+    assert [d.kind for d in sync.add("depth", 4 * MS, "again").drops] == ["stale_stamp"]
+
+
+def test_late_partner_report_names_the_limits_and_is_rate_limited():
+    wall = [0.0]
+    sync = make_sync(clock=lambda: wall[0], max_wait_s=1.0)
+    _, drops = feed_slow_segmenter(sync, wall)
+    late = [d for d in drops if d.kind.startswith("late_")]
+    now = [100.0]
+    report = LatePartnerReport(SyncConfig(max_wait_s=1.0), period_s=30.0, clock=lambda: now[0])
+    warning = report.record(late[0])
+    assert warning is not None
+    for text in ("segmentation arrives too late", "the frame at 0.100 s", "came 5.0 s and 50",
+                 "sync.max_wait_s = 1 s", "sync.max_pending = 60", "1 late so far",
+                 "raise sync.max_wait_s above 5.0 s (and sync.time_jump_back_s above that) and "
+                 "sync.max_pending above 50"):
+        assert text in warning, text
+    now[0] += 29.0
+    assert report.record(late[1]) is None  # within the period: counted only
+    assert report.counts == {"segmentation": 2}
+    now[0] += 1.0
+    assert "3 late so far: segmentation=3" in report.record(late[1])
 
 
 def test_keep_latest_queue_drops_the_oldest_and_counts():
