@@ -16,7 +16,9 @@
   ``render_labels`` raycasts that labelled mesh. Tokens inherit the prior's instance ids by 3D
   overlap on the mesh vertices (``core/field/instance_ids.py``);
 * ``save``/``load`` write one ``.npz`` file with the prior's state, the keyframes and the field
-  checkpoint (optimiser and token-manager state included, so training resumes).
+  checkpoint (optimiser and token-manager state included, so training resumes). ``load`` is
+  atomic: it builds the complete new state first and swaps it in only once every part was read;
+  a bad file raises ``DataFormatError`` and leaves the map as it was.
 
 Ablations of the paper's Table V (config paths under ``training``):
 
@@ -32,6 +34,7 @@ Does not own: the field and its training (``core/field``), the prior map.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -40,7 +43,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -92,8 +95,10 @@ class RefinedMapConfig(ConfigBase):
     appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
     """The optional gsplat colour branch (CUDA only), trained in ``finalize()``."""
     tokens_from_prior: bool = True
-    """Seed one token per prior thing instance and distil the prior's vertex labels into the
-    field early on (``training.schedule.prior_distill_until``); False: the paper's tokens from
+    """Seed one token per prior thing instance (and one per instance the prior confirms later),
+    and distil the prior's labels and instances at its mesh vertices (the mesh at training
+    setup) into the field from the first step until ``training.schedule.prior_distill_until``,
+    which by default (1.0) is the end of the schedule; False: the paper's tokens from
     back-projected pixels and no distillation."""
     min_keyframes: int = 3
     """Training starts once this many keyframes are stored."""
@@ -571,23 +576,48 @@ class RefinedPanopticMap:
         Path(path).write_bytes(buffer.getvalue())
 
     def load(self, path: str | Path) -> None:
-        """Replace the state with one written by :meth:`save`; on a bad file raises
-        :class:`DataFormatError` and keeps the current state."""
+        """Replace the state with one written by :meth:`save`, atomically.
+
+        The complete new state (configuration, keyframes, field checkpoint, id bindings) is
+        built in a fresh map first. Then the prior loads the file's prior part (its ``load``
+        keeps its state on a bad file), the loaded field is published over it, and only then
+        is the new state swapped in. If the prior part or the publishing fails, the prior is
+        restored from a backup written just before.
+
+        Raises:
+            DataFormatError: the file is missing, truncated or corrupt in any part, holds
+                another method or format version, or was written with another label
+                registry; the message names the path and the part. The map is then unchanged.
+        """
         path = Path(path)
         if not path.is_file():
             raise DataFormatError("path", str(path), "map file not found", kind="map_file")
-        try:
-            with np.load(path) as data:
-                meta = json.loads(bytes(data["meta"]).decode())
-                prior_bytes = bytes(data["prior"])
-                checkpoint = torch.load(io.BytesIO(bytes(data["field"])), weights_only=True)
-                keyframe_arrays = [{name: data[f"kf{i}_{name}"] for name in
-                                    KEYFRAME_ARRAYS + OPTIONAL_KEYFRAME_ARRAYS
-                                    if f"kf{i}_{name}" in data.files}
-                                   for i in range(len(meta.get("keyframes", [])))]
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise DataFormatError("path", str(path), f"not a readable map file: {exc}",
-                                  kind="map_file") from exc
+        saved = _read_map_file(path)
+        self._check_saved_meta(saved.meta)
+        fresh = self._restored(saved, path)
+        with self._lock, tempfile.TemporaryDirectory() as tmp:
+            backup = Path(tmp) / "current_prior.npz"
+            self.prior.save(backup)
+            try:
+                with _file_part(path, "prior"):
+                    prior_file = Path(tmp) / "prior.npz"
+                    prior_file.write_bytes(saved.prior_bytes)
+                    self.prior.load(prior_file)
+                if saved.meta["published"]:
+                    with _file_part(path, "field checkpoint (publishing it)"):
+                        fresh._publish()
+            except BaseException:
+                self.prior.load(backup)
+                raise
+            state = dict(fresh.__dict__)
+            del state["_lock"]
+            self.__dict__.update(state)
+
+    def _check_saved_meta(self, meta: dict[str, Any]) -> None:
+        if meta.get("format_version") != SAVE_FORMAT_VERSION:
+            raise DataFormatError("format_version", meta.get("format_version"),
+                                  f"unsupported map file version (expected "
+                                  f"{SAVE_FORMAT_VERSION})", kind="map_file")
         if meta.get("method") != self.method_name:
             raise DataFormatError("method", meta.get("method"),
                                   f"file holds a '{meta.get('method')}' map, not "
@@ -595,33 +625,100 @@ class RefinedPanopticMap:
         if meta.get("semantic_labels") != self.classes.semantic_class_labels().tolist():
             raise DataFormatError("semantic_labels", meta.get("semantic_labels"),
                                   "map was built with another label registry", kind="map_file")
-        config = RefinedMapConfig.from_dict(meta["config"])
-        with tempfile.TemporaryDirectory() as tmp:
-            prior_file = Path(tmp) / "prior.npz"
-            prior_file.write_bytes(prior_bytes)
-            self.prior.load(prior_file)
-        keyframes = [_keyframe_from_arrays(info, arrays) for info, arrays in
-                     zip(meta["keyframes"], keyframe_arrays)]
-        with self._lock:
-            self.config = config
-            self._build_state()
-            self.store.replace_all(keyframes)
+
+    def _restored(self, saved: _SavedMap, path: Path) -> "RefinedPanopticMap":
+        """A new map over the same prior object with the file's state except the prior's
+        (not published yet); raises :class:`DataFormatError` naming the failing part."""
+        meta = saved.meta
+        with _file_part(path, "meta"):
+            fresh = RefinedPanopticMap(self.registry, RefinedMapConfig.from_dict(meta["config"]),
+                                       prior=self.prior)
             selector = meta["selector"]
-            self.selector.last_stamp_ns = int(selector["last_stamp_ns"])
+            fresh.selector.last_stamp_ns = int(selector["last_stamp_ns"])
             if selector["last_T_world_cam"] is not None:
-                self.selector.last_T_world_cam = np.asarray(selector["last_T_world_cam"])
-            self.trainer.load_state_dict(checkpoint)
-            self._bindings = IdBindingState.from_dict(meta["bindings"])
-            self._finalized = bool(meta["finalized"])
-            self._seeded_prior_ids = {int(i) for i in meta.get("seeded_prior_ids", [])}
-            if "appearance" in checkpoint:
-                self._load_appearance(checkpoint["appearance"])
-        if meta["published"]:
-            self._publish()
+                fresh.selector.last_T_world_cam = validate_rigid_transform(
+                    np.asarray(selector["last_T_world_cam"], np.float64), "last_T_world_cam")
+            fresh._bindings = IdBindingState.from_dict(meta["bindings"])
+            fresh._finalized = bool(meta["finalized"])
+            fresh._seeded_prior_ids = {int(i) for i in meta.get("seeded_prior_ids", [])}
+        with _file_part(path, "keyframes"):
+            fresh.store.replace_all([_keyframe_from_arrays(info, arrays) for info, arrays in
+                                     zip(meta["keyframes"], saved.keyframe_arrays)])
+        with _file_part(path, "field checkpoint"):
+            fresh.trainer.load_state_dict(saved.checkpoint)
+            if "appearance" in saved.checkpoint:
+                fresh._load_appearance(saved.checkpoint["appearance"])
+        return fresh
+
+
+@dataclass
+class _SavedMap:
+    """The parts of a map file, decoded but not yet turned into map state."""
+
+    meta: dict[str, Any]
+    prior_bytes: bytes
+    """The prior's own save file."""
+    checkpoint: dict
+    """``FieldTrainer.state_dict()`` (plus ``"appearance"`` when it was trained)."""
+    keyframe_arrays: list[dict[str, np.ndarray]]
+    """Per keyframe: its arrays by name (``KEYFRAME_ARRAYS`` and the optional ones present)."""
+
+
+@contextlib.contextmanager
+def _file_part(path: Path, part: str) -> Iterator[None]:
+    """Turn any failure while reading ``part`` of the map file into a DataFormatError."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 (zip, numpy, json, pickle, torch and our own
+        # checks fail with many exception types; every one means this part is unusable)
+        raise DataFormatError("path", str(path), f"{part} part of the map file is unusable: "
+                              f"{type(exc).__name__}: {exc}", kind="map_file") from exc
+
+
+def _read_map_file(path: Path) -> _SavedMap:
+    """Decode every part of a map file written by ``RefinedPanopticMap.save``."""
+    with _file_part(path, "archive"):
+        data = np.load(path)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+    with data:
+        with _file_part(path, "meta"):
+            meta = json.loads(bytes(data["meta"]).decode())
+            if not isinstance(meta, dict):
+                raise ValueError("meta is not a JSON object")
+        with _file_part(path, "prior"):
+            prior_bytes = bytes(data["prior"])
+        with _file_part(path, "field checkpoint"):
+            checkpoint = torch.load(io.BytesIO(bytes(data["field"])), weights_only=True)
+            if not isinstance(checkpoint, dict):
+                raise ValueError("the checkpoint is not a dict")
+        with _file_part(path, "keyframes"):
+            keyframe_arrays = []
+            for i in range(len(meta.get("keyframes", []))):
+                arrays = {name: data[f"kf{i}_{name}"] for name in KEYFRAME_ARRAYS}
+                arrays.update({name: data[f"kf{i}_{name}"] for name in OPTIONAL_KEYFRAME_ARRAYS
+                               if f"kf{i}_{name}" in data.files})
+                keyframe_arrays.append(arrays)
+    return _SavedMap(meta, prior_bytes, checkpoint, keyframe_arrays)
 
 
 def _keyframe_from_arrays(info: dict, arrays: dict[str, np.ndarray]) -> Keyframe:
+    """A saved keyframe; raises ValueError when its arrays do not fit its image size."""
     width, height, fx, fy, cx, cy = info["intrinsics"]
+    image = (int(height), int(width))
+    expected = {"depth_m": (image, np.floating), "semantic_class": (image, np.integer),
+                "thing_mask": (image, np.integer), "T_world_cam": ((4, 4), np.floating),
+                "rgb": ((*image, 3), np.integer), "score": (image, np.integer)}
+    for name, (shape, kind) in expected.items():
+        array = arrays.get(name)
+        if array is not None and (array.shape != shape or not np.issubdtype(array.dtype, kind)):
+            raise ValueError(f"keyframe at {info['stamp_ns']} ns: {name} is {array.dtype} "
+                             f"{list(array.shape)}, expected {kind.__name__} {list(shape)}")
+    thing_classes = arrays["thing_classes"]
+    if thing_classes.ndim != 1 or not np.issubdtype(thing_classes.dtype, np.integer):
+        raise ValueError(f"keyframe at {info['stamp_ns']} ns: thing_classes is "
+                         f"{thing_classes.dtype} {list(thing_classes.shape)}, expected a 1-D "
+                         "integer array")
     return Keyframe(int(info["stamp_ns"]), arrays["T_world_cam"],
                     CameraIntrinsics(int(width), int(height), fx, fy, cx, cy),
                     arrays["depth_m"], arrays["semantic_class"], arrays["thing_mask"],
