@@ -4,9 +4,15 @@ import pytest
 import torch
 
 from panoptic_mapper.core.errors import ConfigError
+from panoptic_mapper.core.field import encodings
 from panoptic_mapper.core.field._torch_ref import HASH_PRIMES, HashGridLayout, hash_grid_encode
-from panoptic_mapper.core.field.config import HashGridConfig
-from panoptic_mapper.core.field.encodings import HashGridEncoding, tcnn_available
+from panoptic_mapper.core.field.classes import ClassSpace
+from panoptic_mapper.core.field.config import (FieldTrainingConfig, HashGridConfig,
+                                               PanopticFieldConfig, TokenConfig)
+from panoptic_mapper.core.field.encodings import (HashGridEncoding, resolve_implementation,
+                                                  tcnn_available)
+from panoptic_mapper.core.field.gaussian_tokens import InstanceTokens
+from panoptic_mapper.core.field.panoptic_field import PanopticField, SceneBox
 
 
 def test_layout_follows_tcnn_formulas():
@@ -82,6 +88,57 @@ def test_requesting_tcnn_without_it_is_a_config_error():
     assert HashGridEncoding(HashGridConfig(implementation="auto")).implementation == "torch"
 
 
+@pytest.mark.parametrize("tcnn_present", [True, False])
+def test_auto_takes_tcnn_only_on_a_cuda_device_where_it_imports(monkeypatch, tcnn_present):
+    monkeypatch.setattr(encodings, "tcnn_available", lambda: tcnn_present)
+    auto = HashGridConfig(implementation="auto")
+    assert resolve_implementation(auto) == "torch"
+    assert resolve_implementation(auto, "cpu") == "torch"
+    assert resolve_implementation(auto, "cuda") == ("tcnn" if tcnn_present else "torch")
+    assert resolve_implementation(auto.replace(implementation="torch"), "cuda") == "torch"
+
+
+def test_explicit_tcnn_needs_a_cuda_device_and_tinycudann(monkeypatch):
+    tcnn = HashGridConfig(implementation="tcnn")
+    monkeypatch.setattr(encodings, "tcnn_available", lambda: True)
+    assert resolve_implementation(tcnn, torch.device("cuda", 0)) == "tcnn"
+    for device in (None, "cpu"):
+        with pytest.raises(ConfigError, match="CUDA tensors only.*placed on cpu"):
+            resolve_implementation(tcnn, device)
+    monkeypatch.setattr(encodings, "tcnn_available", lambda: False)
+    with pytest.raises(ConfigError, match="tinycudann package"):
+        resolve_implementation(tcnn, "cuda")
+
+
+def test_tcnn_available_needs_cuda(monkeypatch):
+    tcnn_available.cache_clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    try:
+        assert not tcnn_available()
+    finally:
+        tcnn_available.cache_clear()
+
+
+def test_the_cpu_field_uses_torch_grids_even_where_tcnn_is_available(monkeypatch,
+                                                                       label_registry):
+    monkeypatch.setattr(encodings, "tcnn_available", lambda: True)
+    tokens = InstanceTokens.create(np.zeros((1, 3)), np.ones((1, 3)), np.array([1]), 32, 32,
+                                   torch.Generator().manual_seed(0))
+    field = PanopticField(PanopticFieldConfig(), TokenConfig(),
+                          ClassSpace.from_registry(label_registry),
+                          SceneBox((0.0, 0.0, 0.0), 2.0), tokens, 20.0)
+    for encoding in (field.sdf_encoding, field.semantic_encoding, field.instance_encoding):
+        assert encoding.implementation == "torch"
+        assert encoding.table().is_leaf and encoding.table().device.type == "cpu"
+
+
+@pytest.mark.parametrize("grid", ["sdf_grid", "semantic_grid", "instance_grid"])
+def test_field_config_rejects_tcnn_because_the_trainer_runs_on_the_cpu(grid):
+    with pytest.raises(ConfigError, match=f"field.{grid}.implementation.*CPU only"):
+        FieldTrainingConfig.from_dict({"field": {grid: {"implementation": "tcnn"}}})
+    assert FieldTrainingConfig.from_dict({"field": {grid: {"implementation": "torch"}}})
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not tcnn_available(), reason="needs tinycudann and CUDA")
 @pytest.mark.parametrize("interpolation", ["linear", "smoothstep"])
@@ -89,7 +146,7 @@ def test_tcnn_and_torch_agree_forward_and_backward(interpolation):
     config = HashGridConfig(num_levels=8, features_per_level=2, log2_hashmap_size=14,
                             base_resolution=16, max_resolution=512, interpolation=interpolation)
     reference = HashGridEncoding(config.replace(implementation="torch"))
-    fast = HashGridEncoding(config.replace(implementation="tcnn"))
+    fast = HashGridEncoding(config.replace(implementation="tcnn"), device="cuda")
     fast.load_table(reference.table().detach())
     x = torch.rand(4096, 3, generator=torch.Generator().manual_seed(0))
     out_ref = reference(x)

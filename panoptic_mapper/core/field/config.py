@@ -34,8 +34,10 @@ class HashGridConfig(ConfigBase):
     interpolation: Literal["linear", "smoothstep"] = "linear"
     """Corner weights: trilinear, or tiny-cuda-nn's Smoothstep (the released code's choice)."""
     implementation: Literal["auto", "torch", "tcnn"] = "auto"
-    """``torch``: the pure-PyTorch reference; ``tcnn``: tiny-cuda-nn (needs CUDA);
-    ``auto``: tcnn when it imports and CUDA is available, torch otherwise."""
+    """``torch``: the pure-PyTorch reference (runs everywhere); ``tcnn``: tiny-cuda-nn, only
+    for an encoding placed on a CUDA device with ``tinycudann`` installed; ``auto``: tcnn for
+    an encoding on a CUDA device where tinycudann imports, torch otherwise. The refined map's
+    field trains on the CPU: there ``auto`` always means torch and ``tcnn`` is rejected."""
 
     @property
     def output_dim(self) -> int:
@@ -65,7 +67,12 @@ def _label_grid() -> HashGridConfig:
 
 @dataclass
 class PanopticFieldConfig(ConfigBase):
-    """The three hash-grid volumes and their decoders (PR++ section 1.3-1.6)."""
+    """The three hash-grid volumes and their decoders (PR++ section 1.3-1.6).
+
+    The field and its trainer run on the CPU: they never move the grids, decoders, tokens or
+    rays to a GPU, so no grid may select ``implementation: tcnn`` (tiny-cuda-nn computes on
+    CUDA tensors only) and ``auto`` resolves to the pure-PyTorch grid.
+    """
 
     sdf_grid: HashGridConfig = dataclasses.field(default_factory=_sdf_grid)
     """Geometry volume Psi_G (code: 16 x 2, 16 -> 2048, T = 2^22; the CPU default 12 x 2,
@@ -92,6 +99,11 @@ class PanopticFieldConfig(ConfigBase):
         require(self.class_head_hidden_dim >= 8, "class_head_hidden_dim",
                 self.class_head_hidden_dim, "must be >= 8")
         require(self.scene_margin_m >= 0, "scene_margin_m", self.scene_margin_m, "must be >= 0")
+        for name in ("sdf_grid", "semantic_grid", "instance_grid"):
+            require(getattr(self, name).implementation != "tcnn", f"{name}.implementation",
+                    "tcnn", "the field trainer runs on the CPU only (it never moves the field, "
+                    "tokens or rays to a GPU) and tiny-cuda-nn computes on CUDA tensors only; "
+                    "use 'auto' or 'torch'")
 
 
 @dataclass
@@ -424,7 +436,9 @@ class KeyframeConfig(ConfigBase):
     """Keyframes are stored downsampled by this factor (nearest neighbour), to bound memory:
     300 keyframes at 320x240 take about 160 MB."""
     max_keyframes: int = 400
-    """When full, the keyframe closest in pose to another one is evicted (paper: 200-400)."""
+    """Keyframes kept at most (paper: 200-400). When full, the keyframe whose camera centre
+    is nearest to another keyframe's camera centre is evicted: position only, viewing direction
+    and time are not compared."""
     keep_rgb: bool = False
     """Keep the colour images (only the appearance branch needs them)."""
 

@@ -1,9 +1,12 @@
 """Multiresolution hash-grid encoding with a tiny-cuda-nn fast path and a pure-PyTorch fallback.
 
-``HashGridEncoding(config)`` picks its implementation from ``config.implementation``: ``torch``
-runs everywhere (``_torch_ref.hash_grid_encode``); ``tcnn`` uses tiny-cuda-nn's fused CUDA kernel
-and needs ``tinycudann`` plus CUDA; ``auto`` takes tcnn when both are present. Both keep the same
-parameter layout, so :meth:`HashGridEncoding.table` can move between them.
+``HashGridEncoding(config, device)`` picks its implementation from ``config.implementation``
+and the device the encoding is placed on (``resolve_implementation``): ``torch`` runs everywhere
+(``_torch_ref.hash_grid_encode``); ``tcnn`` uses tiny-cuda-nn's fused CUDA kernel, which takes
+and returns CUDA tensors, so it needs ``tinycudann``, CUDA and an encoding placed on a CUDA
+device; ``auto`` takes tcnn only for an encoding on a CUDA device where tinycudann imports, torch
+otherwise. The refined map's field is built on the CPU, so there ``auto`` means torch. Both keep
+the same parameter layout, so :meth:`HashGridEncoding.table` can move between them.
 
 Owns: the encoding module and the tcnn availability check.
 Does not own: scene normalisation (inputs are already in the unit cube) or decoders.
@@ -39,17 +42,30 @@ def tcnn_available() -> bool:
     return True
 
 
-def resolve_implementation(config: HashGridConfig) -> str:
-    """``"tcnn"`` or ``"torch"``: what ``config.implementation`` means on this machine."""
+def resolve_implementation(config: HashGridConfig,
+                           device: torch.device | str | None = None) -> str:
+    """``"tcnn"`` or ``"torch"``: what ``config.implementation`` means for an encoding placed
+    on ``device`` (None: the CPU) on this machine.
+
+    Raises:
+        ConfigError: ``tcnn`` was requested for an encoding not on a CUDA device, or where
+            tinycudann does not import or CUDA is absent.
+    """
+    on_cuda = device is not None and torch.device(device).type == "cuda"
     if config.implementation == "torch":
         return "torch"
     if config.implementation == "tcnn":
+        if not on_cuda:
+            raise ConfigError("implementation", "tcnn",
+                              f"tiny-cuda-nn computes on CUDA tensors only, and this encoding "
+                              f"is placed on {device or 'cpu'} (place it on a CUDA device, or "
+                              "use 'auto' or 'torch')")
         if not tcnn_available():
             raise ConfigError("implementation", "tcnn",
                               "tiny-cuda-nn needs the tinycudann package and a CUDA device; "
                               "neither is usable here (use 'auto' or 'torch')")
         return "tcnn"
-    return "tcnn" if tcnn_available() else "torch"
+    return "tcnn" if on_cuda and tcnn_available() else "torch"
 
 
 class HashGridEncoding(nn.Module):
@@ -57,7 +73,8 @@ class HashGridEncoding(nn.Module):
 
     Args:
         config: grid sizes and implementation choice.
-        device: where the table lives (tcnn forces CUDA).
+        device: where the table lives and the encoding computes (None: the CPU); tiny-cuda-nn
+            is used only on a CUDA device (see :func:`resolve_implementation`).
     """
 
     def __init__(self, config: HashGridConfig, device: torch.device | str | None = None):
@@ -65,7 +82,7 @@ class HashGridEncoding(nn.Module):
         self.config = config
         self.layout = HashGridLayout.create(config.num_levels, config.log2_hashmap_size,
                                             config.base_resolution, config.max_resolution)
-        self.implementation = resolve_implementation(config)
+        self.implementation = resolve_implementation(config, device)
         self.output_dim = config.output_dim
         if self.implementation == "tcnn":
             self._tcnn = _make_tcnn_encoding(config, self.layout)

@@ -17,6 +17,10 @@ One step (``FieldTrainer.step``):
 Thread safety: every step and every read of the field (:meth:`FieldTrainer.predict`) holds
 ``FieldTrainer.lock``, so a ROS worker thread can train while service threads query.
 
+Device: the CPU only. The field, tokens, optimiser state, rays and batches are all created on
+the CPU and never moved, so the hash grids resolve to the pure-PyTorch implementation
+(``PanopticFieldConfig`` rejects ``implementation: tcnn``).
+
 Owns: :class:`FieldTrainer`, :class:`TrainingProgress`, :class:`FieldPrediction`.
 Does not own: keyframe selection or the prior map (``core/mapping/refined_map.py``).
 """
