@@ -84,6 +84,14 @@ def _set_meta(**values):
     return change
 
 
+def _drop_meta(key):
+    def change(members):
+        meta = json.loads(bytes(members["meta"]).decode())
+        del meta[key]
+        members["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    return change
+
+
 def _set_checkpoint(edit):
     def change(members):
         state = torch.load(io.BytesIO(bytes(members["field"])), weights_only=True)
@@ -101,6 +109,7 @@ def _wrong_decoder_shape(state):
 CORRUPTIONS = {
     "meta not json": ("meta", lambda m: m.update(meta=np.frombuffer(b"{oops", np.uint8))),
     "meta bad config": ("meta", _set_meta(config={"no_such_key": 1})),
+    "meta key missing": ("meta", _drop_meta("published")),
     "prior garbage": ("prior", lambda m: m.update(prior=np.frombuffer(b"garbage", np.uint8))),
     "keyframe member missing": ("keyframes", lambda m: m.pop("kf3_depth_m")),
     "keyframe wrong shape": ("keyframes",

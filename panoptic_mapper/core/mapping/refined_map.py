@@ -80,6 +80,8 @@ BUDGET_SAFETY = 0.9
 """Share of the remaining time the re-fitted budget plans to use (the rate fluctuates)."""
 KEYFRAME_ARRAYS = ("depth_m", "semantic_class", "thing_mask", "thing_classes", "T_world_cam")
 OPTIONAL_KEYFRAME_ARRAYS = ("rgb", "score")
+SAVED_META_KEYS = ("config", "selector", "bindings", "published", "finalized", "keyframes")
+"""Meta entries ``load`` needs besides the format version, method and class list."""
 
 
 @dataclass
@@ -686,6 +688,9 @@ def _read_map_file(path: Path) -> _SavedMap:
             meta = json.loads(bytes(data["meta"]).decode())
             if not isinstance(meta, dict):
                 raise ValueError("meta is not a JSON object")
+            missing = [key for key in SAVED_META_KEYS if key not in meta]
+            if missing:
+                raise ValueError(f"meta lacks {missing}")
         with _file_part(path, "prior"):
             prior_bytes = bytes(data["prior"])
         with _file_part(path, "field checkpoint"):
