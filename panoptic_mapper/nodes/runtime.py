@@ -104,6 +104,12 @@ def run_node(factory: Callable[[], PanopticLifecycleNode], args: list[str] | Non
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # rclpy race: when the signal handler shuts the context down between two waits, the
+        # executor fails building its next wait set (RCLError "context is not valid") instead
+        # of raising ExternalShutdownException; seen with use_sim_time. That is the shutdown.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.release(save=True)

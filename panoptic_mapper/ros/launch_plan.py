@@ -12,15 +12,27 @@ robot's launch says ``with_mapper:=false api_server:=mapper`` so that its instan
 serve, and the GPU host's launch starts the mapper alone (``with_segmenter:=false
 with_instant:=false``).
 
+:func:`node_parameters` / :func:`node_config` give a planned node's effective parameters the
+way rcl resolves them (the parameter file's sections matching the node, then the overrides), so
+that tools around the graph (the bag player of ``panoptic-mapper launch``) see the topics and
+backends the nodes will use, not the defaults.
+
 ROS-free and free of launch imports. Owns: which nodes exist, how launch arguments map to
-node parameters. Does not own: the parameters' defaults (``config/mapper.yaml``).
+node parameters, reading a planned node's effective parameters. Does not own: the parameters'
+defaults (``config/mapper.yaml``).
 """
 from __future__ import annotations
 
+import fnmatch
+import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
-from panoptic_mapper.core.errors import ConfigError
+import yaml
+
+from panoptic_mapper.core.config import ConfigBase
+from panoptic_mapper.core.errors import ConfigError, DataFormatError
 
 PACKAGE = "panoptic_mapper"
 
@@ -62,7 +74,8 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
                    "Label registry YAML for all nodes; empty = as in the parameter file "
                    "(default: the shipped config/labels/default.yaml)"),
     LaunchArgument("use_sim_time", "false",
-                   "Use /clock time (play bags with --clock when true)"),
+                   "Use /clock time; a bag player must then publish /clock (panoptic-mapper "
+                   "launch --bag does; panoptic-mapper play and ros2 bag play need --clock)"),
     LaunchArgument("with_segmenter", "true", "Start segmenter_node"),
     LaunchArgument("with_instant", "true", "Start instant_semantics_node"),
     LaunchArgument("with_mapper", "true",
@@ -175,6 +188,88 @@ def nested(overrides: Mapping[str, Any]) -> dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
+    return out
+
+
+def config_class(spec: NodeSpec) -> type[ConfigBase] | None:
+    """The node's root config dataclass (None when it has none yet)."""
+    if not spec.config_class:
+        return None
+    module, name = spec.config_class.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def node_parameters(node: PlannedNode) -> dict[str, Any]:
+    """The parameters ``node`` starts with, by dotted name, as rcl resolves them: every section
+    of its parameter file whose node name matches (``/**``, ``/**/name``, ``name``, ...; later
+    sections win), then the launch overrides. Parameters the file does not set are absent.
+
+    Raises:
+        DataFormatError: the parameter file is missing or not a ROS parameter file.
+    """
+    path = Path(node.params_file)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataFormatError("params_file", str(path), f"not readable: {exc}",
+                              kind="params_file") from exc
+    if not isinstance(data, dict):
+        raise DataFormatError("params_file", str(path),
+                              "not a ROS parameter file (<node>: ros__parameters: ...)",
+                              kind="params_file")
+    params: dict[str, Any] = {}
+    for key, section in data.items():
+        if (isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict)
+                and _node_name_matches(str(key), node.spec.name)):
+            params.update(_flatten(section["ros__parameters"]))
+    params.update(node.overrides)
+    return params
+
+
+def node_config(node: PlannedNode) -> ConfigBase:
+    """The node's effective config dataclass (:func:`node_parameters` over the defaults).
+    Parameters that are not fields of the config (``use_sim_time``, ...) are left out, as the
+    node does.
+
+    Raises:
+        ConfigError: a value the node would reject, named by its parameter.
+        DataFormatError: the parameter file is not readable.
+    """
+    cls = config_class(node.spec)
+    if cls is None:
+        raise ConfigError("node", node.spec.name, "has no config class")
+    known = cls().to_flat_dict()
+    params = {k: v for k, v in node_parameters(node).items() if k in known}
+    try:
+        return cls.from_flat_dict(params)
+    except ConfigError as exc:
+        raise ConfigError(f"{node.spec.name}.{exc.field}", exc.value, exc.reason) from exc
+
+
+def _node_name_matches(pattern: str, node_name: str) -> bool:
+    """rcl's node-name rule for a root-namespace node: ``*`` is one name token, ``**`` any
+    number of them (none included); a name without a leading ``/`` is absolute."""
+    wanted = [t for t in pattern.strip("/").split("/") if t]
+    return _tokens_match(wanted, [node_name])
+
+
+def _tokens_match(pattern: list[str], name: list[str]) -> bool:
+    if not pattern:
+        return not name
+    if pattern[0] == "**":
+        return any(_tokens_match(pattern[1:], name[i:]) for i in range(len(name) + 1))
+    return bool(name) and fnmatch.fnmatchcase(name[0], pattern[0]) and \
+        _tokens_match(pattern[1:], name[1:])
+
+
+def _flatten(section: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(_flatten(value, name))
+        else:
+            out[name] = value
     return out
 
 

@@ -4,7 +4,8 @@
 ``launch/mapper.launch.py`` starts, from the same table (``panoptic_mapper.ros.launch_plan``),
 each as ``python -m <node module> --ros-args --params-file <params> --params-file <overrides>
 -r __node:=<name>``, prefixes their output with the node name, and on Ctrl-C stops them with
-SIGINT (nodes configured to save their map do so) before exiting.
+SIGINT (nodes configured to save their map do so), waiting ``--stop-timeout`` seconds before
+killing what is left, before exiting.
 
 By default the segmenter, the instant semantics node and the mapper node (refined map, which
 serves the planner API) start. Examples::
@@ -18,7 +19,10 @@ serves the planner API) start. Examples::
     panoptic-mapper launch --nodes mapper                                      # GPU host
 
 With ``--bag`` the bag is played into the graph once every node listens (the recorded
-segmentation goes to the replay segmenter) and the graph keeps running afterwards.
+segmentation goes to the replay segmenter; ``/clock`` is published when the nodes use sim time)
+and the graph keeps running afterwards. The bag is checked against the nodes' effective
+parameters (``--params`` and ``--arg`` included) before anything starts: a topic a node needs
+and the bag lacks is an error naming it (``panoptic_mapper.ros.launch_playback``).
 """
 from __future__ import annotations
 
@@ -31,8 +35,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Mapping
 
-STOP_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 60.0
+"""Default wait for the nodes after SIGINT: saving a large refined map takes tens of seconds."""
 STARTUP_TIMEOUT_S = 300.0
 ACTIVE_LINE = "active: listening"
 """What every node logs once it has subscribed to its inputs."""
@@ -54,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", metavar="BAG", help="play this bag into the graph")
     parser.add_argument("--rate", type=float, default=1.0,
                         help="playback rate of --bag (default: %(default)s)")
+    parser.add_argument("--stop-timeout", type=float, default=STOP_TIMEOUT_S, metavar="S",
+                        help="on Ctrl-C or SIGTERM, wait S seconds for the nodes to stop (and "
+                             "save their maps, save_on_shutdown_path) before killing them; "
+                             "0 = wait as long as they take (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the commands instead of running them")
 
@@ -99,31 +109,42 @@ def node_commands(planned, overrides_dir: Path) -> list[tuple[str, list[str]]]:
     return commands
 
 
-def player_command(bag: str, rate: float, planned) -> list[str]:
+def playback_plan(bag: str, planned, bag_topics: Mapping[str, str] | None = None):
+    """:func:`panoptic_mapper.ros.launch_playback.plan_playback` for ``bag`` (its topics read
+    from the bag unless ``bag_topics`` gives them).
+
+    Raises:
+        ConfigError: the bag lacks a topic a planned node needs (the message says what to do).
+        DataFormatError: the bag or a parameter file cannot be read.
+    """
+    from panoptic_mapper.core.io.bag import bag_info
+    from panoptic_mapper.ros.launch_playback import plan_playback
+
+    if bag_topics is None:
+        bag_topics = {topic: info.msgtype for topic, info in bag_info(bag).topics.items()}
+    return plan_playback(planned, bag_topics, str(bag))
+
+
+def player_command(bag: str, rate: float, planned, playback=None) -> list[str]:
     """The ``panoptic-mapper play`` command feeding ``bag`` to the planned nodes.
 
-    The player waits until every input topic is matched by each planned node that subscribes
-    to it (a message sent before discovery completes would be lost), and sends a recorded
-    segmentation to the replay segmenter's input.
+    Built from the nodes' effective parameters (parameter file and overrides): the player
+    waits until every input topic is matched by each planned node that subscribes to it (a
+    message sent before discovery completes would be lost), sends a recorded segmentation to
+    the replay segmenter's input, and publishes ``/clock`` for nodes with ``use_sim_time``.
+    ``playback`` is a plan from :func:`playback_plan` (made here when None; same errors).
     """
-    from panoptic_mapper.ros.node_config import (InstantSemanticsNodeConfig,
-                                                 SegmenterNodeConfig)
-
+    if playback is None:
+        playback = playback_plan(bag, planned)
     command = [sys.executable, "-m", "panoptic_mapper.tools.cli", "play", str(bag),
                "--rate", str(rate), "--wait-timeout", "300"]
-    wait_for: list[str] = []
-    for node in planned:
-        if node.spec.key in ("instant", "mapper"):
-            topics = InstantSemanticsNodeConfig().input.topics
-            wait_for += [node.overrides.get(f"input.topics.{name}", getattr(topics, name))
-                         for name in ("rgb", "depth", "camera_info", "pose")]
-        elif node.spec.key == "segmenter":
-            segmenter = SegmenterNodeConfig()
-            if node.overrides.get("backend", segmenter.backend) == "replay":
-                recorded = segmenter.topics.recorded_segmentation
-                command += ["--remap", f"/panoptic/segmentation:={recorded}"]
-                wait_for.append(recorded)
-    for topic in wait_for:  # once per subscribing node: the player waits for all of them
+    if playback.clock:
+        command.append("--clock")
+    for source, target in playback.remaps.items():
+        command += ["--remap", f"{source}:={target}"]
+    if playback.topics is not None:
+        command += ["--topics", *playback.topics]
+    for topic in playback.wait_for:  # once per subscribing node: the player waits for all
         command += ["--wait-for", topic]
     return command
 
@@ -174,18 +195,28 @@ class GraphProcesses:
         """Processes that have ended, with their exit codes."""
         return {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
 
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> dict[str, int]:
-        """SIGINT every running process, then SIGKILL what is left after ``timeout_s``."""
+    def stop(self, timeout_s: float | None = STOP_TIMEOUT_S) -> dict[str, int]:
+        """SIGINT every running process, then SIGKILL what is left after ``timeout_s`` (None:
+        no limit). A KeyboardInterrupt while waiting (a second Ctrl-C) kills at once."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout_s
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            for process in self.processes.values():
+                remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
+                try:
+                    process.wait(timeout=remaining)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for process in self.processes.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
         return {n: p.returncode for n, p in self.processes.items()}
 
 
@@ -194,7 +225,7 @@ def _interrupt(signum, frame) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from panoptic_mapper.core.errors import ConfigError
+    from panoptic_mapper.core.errors import InvalidInputError
     from panoptic_mapper.core.io.resources import config_path
     from panoptic_mapper.ros.launch_plan import LAUNCH_ARGUMENTS, plan
 
@@ -202,9 +233,17 @@ def run(args: argparse.Namespace) -> int:
         for arg in LAUNCH_ARGUMENTS:
             print(f"{arg.name}:={arg.default!r}\n    {arg.description}")
         return 0
+    player = None
     try:
+        if args.stop_timeout < 0:
+            raise ValueError(f"--stop-timeout {args.stop_timeout}: must be >= 0")
         planned = plan(launch_arguments(args), str(config_path("mapper.yaml")))
-    except (ValueError, ConfigError) as exc:
+        if args.bag:  # before anything starts: a bag the graph cannot use is an error now
+            playback = playback_plan(args.bag, planned)
+            for warning in playback.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            player = player_command(args.bag, args.rate, planned, playback)
+    except (ValueError, InvalidInputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="panoptic_mapper_launch_") as tmp:
@@ -212,24 +251,28 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             for name, argv in commands:
                 print(f"{name}: {' '.join(argv)}")
-            if args.bag:
-                print("player: " + " ".join(player_command(args.bag, args.rate, planned)))
+            if player:
+                print("player: " + " ".join(player))
             return 0
         graph = GraphProcesses(commands)
         signal.signal(signal.SIGTERM, _interrupt)  # stop the nodes cleanly on SIGTERM too
         try:
-            # The player starts once every node listens: the mapping nodes share input topics,
-            # and the player only waits for the first subscriber of each.
-            if args.bag and all(graph.wait_for_line(node.spec.name, ACTIVE_LINE,
-                                                    STARTUP_TIMEOUT_S) for node in planned):
-                graph.start("player", player_command(args.bag, args.rate, planned))
-            elif args.bag:
+            # The player starts once every node listens, and then waits for each node's
+            # subscriptions to match (a message sent before that would be lost).
+            if player and all(graph.wait_for_line(node.spec.name, ACTIVE_LINE,
+                                                  STARTUP_TIMEOUT_S) for node in planned):
+                graph.start("player", player)
+            elif player:
                 print("error: a node did not start; the bag is not played", file=sys.stderr)
             while len(graph.exited()) < len(graph.processes) or not graph.processes:
                 time.sleep(0.2)
         except KeyboardInterrupt:
             pass
-        codes = graph.stop()
+        if len(graph.exited()) < len(graph.processes):
+            limit = f"up to {args.stop_timeout:g} s" if args.stop_timeout else "without limit"
+            print(f"stopping the nodes: waiting {limit} (--stop-timeout; Ctrl-C again kills "
+                  "them now)", file=sys.stderr, flush=True)
+        codes = graph.stop(args.stop_timeout or None)
     failed = {n: c for n, c in codes.items() if c not in (0, -signal.SIGINT)}
     if failed:
         print(f"error: processes ended with errors: {failed}", file=sys.stderr)

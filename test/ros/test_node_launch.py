@@ -17,7 +17,7 @@ from panoptic_mapper.core.io.resources import config_path
 from panoptic_mapper.ros.launch_plan import LAUNCH_ARGUMENTS, NODES, nested, plan
 from panoptic_mapper.ros.params import declare_config
 from panoptic_mapper.ros.params_yaml import node_config_classes, render_params_yaml
-from panoptic_mapper.tools.launch import node_commands, player_command
+from panoptic_mapper.tools.launch import node_commands, playback_plan, player_command
 
 REPO = Path(__file__).resolve().parents[2]
 MAPPER_YAML = config_path("mapper.yaml")
@@ -121,7 +121,12 @@ def test_pip_launcher_commands_use_the_same_plan(tmp_path):
     overrides = yaml.safe_load((tmp_path / "instant_semantics_node.yaml").read_text())
     assert overrides["instant_semantics_node"]["ros__parameters"]["planner_api"] == \
         {"serve": False}
-    player = player_command("/bag", 2.0, planned)
+    scene_bag = {"/camera/color/image_raw": "sensor_msgs/msg/Image",
+                 "/camera/depth/image_raw": "sensor_msgs/msg/Image",
+                 "/camera/color/camera_info": "sensor_msgs/msg/CameraInfo",
+                 "/camera/pose": "geometry_msgs/msg/PoseStamped",
+                 "/panoptic/segmentation": "panoptic_mapper/msg/PanopticSegmentation"}
+    player = player_command("/bag", 2.0, planned, playback_plan("/bag", planned, scene_bag))
     assert "/panoptic/segmentation:=/panoptic/recorded_segmentation" in player
 
 
