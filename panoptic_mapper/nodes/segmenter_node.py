@@ -291,15 +291,6 @@ class SegmenterNode(PanopticLifecycleNode):
             self.get_logger().info(f"input problems so far: {self.problems.summary()}")
 
 
-def main(args: list[str] | None = None) -> int:
-    """Console entry point: ``segmenter_node --ros-args --params-file ...``."""
-    return run_node(SegmenterNode, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _backend_stats(backend: object) -> dict[str, object]:
     """The last frame's per-stage cost of a model backend that reports it (Grounded SAM's
     ``last_stats``), as ``backend.*`` diagnostics values; empty for other backends."""
@@ -308,3 +299,12 @@ def _backend_stats(backend: object) -> dict[str, object]:
         return {}
     return {f"backend.{name}": (round(value, 1) if isinstance(value, float) else value)
             for name, value in dataclasses.asdict(stats).items()}
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console entry point: ``segmenter_node --ros-args --params-file ...``."""
+    return run_node(SegmenterNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
