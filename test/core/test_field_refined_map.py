@@ -159,7 +159,12 @@ def test_query_validates_points_and_unknown_space(toy_scene):
     refined.train_steps(1)
     with pytest.raises(InvalidInputError):
         refined.query_labels(np.array([[np.nan, 0.0, 0.0]]))
-    labels, instances = refined.query_labels(np.array([[50.0, 50.0, 50.0]]))
+    far = np.array([[50.0, 50.0, 50.0]])  # outside the field's box: the prior answers
+    labels, _ = refined.query_labels(far)
+    assert labels.tolist() == refined.prior.query_labels(far)[0].tolist()
+    refined.prior.query_labels = lambda pts: (np.zeros(len(pts), np.int32),
+                                              np.zeros(len(pts), np.int32))
+    labels, instances = refined.query_labels(far)  # a prior that knows nothing there
     assert labels.tolist() == [0] and instances.tolist() == [0]
 
 
@@ -271,3 +276,27 @@ def test_prior_fallback_where_the_field_is_unsure(toy_scene):
     pure = _integrated(toy_scene, _config(10, ready_fraction=0.0, prior_fallback_confidence=0.0))
     pure.train_steps(1)
     assert not np.array_equal(pure.get_mesh().label_ids, prior_mesh.label_ids)
+
+
+def test_outside_the_field_box_the_prior_answers(toy_scene, monkeypatch):
+    # A robot that explores beyond the box fixed when training started: there the field only
+    # extrapolates, so mesh labels and queries come from the prior (even with no fallback).
+    refined = _integrated(toy_scene, _config(10, ready_fraction=0.0,
+                                             prior_fallback_confidence=0.0))
+    refined.train_steps(1)  # untrained: field labels differ from the prior's
+    prior_mesh = toy_scene.mesh
+    cut = float(np.median(prior_mesh.vertices_m[:, 0]))
+    outside = prior_mesh.vertices_m[:, 0] > cut
+    box_contains = RefinedPanopticMap._box_contains
+    monkeypatch.setattr(RefinedPanopticMap, "_box_contains",
+                        lambda self, pts: box_contains(self, pts) & (pts[:, 0] <= cut))
+    refined.train_steps(1)
+    refined.update_mesh()
+    mesh = refined.get_mesh()
+    np.testing.assert_array_equal(mesh.label_ids[outside], prior_mesh.label_ids[outside])
+    assert not np.array_equal(mesh.label_ids[~outside], prior_mesh.label_ids[~outside])
+    things = outside & (prior_mesh.instance_ids > 0)
+    np.testing.assert_array_equal(mesh.instance_ids[things], prior_mesh.instance_ids[things] + 100)
+    points = prior_mesh.vertices_m[outside][::23]
+    labels, _ = refined.query_labels(points)
+    np.testing.assert_array_equal(labels, refined.prior.query_labels(points)[0])

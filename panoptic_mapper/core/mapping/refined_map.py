@@ -321,7 +321,8 @@ class RefinedPanopticMap:
 
     def query_labels(self, points_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Label and instance ids at [N, 3] world points: from the field once ready (0 away
-        from its surface or outside its box), else from the prior."""
+        from its surface), else from the prior. Outside the field's box (fixed when training
+        starts, so a robot that explores further leaves it) the prior answers."""
         points = np.asarray(points_m, np.float64)
         if points.ndim != 2 or points.shape[1] != 3:
             raise InvalidInputError("points_m", list(points.shape), "must be [N, 3]",
@@ -334,18 +335,20 @@ class RefinedPanopticMap:
         with self._lock:
             labels, token_ids, sdf, confidence = self._label_points(points, with_sdf=True)
             bindings = IdBindingState.from_dict(self._bindings.to_dict())
-        known = (np.abs(sdf) <= self.config.query_max_abs_sdf_m) & self._box_contains(points)
+        inside = self._box_contains(points)
+        known = (np.abs(sdf) <= self.config.query_max_abs_sdf_m) & inside
         stuff = np.where(token_ids == 0, labels, 0)
         instances = published_instance_ids(bindings, token_ids, stuff)
         unbound = (token_ids != 0) & ~np.isin(token_ids, list(bindings.token_to_map))
         instances[unbound] = NO_INSTANCE_ID
-        unsure = known & (confidence < self.config.prior_fallback_confidence)
-        if unsure.any():
-            prior_labels, prior_ids = self.prior.query_labels(points[unsure])
+        from_prior = (known & (confidence < self.config.prior_fallback_confidence)) | ~inside
+        if from_prior.any():
+            prior_labels, prior_ids = self.prior.query_labels(points[from_prior])
             labels = labels.copy()
-            labels[unsure] = prior_labels
-            instances[unsure] = passthrough_ids(bindings, prior_ids, prior_labels,
-                                                self._is_stuff)
+            labels[from_prior] = prior_labels
+            instances[from_prior] = passthrough_ids(bindings, prior_ids, prior_labels,
+                                                    self._is_stuff)
+        known |= ~inside  # the prior's own answer there (void where it knows nothing)
         labels = np.where(known, labels, VOID_LABEL_ID).astype(np.int32)
         return labels, np.where(known, instances, NO_INSTANCE_ID).astype(np.int32)
 
@@ -464,7 +467,9 @@ class RefinedPanopticMap:
         step = self.trainer.step_count
         labels, token_ids, _, confidence = self._label_points(prior_mesh.vertices_m,
                                                               with_sdf=False)
-        unsure = confidence < self.config.prior_fallback_confidence
+        # Outside the field's box (fixed when training started) the field only extrapolates.
+        unsure = ((confidence < self.config.prior_fallback_confidence)
+                  | ~self._box_contains(prior_mesh.vertices_m))
         labels = np.where(unsure, prior_mesh.label_ids, labels)
         token_ids = np.where(unsure, 0, token_ids)
         prior_instances = self.prior.get_instances()
