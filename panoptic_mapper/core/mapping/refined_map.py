@@ -123,7 +123,8 @@ class RefinedMapConfig(ConfigBase):
     """``query_labels`` answers 0 for points farther than this from the field's surface."""
     prior_fallback_confidence: float = 0.7
     """Where the field's winning panoptic probability is below this, a vertex (or queried
-    point) keeps the prior's label and instance; 0 = labels purely from the field (the paper).
+    point) keeps the prior's label and instance; 0 = labels purely from the field (the paper)
+    inside its box (outside it the prior always answers).
     Not in the paper: on a CPU budget the field is not converged everywhere, and the prior is
     the better answer where the field is unsure."""
 
