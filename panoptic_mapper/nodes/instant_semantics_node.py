@@ -445,7 +445,14 @@ class InstantSemanticsNode(PanopticLifecycleNode):
 
 
 def _reason_key(reason: str) -> str:
-    """A short stable key of a map's reject/warning text: its leading field name."""
+    """A short stable key of a map's reject/warning text: the kind of a segment warning
+    (``input_checks.py`` words them "segment N ... skipped: ..." for a label the registry does
+    not know, "segment N: is_thing=..." for a thing/stuff flag that disagrees with it), else
+    the text's leading field name."""
+    if re.match(r"\s*segment \d+ \(label .*\) skipped:", reason):
+        return "segment_unknown_label"
+    if re.match(r"\s*segment \d+: is_thing=", reason):
+        return "segment_is_thing_mismatch"
     match = re.match(r"\s*([A-Za-z_][\w.\[\]]*)\s*[=:]", reason)
     return match.group(1) if match else "other"
 

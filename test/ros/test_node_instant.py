@@ -267,3 +267,14 @@ def test_a_segmentation_later_than_max_wait_is_warned_about(capfd):
     err = capfd.readouterr().err
     assert err.count("[late_segmentation]") == 1  # rate-limited
     assert "raise sync.max_wait_s above" in err and "sync.max_pending above" in err
+
+
+def test_segment_warnings_are_counted_by_kind():
+    from panoptic_mapper.nodes.instant_semantics_node import _reason_key
+
+    assert _reason_key("segment 3 (label 'unicorn', label_id 0) skipped: unknown label "
+                       "'unicorn'") == "segment_unknown_label"
+    assert _reason_key("segment 4: is_thing=False disagrees with the registry label 'chair' "
+                       "(is_thing=True); using the registry") == "segment_is_thing_mismatch"
+    assert _reason_key("depth_m: no valid pixels") == "depth_m"
+    assert _reason_key("something else entirely") == "other"
