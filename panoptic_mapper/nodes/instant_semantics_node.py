@@ -50,6 +50,9 @@ from panoptic_mapper.ros.sync import (KeepLatestQueue, LatePartnerReport, Matche
                                       StampSynchronizer, SyncDrop)
 from panoptic_mapper.ros.tf_pose import TfPoseSource
 
+SILENCE_HINT_S = 10.0
+"""After this long active with no message on any input, the node says what it listens to."""
+
 NODE_NAME = "instant_semantics_node"
 DYNAMIC_PARAMETERS = ("output.mesh_color_mode",)
 """Parameters that may be changed while the node runs (``ros2 param set``)."""
@@ -94,6 +97,8 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         self._release_lock = threading.Lock()
         self._saved_on_shutdown = False
         self._waiting_reported = False
+        self._silence_reported = False
+        self._activated_at = time.monotonic()
         self._busy_s = 0.0
         self._busy_reported = (time.perf_counter(), 0.0)
 
@@ -149,6 +154,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
     def on_activate(self, state) -> TransitionCallbackReturn:
         """Subscribe to the inputs and start the worker and the timers."""
         cfg = self.config
+        self._activated_at = time.monotonic()
         topics, qos = cfg.input.topics, sensor_qos(cfg.input.qos)
         # One mutually exclusive group per subscription: a topic's messages reach the
         # (thread-safe) synchroniser in order, different topics in parallel, and no callback
@@ -442,6 +448,14 @@ class InstantSemanticsNode(PanopticLifecycleNode):
             self.get_logger().warning(f"receiving {received} but nothing yet on {missing}; "
                                       "no frame can be integrated (check topic names, QoS "
                                       "and pose_source)")
+        elif (streams and not received and not self._silence_reported
+              and time.monotonic() - self._activated_at >= SILENCE_HINT_S):
+            self._silence_reported = True
+            topics = sorted(sub.topic_name for sub in self._subscriptions)
+            self.get_logger().warning(
+                f"nothing received on any input after {SILENCE_HINT_S:.0f} s; subscribed to "
+                f"{topics} (is the camera / bag running, in this ROS_DOMAIN_ID, on these "
+                "topic names, with a matching QoS reliability?)")
 
 
 def _reason_key(reason: str) -> str:

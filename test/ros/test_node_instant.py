@@ -278,3 +278,24 @@ def test_segment_warnings_are_counted_by_kind():
                        "(is_thing=True); using the registry") == "segment_is_thing_mismatch"
     assert _reason_key("depth_m: no valid pixels") == "depth_m"
     assert _reason_key("something else entirely") == "other"
+
+
+def test_silence_on_every_input_is_reported_once(monkeypatch):
+    import panoptic_mapper.nodes.instant_semantics_node as module
+
+    monkeypatch.setattr(module, "SILENCE_HINT_S", 0.0)
+    prefix = f"/pm_silent_{os.getpid()}"
+    graph = helpers.NodeGraph(prefix)
+    node = make_node(graph, prefix + "/api")
+    warnings = []
+    try:
+        assert autostart(node)
+        monkeypatch.setattr(node, "get_logger",
+                            lambda: type("L", (), {"warning": warnings.append,
+                                                   "info": lambda *a: None})())
+        node._hint_missing_inputs({})
+        node._hint_missing_inputs({})
+        assert len(warnings) == 1 and "nothing received on any input" in warnings[0]
+        assert graph.topic("rgb") in warnings[0] and graph.topic("pose") in warnings[0]
+    finally:
+        graph.shutdown()
