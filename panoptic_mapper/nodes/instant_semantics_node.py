@@ -215,22 +215,6 @@ class InstantSemanticsNode(PanopticLifecycleNode):
                 self._diagnostics_pub = None
             self.session = None
 
-    def _stop_streaming(self) -> None:
-        for sub in self._subscriptions:
-            quietly(lambda s=sub: self.destroy_subscription(s))
-        self._subscriptions = []
-        for timer in self._timers:
-            quietly(lambda t=timer: self.destroy_timer(t))
-        self._timers = []
-        self._stop.set()
-        if self._queue is not None:
-            self._queue.close()
-        if self._worker is not None:
-            self._worker.join(timeout=30.0)
-            self._worker = None
-        if self._queue is not None and self._queue.closed:
-            self._queue = KeepLatestQueue(self.config.queue_size)
-
     def _create_session(self, registry: LabelRegistry) -> MapSession:
         """The session of the map this node serves (built at configure)."""
         cfg = self.config

@@ -28,6 +28,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.ros.node_config import QosConfig
+from panoptic_mapper.ros.sync import KeepLatestQueue
 
 EXECUTOR_THREADS = 4
 """Executor threads: sensor callbacks, publishing timers and services each get one to spare
@@ -52,6 +53,29 @@ class PanopticLifecycleNode(LifecycleNode):
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self.release(save=True)
         return TransitionCallbackReturn.SUCCESS
+
+    WORKER_JOIN_TIMEOUT_S = 30.0
+    """How long deactivation waits for the worker's current item (a frame, a model call)."""
+
+    def _stop_streaming(self) -> None:
+        """Drop the input subscriptions and timers, stop the worker thread after its current
+        item, and give the node a fresh queue if the old one was closed (so that it can be
+        activated again). Uses the nodes' ``_subscriptions``, ``_timers``, ``_stop``,
+        ``_queue`` and ``_worker`` attributes."""
+        for sub in self._subscriptions:
+            quietly(lambda s=sub: self.destroy_subscription(s))
+        self._subscriptions = []
+        for timer in self._timers:
+            quietly(lambda t=timer: self.destroy_timer(t))
+        self._timers = []
+        self._stop.set()
+        if self._queue is not None:
+            self._queue.close()
+        if self._worker is not None:
+            self._worker.join(timeout=self.WORKER_JOIN_TIMEOUT_S)
+            self._worker = None
+        if self._queue is not None and self._queue.closed:
+            self._queue = KeepLatestQueue(self.config.queue_size)
 
 
 def load_registry(label_file: str) -> LabelRegistry:

@@ -58,6 +58,8 @@ EMULATOR_STREAMS = ("rgb", "depth", "ground_truth_labels", "ground_truth_instanc
 class SegmenterNode(PanopticLifecycleNode):
     """2D panoptic segmentation as a node (see the module docstring)."""
 
+    WORKER_JOIN_TIMEOUT_S = 60.0  # a model call on a CPU can take most of a minute
+
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         self._params = ConfigParameters(self, SegmenterNodeConfig)
@@ -163,22 +165,6 @@ class SegmenterNode(PanopticLifecycleNode):
                     quietly(lambda p=publisher: self.destroy_publisher(p))
             self._output = self._diagnostics_pub = None
             self._backend = None
-
-    def _stop_streaming(self) -> None:
-        for sub in self._subscriptions:
-            quietly(lambda s=sub: self.destroy_subscription(s))
-        self._subscriptions = []
-        for timer in self._timers:
-            quietly(lambda t=timer: self.destroy_timer(t))
-        self._timers = []
-        self._stop.set()
-        if self._queue is not None:
-            self._queue.close()
-        if self._worker is not None:
-            self._worker.join(timeout=60.0)
-            self._worker = None
-        if self._queue is not None and self._queue.closed:
-            self._queue = KeepLatestQueue(self.config.queue_size)
 
     # ---- input ---------------------------------------------------------------------------------
     def _count(self, name: str, increment: int = 1) -> None:

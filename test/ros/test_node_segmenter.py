@@ -60,6 +60,25 @@ def publisher(graph, msg_type, topic: str):
     return pub
 
 
+def emulator_inputs(graph):
+    """Publishers of the emulator backend's inputs; returns ``publish(stamp_ns)``, which sends
+    one rendered frame (GT labels and instances, depth, then RGB) with that stamp."""
+    pubs = {name: publisher(graph, Image, graph.prefix + "/" + name)
+            for name in ("rgb", "depth", "gt_labels", "gt_instances")}
+    rgb, depth, ids = helpers.render(0)
+    conv = helpers.conv
+
+    def publish(stamp: int) -> None:
+        pubs["gt_labels"].publish(conv.image_msg_from_array(ids.astype(np.uint16), "16UC1",
+                                                            stamp, "cam"))
+        pubs["gt_instances"].publish(conv.image_msg_from_array(
+            np.zeros_like(ids, np.uint16), "16UC1", stamp, "cam"))
+        pubs["depth"].publish(conv.image_msg_from_depth(depth, stamp, "cam"))
+        pubs["rgb"].publish(conv.image_msg_from_rgb(rgb, stamp, "cam"))
+
+    return publish
+
+
 def test_replay_forwards_valid_segmentations_only(graph):
     node = make_segmenter(graph, "replay")
     out = listen(graph, graph.prefix + "/out")
@@ -115,18 +134,9 @@ def test_busy_backend_skips_to_the_latest_frame(graph):
 
     node._backend.segment = slow_segment
     out = listen(graph, graph.prefix + "/out")
-    pubs = {name: publisher(graph, Image, graph.prefix + "/" + name)
-            for name in ("rgb", "depth", "gt_labels", "gt_instances")}
-    rgb, depth, ids = helpers.render(0)
-    conv = helpers.conv
+    publish_frame = emulator_inputs(graph)
     for k in range(5):
-        stamp = (k + 1) * 10**8
-        pubs["gt_labels"].publish(conv.image_msg_from_array(ids.astype(np.uint16), "16UC1",
-                                                            stamp, "cam"))
-        pubs["gt_instances"].publish(conv.image_msg_from_array(
-            np.zeros_like(ids, np.uint16), "16UC1", stamp, "cam"))
-        pubs["depth"].publish(conv.image_msg_from_depth(depth, stamp, "cam"))
-        pubs["rgb"].publish(conv.image_msg_from_rgb(rgb, stamp, "cam"))
+        publish_frame((k + 1) * 10**8)
     assert helpers.wait_until(lambda: node.counters.get("frames_skipped_busy", 0) >= 3, 10)
     release.set()
     assert helpers.wait_until(lambda: len(out) >= 2, 20)
@@ -148,18 +158,9 @@ def test_backend_exception_is_counted_and_the_worker_goes_on(graph):
 
     node._backend.segment = flaky_segment
     out = listen(graph, graph.prefix + "/out")
-    pubs = {name: publisher(graph, Image, graph.prefix + "/" + name)
-            for name in ("rgb", "depth", "gt_labels", "gt_instances")}
-    rgb, depth, ids = helpers.render(0)
-    conv = helpers.conv
+    publish_frame = emulator_inputs(graph)
     for k in range(2):
-        stamp = (k + 1) * 10**8
-        pubs["gt_labels"].publish(conv.image_msg_from_array(ids.astype(np.uint16), "16UC1",
-                                                            stamp, "cam"))
-        pubs["gt_instances"].publish(conv.image_msg_from_array(
-            np.zeros_like(ids, np.uint16), "16UC1", stamp, "cam"))
-        pubs["depth"].publish(conv.image_msg_from_depth(depth, stamp, "cam"))
-        pubs["rgb"].publish(conv.image_msg_from_rgb(rgb, stamp, "cam"))
+        publish_frame((k + 1) * 10**8)
         # The first frame fails; wait for it so that the second is not skipped as busy.
         assert helpers.wait_until(lambda: len(calls) > k, 10)
     assert helpers.wait_until(lambda: len(out) >= 1, 20)
