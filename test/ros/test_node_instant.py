@@ -298,4 +298,5 @@ def test_silence_on_every_input_is_reported_once(monkeypatch):
         assert len(warnings) == 1 and "nothing received on any input" in warnings[0]
         assert graph.topic("rgb") in warnings[0] and graph.topic("pose") in warnings[0]
     finally:
+        node.release(save=False)
         graph.shutdown()
