@@ -135,9 +135,14 @@ def run(args: argparse.Namespace) -> int:
     return _play(args, info, topics, remaps)
 
 
+FLUSH_TIMEOUT_S = 5.0
+"""At the end of playback, how long to wait for subscribers to acknowledge the last messages."""
+
+
 def _play(args: argparse.Namespace, info, topics: dict[str, str],
           remaps: dict[str, str]) -> int:
     import rclpy
+    from rclpy.duration import Duration
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -187,6 +192,10 @@ def _play(args: argparse.Namespace, info, topics: dict[str, str],
             _play_once(args, info, publishers, clock_pub, stats, iter_raw_messages)
             if not args.loop:
                 break
+        # Reliable samples still queued when the node is destroyed are lost: wait until the
+        # subscribers acknowledged the last messages.
+        for publisher in publishers.values():
+            publisher.wait_for_all_acked(Duration(seconds=FLUSH_TIMEOUT_S))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
