@@ -49,20 +49,8 @@ class GraphClient:
 
     def call(self, srv_type, name: str, request, timeout_s: float = 30.0):
         """Call ``<api namespace>/<name>``; raises TimeoutError when it is not served/answered."""
-        client = self.node.create_client(srv_type, f"{self.api_namespace}/{name}")
-        try:
-            if not client.wait_for_service(timeout_sec=timeout_s):
-                raise TimeoutError(f"{self.api_namespace}/{name} is not served")
-            future = client.call_async(request)
-            deadline = time.monotonic() + timeout_s
-            while not future.done() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if not future.done():
-                raise TimeoutError(f"{self.api_namespace}/{name} did not answer in "
-                                   f"{timeout_s:g} s")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+        return call_service(self.node, srv_type, f"{self.api_namespace}/{name}", request,
+                            timeout_s)
 
     def wait_until(self, predicate: Callable[[], bool], timeout_s: float,
                    period_s: float = 0.2) -> bool:
@@ -105,3 +93,24 @@ class GraphClient:
         self._thread.join(timeout=5)
         self.node.destroy_node()
         self.context.try_shutdown()
+
+
+def call_service(node, srv_type, service: str, request, timeout_s: float):
+    """One service call from ``node`` (spun by another thread) with a temporary client.
+
+    Raises:
+        TimeoutError: ``service`` is not served, or does not answer, within ``timeout_s``.
+    """
+    client = node.create_client(srv_type, service)
+    try:
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise TimeoutError(f"{service} is not served")
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout_s
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not future.done():
+            raise TimeoutError(f"{service} did not answer in {timeout_s:g} s")
+        return future.result()
+    finally:
+        node.destroy_client(client)

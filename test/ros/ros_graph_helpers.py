@@ -19,6 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from panoptic_mapper.core.types import CameraIntrinsics, PanopticSegmentation2D, Segment
 from panoptic_mapper.msg import PanopticSegmentation
 from panoptic_mapper.ros import conversions as conv
+from panoptic_mapper.ros.graph_client import call_service
 from panoptic_mapper.ros.panoptic_conversions import segmentation_msg_from_core
 from panoptic_mapper.ros.qos import SENSOR_QOS
 
@@ -118,19 +119,7 @@ class NodeGraph:
         raise TimeoutError(f"{node_name} did not subscribe within {timeout_s} s")
 
     def call(self, srv_type, name: str, request, timeout_s: float = 20.0):
-        client = self.probe.create_client(srv_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=timeout_s):
-                raise TimeoutError(f"service {name} not available")
-            future = client.call_async(request)
-            deadline = time.monotonic() + timeout_s
-            while not future.done() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if not future.done():
-                raise TimeoutError(f"service {name} did not answer in {timeout_s} s")
-            return future.result()
-        finally:
-            self.probe.destroy_client(client)
+        return call_service(self.probe, srv_type, name, request, timeout_s)
 
     def shutdown(self) -> None:
         self.executor.shutdown(timeout_sec=5.0)

@@ -6,6 +6,7 @@ as the node's process); the scene is the analytic wall + box of ``ros_graph_help
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -220,14 +221,24 @@ def test_bad_input_is_counted_once_per_kind_and_the_node_keeps_running(capfd):
     assert "input problems so far:" in err and "encoding=2" in err
 
 
-def test_missing_camera_info_is_reported(capfd):
-    prefix = f"/pm_nocam_{os.getpid()}"
+@contextlib.contextmanager
+def short_wait_node(tag: str):
+    """A started node in its own graph that gives up on a frame's partners after 0.5 s."""
+    prefix = f"/pm_{tag}_{os.getpid()}"
     graph = helpers.NodeGraph(prefix)
     node = make_node(graph, prefix + "/api", **{"sync.max_wait_s": 0.5,
                                                 "sync.time_jump_back_s": 5.0})
     try:
         assert autostart(node)
         graph.wait_for_subscribers(node.get_name())
+        yield graph, node
+    finally:
+        node.release(save=False)
+        graph.shutdown()
+
+
+def test_missing_camera_info_is_reported(capfd):
+    with short_wait_node("nocam") as (graph, node):
         for i in range(10):  # 0.1 s apart (message and wall time): no camera_info
             msgs = helpers.frame_messages(i)
             del msgs["camera_info"]
@@ -236,20 +247,11 @@ def test_missing_camera_info_is_reported(capfd):
         assert helpers.wait_until(
             lambda: node.problems.counts.get("missing_camera_info", 0) >= 4, 10.0)
         assert node.counters.get("frames_integrated", 0) == 0
-    finally:
-        node.release(save=False)
-        graph.shutdown()
     assert capfd.readouterr().err.count("[missing_camera_info]") == 1
 
 
 def test_a_segmentation_later_than_max_wait_is_warned_about(capfd):
-    prefix = f"/pm_late_{os.getpid()}"
-    graph = helpers.NodeGraph(prefix)
-    node = make_node(graph, prefix + "/api", **{"sync.max_wait_s": 0.5,
-                                                "sync.time_jump_back_s": 5.0})
-    try:
-        assert autostart(node)
-        graph.wait_for_subscribers(node.get_name())
+    with short_wait_node("late") as (graph, node):
         frames = [helpers.frame_messages(i) for i in range(10)]
         for msgs in frames:  # 0.1 s apart: the segmenter has not answered yet
             graph.publish({k: v for k, v in msgs.items() if k != "segmentation"})
@@ -261,9 +263,6 @@ def test_a_segmentation_later_than_max_wait_is_warned_about(capfd):
         assert helpers.wait_until(
             lambda: node.problems.counts.get("late_segmentation", 0) == 2, 10.0)
         assert node.counters.get("frames_integrated", 0) == 0
-    finally:
-        node.release(save=False)
-        graph.shutdown()
     err = capfd.readouterr().err
     assert err.count("[late_segmentation]") == 1  # rate-limited
     assert "raise sync.max_wait_s above" in err and "sync.max_pending above" in err
