@@ -9,6 +9,12 @@ it is missing, then evaluated in one ``core.eval.runner.evaluate`` run with:
   its time budget): what a user gets;
 * with ``--long-steps N``: ``refined_N``, the defaults but N steps and no time limit (how far the
   field gets when it may converge), sharing the ``instant`` run's map as its prior;
+* with ``--ceiling``: ``gt_labels``, the ``instant`` run's mesh with every vertex labelled from
+  the closest point of the ground-truth mesh: the score of perfect labels on this geometry, an
+  estimate of the ceiling that no labelling of the TSDF mesh (instant or refined) can pass;
+  and ``gt_point_labels``, the same mesh's depth with every pixel labelled from the ground-truth
+  surface point closest to its hit point (labels finer than the mesh's vertices: the ceiling of
+  this geometry itself);
 * with ``--ablations``: refined variants with a fixed step budget (no time limit, so that the
   variants compare at equal training, whatever the load of the machine) and labels purely from
   the field (no fallback to the prior, which would hide the differences), sharing the
@@ -31,12 +37,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
+from panoptic_mapper.core.eval.oracle import MeshLabelRenderer
 from panoptic_mapper.core.eval.runner import EvalConfig, MethodSpec, evaluate
+from panoptic_mapper.core.eval.surface import closest_surface_points
+from panoptic_mapper.core.io.ply import read_ply
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import IntegrationReport, create_map
 from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPanopticMap
+from panoptic_mapper.core.types import LabelRender
 
 # name -> (Gaussian prior, token adjustment, panoptic head, token class head); Table V rows.
 ABLATIONS = {
@@ -82,6 +95,63 @@ class _SharedPrior:
         return getattr(self.owner.inner, name)
 
 
+class _GroundTruthLabelsOnMap:
+    """The ``instant`` run's geometry with ground-truth labels: at ``finalize`` every vertex of
+    the instant map's mesh takes the label and instance of the closest ground-truth surface
+    point; renders ray cast that mesh (as the maps' own renders do)."""
+
+    def __init__(self, owner: _RecordingMap, gt_mesh_path: Path):
+        self.owner = owner
+        self.gt_mesh = read_ply(gt_mesh_path)
+        self._renderer: MeshLabelRenderer | None = None
+
+    def integrate_frame(self, frame, segmentation):
+        report = self.owner.reports[frame.stamp_ns]
+        return IntegrationReport(report.accepted, report.reason)
+
+    def finalize(self):
+        self.owner.inner.update_mesh()
+        mesh = self.owner.inner.get_mesh()
+        closest = closest_surface_points(mesh.vertices_m, self.gt_mesh.vertices_m,
+                                         self.gt_mesh.triangles)
+        self._renderer = MeshLabelRenderer(replace(
+            mesh, label_ids=self.gt_mesh.label_ids[closest.nearest_vertex],
+            instance_ids=self.gt_mesh.instance_ids[closest.nearest_vertex]))
+
+    def update_mesh(self):
+        return self.owner.inner.update_mesh()
+
+    def get_mesh(self):
+        return self._renderer.mesh
+
+    def render_labels(self, T_world_cam, intrinsics):  # noqa: N803
+        return self._renderer.render(T_world_cam, intrinsics)
+
+
+class _GroundTruthLabelsPerPixel(_GroundTruthLabelsOnMap):
+    """``_GroundTruthLabelsOnMap`` with labels per pixel: the ground-truth label of the surface
+    point closest to where the pixel's ray hits the instant map's mesh."""
+
+    def render_labels(self, T_world_cam, intrinsics):  # noqa: N803
+        render = self._renderer.render(T_world_cam, intrinsics)
+        h, w = intrinsics.shape
+        v, u = np.mgrid[0:h, 0:w]
+        depth_m = render.depth_m.astype(np.float64)
+        hit = depth_m > 0
+        points_cam = np.stack([(u[hit] - intrinsics.cx) / intrinsics.fx,
+                               (v[hit] - intrinsics.cy) / intrinsics.fy,
+                               np.ones(int(hit.sum()))], 1) * depth_m[hit][:, None]  # [N, 3]
+        T = np.asarray(T_world_cam, np.float64)  # noqa: N806
+        points_world = points_cam @ T[:3, :3].T + T[:3, 3]
+        nearest = closest_surface_points(points_world, self.gt_mesh.vertices_m,
+                                         self.gt_mesh.triangles).nearest_vertex
+        label_ids = np.zeros((h, w), np.int32)
+        instance_ids = np.zeros((h, w), np.int32)
+        label_ids[hit] = self.gt_mesh.label_ids[nearest]
+        instance_ids[hit] = self.gt_mesh.instance_ids[nearest]
+        return LabelRender(label_ids, instance_ids, render.depth_m)
+
+
 def _ensure_scene(root: Path, seed: int, noise: str, frames: int) -> Path:
     path = root / f"s{seed}_{noise}"
     if not (path / "scene.json").is_file():
@@ -104,7 +174,7 @@ def _variant_config(flags: tuple[bool, bool, bool, bool], steps: int) -> Refined
 
 
 def _methods(ablations: bool, steps: int, maps: dict[str, Any], default: bool = True,
-             long_steps: int = 0) -> list[MethodSpec]:
+             long_steps: int = 0, ceiling_gt_mesh: Path | None = None) -> list[MethodSpec]:
     def instant(registry: LabelRegistry):
         maps["instant"] = _RecordingMap(create_map("instant", registry))
         return maps["instant"]
@@ -124,6 +194,16 @@ def _methods(ablations: bool, steps: int, maps: dict[str, Any], default: bool = 
                 registry, config, prior=_SharedPrior(maps["instant"]))
             return maps[f"refined_{long_steps}"]
         methods.append(MethodSpec(f"refined_{long_steps}", method="refined", factory=long_run))
+    if ceiling_gt_mesh is not None:
+        def ceiling(registry: LabelRegistry):
+            maps["gt_labels"] = _GroundTruthLabelsOnMap(maps["instant"], ceiling_gt_mesh)
+            return maps["gt_labels"]
+
+        def pixel_ceiling(registry: LabelRegistry):
+            maps["gt_point_labels"] = _GroundTruthLabelsPerPixel(maps["instant"], ceiling_gt_mesh)
+            return maps["gt_point_labels"]
+        methods += [MethodSpec("gt_labels", method="instant", factory=ceiling),
+                    MethodSpec("gt_point_labels", method="instant", factory=pixel_ceiling)]
     for name, flags in (ABLATIONS.items() if ablations else ()):
         def variant(registry: LabelRegistry, name=name, flags=flags):
             maps[name] = RefinedPanopticMap(registry, _variant_config(flags, steps),
@@ -191,6 +271,9 @@ def main() -> int:
     parser.add_argument("--long-steps", type=int, default=0,
                         help="add a refined map trained for this many steps without a time "
                              "limit (shares the instant run's map as prior)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="add gt_labels and gt_point_labels: ground-truth labels on the "
+                             "instant map's mesh, per vertex and per pixel")
     parser.add_argument("--skip-default", action="store_true",
                         help="leave out the default refined map (ablation runs)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
@@ -203,7 +286,7 @@ def main() -> int:
             scene = _ensure_scene(args.scenes, seed, noise, args.frames)
             maps: dict[str, Any] = {}
             methods = _methods(args.ablations, args.steps, maps, not args.skip_default,
-                               args.long_steps)
+                               args.long_steps, scene / "gt_mesh.ply" if args.ceiling else None)
             result = evaluate(scene, methods, EvalConfig())
             for name, method_result in result.methods.items():
                 rows.append(_row(result.scene, name, method_result, maps.get(name)))
