@@ -6,7 +6,9 @@ synchronised input stream (RGB, depth, camera_info, pose, PanopticSegmentation) 
 the same stamp matching, keep-latest queue and integration worker; the same latched map topics
 and planner services are served (``output``, ``planner_api``). On top of that, a training
 worker (``ros/training_worker.py``) trains the field in chunks in its own thread, with torch
-limited to ``training.torch_threads`` CPU threads, and ``~/training_control``
+limited to ``training.torch_threads`` CPU threads, on the device of
+``map.training.trainer.device`` (``auto``: CUDA where present; the configure log line and the
+``training_device`` diagnostics value say which), and ``~/training_control``
 (``panoptic_mapper/TrainingControl``) starts, stops and reports it; progress goes to the log
 and to ``/diagnostics``.
 
@@ -34,7 +36,7 @@ import torch
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 
-from panoptic_mapper.core.errors import InvalidInputError, PanopticMapperError
+from panoptic_mapper.core.errors import ConfigError, InvalidInputError, PanopticMapperError
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import create_map
 from panoptic_mapper.core.query.engine import create_query_engine
@@ -75,7 +77,7 @@ class MapperNode(InstantSemanticsNode):
     # ---- lifecycle -----------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
         """Limit torch's threads, build the map (as the instant node does) and the control
-        service."""
+        service; log where the field trains."""
         if self.config.training.torch_threads:
             torch.set_num_threads(self.config.training.torch_threads)
         result = super().on_configure(state)
@@ -83,6 +85,10 @@ class MapperNode(InstantSemanticsNode):
             self._control_service = self.create_service(
                 TrainingControl, CONTROL_SERVICE, self._on_training_control,
                 callback_group=ReentrantCallbackGroup())
+            self.get_logger().info(
+                f"the refined field trains on {self.session.map.trainer.device} "
+                f"(map.training.trainer.device: '{self.config.map.training.trainer.device}', "
+                f"{torch.get_num_threads()} torch CPU threads)")
         return result
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -114,8 +120,12 @@ class MapperNode(InstantSemanticsNode):
     def _create_session(self, registry: LabelRegistry) -> RefinedMapSession:
         cfg = self.config
         map_config = cfg.map.to_dict()
-        return RefinedMapSession(lambda: create_map("refined", registry, map_config), registry,
-                                 create_query_engine(cfg.query, registry))
+        query_engine = create_query_engine(cfg.query, registry)
+        try:
+            return RefinedMapSession(lambda: create_map("refined", registry, map_config),
+                                     registry, query_engine)
+        except ConfigError as exc:  # e.g. a CUDA device this machine lacks: name the parameter
+            raise ConfigError(f"map.{exc.field}", exc.value, exc.reason) from exc
 
     # ---- integration and training share the map -------------------------------------------------
     def _process(self, matched_at: float, matched: MatchedFrame) -> None:
@@ -141,6 +151,7 @@ class MapperNode(InstantSemanticsNode):
         progress = status.progress
         values: dict[str, object] = {
             "training_state": status.state.value, "field_ready": str(status.ready).lower(),
+            "training_device": str(self.session.map.trainer.device),
             "answers_from": "field" if self.session.serves_field else "prior",
             "training_step": progress.step, "training_total_steps": progress.total_steps,
             "training_phase": progress.phase if progress.step else "",

@@ -7,8 +7,8 @@ from panoptic_mapper.core.errors import ConfigError
 from panoptic_mapper.core.field import encodings
 from panoptic_mapper.core.field._torch_ref import HASH_PRIMES, HashGridLayout, hash_grid_encode
 from panoptic_mapper.core.field.classes import ClassSpace
-from panoptic_mapper.core.field.config import (FieldTrainingConfig, HashGridConfig,
-                                               PanopticFieldConfig, TokenConfig)
+from panoptic_mapper.core.field.config import (HashGridConfig, PanopticFieldConfig,
+                                               TokenConfig)
 from panoptic_mapper.core.field.encodings import (HashGridEncoding, resolve_implementation,
                                                   tcnn_available)
 from panoptic_mapper.core.field.gaussian_tokens import InstanceTokens
@@ -130,13 +130,6 @@ def test_the_cpu_field_uses_torch_grids_even_where_tcnn_is_available(monkeypatch
     for encoding in (field.sdf_encoding, field.semantic_encoding, field.instance_encoding):
         assert encoding.implementation == "torch"
         assert encoding.table().is_leaf and encoding.table().device.type == "cpu"
-
-
-@pytest.mark.parametrize("grid", ["sdf_grid", "semantic_grid", "instance_grid"])
-def test_field_config_rejects_tcnn_because_the_trainer_runs_on_the_cpu(grid):
-    with pytest.raises(ConfigError, match=f"field.{grid}.implementation.*CPU only"):
-        FieldTrainingConfig.from_dict({"field": {grid: {"implementation": "tcnn"}}})
-    assert FieldTrainingConfig.from_dict({"field": {grid: {"implementation": "torch"}}})
 
 
 @pytest.mark.gpu

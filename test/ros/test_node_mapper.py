@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import ros_graph_helpers as helpers  # noqa: E402
 
 from panoptic_mapper.core.errors import ConfigError, InvalidInputError  # noqa: E402
+from panoptic_mapper.core.field.device import resolve_device  # noqa: E402
 from panoptic_mapper.core.labels import LabelRegistry  # noqa: E402
 from panoptic_mapper.core.mapping.base import create_map  # noqa: E402
 from panoptic_mapper.core.types import RgbdFrame  # noqa: E402
@@ -65,6 +66,7 @@ def test_config_defaults_and_validation_name_the_field():
     config = MapperNodeConfig()
     assert config.training.torch_threads == 1 and config.training.autostart
     assert config.map.training.trainer.torch_threads == 0  # the node's setting applies
+    assert config.map.training.trainer.device == "auto"
     with pytest.raises(ConfigError, match="chunk_max_s"):
         TrainingWorkerConfig(chunk_max_s=0.0)
     with pytest.raises(ConfigError, match="training.max_share"):
@@ -85,6 +87,23 @@ def test_parameters_round_trip_with_descriptions_and_bad_values_name_the_paramet
         with pytest.raises(ConfigError, match=r"training\.max_share"):
             MapperNode(context=context,
                        parameter_overrides=[Parameter("training.max_share", value=2.0)])
+    finally:
+        context.try_shutdown()
+
+
+def test_a_cuda_device_without_cuda_fails_configure_naming_the_parameter(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = MapperNode(context=context, parameter_overrides=[
+            Parameter("map.training.trainer.device", value="cuda")])
+        with pytest.raises(ConfigError, match=r"map\.training\.trainer\.device='cuda': CUDA "
+                                              "is not available"):
+            node._create_session(LabelRegistry.default())
+        assert not autostart(node)  # logs "configure failed: " and the same message
+        node.release(save=False)
+        node.destroy_node()
     finally:
         context.try_shutdown()
 
@@ -303,6 +322,7 @@ def test_answers_from_the_prior_then_the_field_with_the_same_ids(mapper, tmp_pat
     values = diagnostics.latest()
     assert values["field_ready"] == "true" and int(values["training_step"]) >= 60
     assert int(values["training_tokens"]) >= 1 and "loss.total" in values
+    assert values["training_device"] == str(resolve_device("auto"))
     assert values["planner_api"] == "served"
 
     box = graph.call(QueryObjects, f"{api}/query_objects", QueryObjects.Request(query="box"))

@@ -3,8 +3,9 @@
 PR++ renders colour with a separate 3DGS model (section 1.10): Gaussians initialised from the
 back-projected RGB-D keyframes, loss ``(1 - 0.2) L1 + 0.2 (1 - SSIM) + 0.1 |D_gs - D|_1`` with
 zero-depth pixels masked, densified by gsplat's default strategy. Segmentation never uses it.
-gsplat's rasteriser is a CUDA kernel: without CUDA (or without gsplat) the branch is skipped and
-:func:`appearance_unavailable_reason` says why; nothing is emulated on the CPU.
+gsplat's rasteriser is a CUDA kernel: without CUDA (or without gsplat), or when the refined map's
+field trains on the CPU (``TrainerConfig.device``, which the branch follows), the branch is
+skipped and :func:`appearance_unavailable_reason` says why; nothing is emulated on the CPU.
 
 Owns: :class:`AppearanceConfig`, :class:`GsplatAppearance`, :func:`ssim`.
 Does not own: keyframe storage (``keyframes.py``) or when the branch runs (the refined map).
@@ -61,11 +62,15 @@ class AppearanceConfig(ConfigBase):
             require(getattr(self, name) > 0, name, getattr(self, name), "must be > 0")
 
 
-def appearance_unavailable_reason() -> str | None:
-    """Why the gsplat branch cannot run here, or None when it can."""
+def appearance_unavailable_reason(device: torch.device | str | None = None) -> str | None:
+    """Why the gsplat branch cannot run on ``device`` (None: the default CUDA device), or None
+    when it can."""
     if not torch.cuda.is_available():
         return ("the appearance branch rasterises with gsplat's CUDA kernels and no CUDA device "
                 "is available; skipped")
+    if device is not None and torch.device(device).type != "cuda":
+        return (f"the appearance branch rasterises with gsplat's CUDA kernels and follows the "
+                f"field's device, which is {device} (training.trainer.device); skipped")
     try:
         importlib.import_module("gsplat")
     except Exception as exc:  # noqa: BLE001 (gsplat fails with build errors of any type)
@@ -90,18 +95,26 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11) -> torch.Tensor:
 class GsplatAppearance:
     """3D Gaussians with RGB colour, trained on keyframes with gsplat.
 
+    Args:
+        config: steps, seeding and learning rates.
+        keyframes: the training views (those with colour are used).
+        seed: seed of the keyframe and pixel draws.
+        device: the CUDA device to train on (None: the default one); the refined map passes
+            its field's device.
+
     Raises:
         InvalidInputError: when the branch is unavailable (the message says why) or no
             keyframe carries colour.
     """
 
-    def __init__(self, config: AppearanceConfig, keyframes: list[Keyframe], seed: int = 0):
-        reason = appearance_unavailable_reason()
+    def __init__(self, config: AppearanceConfig, keyframes: list[Keyframe], seed: int = 0,
+                 device: torch.device | str | None = None):
+        reason = appearance_unavailable_reason(device)
         if reason is not None:
             raise InvalidInputError("appearance", "gsplat", reason, kind="appearance")
         self._gsplat = importlib.import_module("gsplat")
         self.config = config
-        self.device = torch.device("cuda")
+        self.device = torch.device("cuda" if device is None else device)
         self.keyframes = [k for k in keyframes if k.rgb is not None]
         if not self.keyframes:
             raise InvalidInputError("keyframes", 0, "no keyframe kept its colour image "

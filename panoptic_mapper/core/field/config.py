@@ -11,10 +11,16 @@ Does not own: the refined map's keyframe and prior settings (``core/mapping/refi
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from panoptic_mapper.core.config import ConfigBase, require
+
+GRID_NAMES = ("sdf_grid", "semantic_grid", "instance_grid")
+"""The hash-grid fields of :class:`PanopticFieldConfig`."""
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+"""Accepted forms of ``TrainerConfig.device``."""
 
 
 @dataclass
@@ -37,7 +43,8 @@ class HashGridConfig(ConfigBase):
     """``torch``: the pure-PyTorch reference (runs everywhere); ``tcnn``: tiny-cuda-nn, only
     for an encoding placed on a CUDA device with ``tinycudann`` installed; ``auto``: tcnn for
     an encoding on a CUDA device where tinycudann imports, torch otherwise. The refined map's
-    field trains on the CPU: there ``auto`` always means torch and ``tcnn`` is rejected."""
+    grids live on ``trainer.device``: on the CPU ``auto`` means torch and ``tcnn`` is a
+    ``ConfigError``."""
 
     @property
     def output_dim(self) -> int:
@@ -69,9 +76,9 @@ def _label_grid() -> HashGridConfig:
 class PanopticFieldConfig(ConfigBase):
     """The three hash-grid volumes and their decoders (PR++ section 1.3-1.6).
 
-    The field and its trainer run on the CPU: they never move the grids, decoders, tokens or
-    rays to a GPU, so no grid may select ``implementation: tcnn`` (tiny-cuda-nn computes on
-    CUDA tensors only) and ``auto`` resolves to the pure-PyTorch grid.
+    The field lives on ``TrainerConfig.device``; a grid may select ``implementation: tcnn``
+    only where that is a CUDA device (tiny-cuda-nn computes on CUDA tensors only), which is
+    checked when the trainer is built (``core/field/device.py``).
     """
 
     sdf_grid: HashGridConfig = dataclasses.field(default_factory=_sdf_grid)
@@ -99,11 +106,6 @@ class PanopticFieldConfig(ConfigBase):
         require(self.class_head_hidden_dim >= 8, "class_head_hidden_dim",
                 self.class_head_hidden_dim, "must be >= 8")
         require(self.scene_margin_m >= 0, "scene_margin_m", self.scene_margin_m, "must be >= 0")
-        for name in ("sdf_grid", "semantic_grid", "instance_grid"):
-            require(getattr(self, name).implementation != "tcnn", f"{name}.implementation",
-                    "tcnn", "the field trainer runs on the CPU only (it never moves the field, "
-                    "tokens or rays to a GPU) and tiny-cuda-nn computes on CUDA tensors only; "
-                    "use 'auto' or 'torch'")
 
 
 @dataclass
@@ -409,6 +411,11 @@ class TrainerConfig(ConfigBase):
     """``torch.set_num_threads`` while training (process-wide); 0 leaves it unchanged."""
     seed: int = 0
     """Seed of the ray sampling and token initialisation."""
+    device: str = "auto"
+    """Torch device of the field, tokens, optimiser state and every per-step tensor: ``auto``
+    (CUDA where torch sees a CUDA device, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    Resolved when the trainer is built, so one file serves CPU and GPU machines; ``cuda`` on a
+    machine without CUDA is a ConfigError then. Results and checkpoints are CPU tensors."""
 
     def validate(self) -> None:
         for name in ("total_steps", "geometry_rays_per_step", "segmentation_frames_per_step",
@@ -420,6 +427,8 @@ class TrainerConfig(ConfigBase):
                 self.eikonal_points_per_step, "must be >= 0")
         require(self.eikonal_step_m > 0, "eikonal_step_m", self.eikonal_step_m, "must be > 0")
         require(self.torch_threads >= 0, "torch_threads", self.torch_threads, "must be >= 0")
+        require(DEVICE_PATTERN.fullmatch(self.device) is not None, "device", self.device,
+                "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 @dataclass
@@ -468,4 +477,13 @@ class FieldTrainingConfig(ConfigBase):
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     """Learning rates."""
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
-    """Batch sizes and budget."""
+    """Batch sizes, budget and device."""
+
+    def validate(self) -> None:
+        if self.trainer.device != "cpu":
+            return  # auto and cuda: checked against the machine when the trainer is built
+        for name in GRID_NAMES:
+            require(getattr(self.field, name).implementation != "tcnn",
+                    f"field.{name}.implementation", "tcnn",
+                    "tiny-cuda-nn computes on CUDA tensors only and trainer.device is 'cpu'; "
+                    "use 'auto' or 'torch', or a CUDA trainer.device")

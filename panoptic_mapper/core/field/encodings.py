@@ -5,8 +5,10 @@ and the device the encoding is placed on (``resolve_implementation``): ``torch``
 (``_torch_ref.hash_grid_encode``); ``tcnn`` uses tiny-cuda-nn's fused CUDA kernel, which takes
 and returns CUDA tensors, so it needs ``tinycudann``, CUDA and an encoding placed on a CUDA
 device; ``auto`` takes tcnn only for an encoding on a CUDA device where tinycudann imports, torch
-otherwise. The refined map's field is built on the CPU, so there ``auto`` means torch. Both keep
-the same parameter layout, so :meth:`HashGridEncoding.table` can move between them.
+otherwise. The refined map's field is built on its trainer's device (``TrainerConfig.device``).
+Both keep the same parameter layout, so :meth:`HashGridEncoding.table` can move between them, and
+the state dict always holds the table as ``_table`` [P, F] (the torch form), so a checkpoint
+written with either implementation loads into the other.
 
 Owns: the encoding module and the tcnn availability check.
 Does not own: scene normalisation (inputs are already in the unit cube) or decoders.
@@ -87,6 +89,8 @@ class HashGridEncoding(nn.Module):
         if self.implementation == "tcnn":
             self._tcnn = _make_tcnn_encoding(config, self.layout)
             self._table = None
+            self.register_state_dict_post_hook(_tcnn_params_as_table)
+            self.register_load_state_dict_pre_hook(_table_as_tcnn_params)
         else:
             self._tcnn = None
             table = torch.empty(self.layout.total_entries, config.features_per_level,
@@ -120,6 +124,20 @@ class HashGridEncoding(nn.Module):
             points01, self._table, self._layout_scales, self._layout_resolutions,
             self._layout_sizes, self._layout_offsets, self._layout_dense,
             smoothstep=self.config.interpolation == "smoothstep")
+
+
+def _tcnn_params_as_table(module: HashGridEncoding, state: dict, prefix: str,
+                          local_metadata: dict) -> None:
+    """State-dict hook of a tcnn encoding: its flat parameters saved as the torch ``_table``."""
+    params = state.pop(prefix + "_tcnn.params")
+    state[prefix + "_table"] = params.view(-1, module.config.features_per_level)
+
+
+def _table_as_tcnn_params(module: HashGridEncoding, state: dict, prefix: str, *args) -> None:
+    """Load hook of a tcnn encoding: a saved ``_table`` (either implementation) becomes its
+    flat parameters."""
+    if prefix + "_table" in state:
+        state[prefix + "_tcnn.params"] = state.pop(prefix + "_table").reshape(-1)
 
 
 def _make_tcnn_encoding(config: HashGridConfig, layout: HashGridLayout) -> nn.Module:

@@ -133,9 +133,9 @@ class InstanceTokens(nn.Module):
         Removes tokens (rows left out) and clones them (a row repeated); the Adam moments of
         every parameter follow their rows, so a clone starts with its source's moments (as the
         code's ``update_optimizater_add``). Parameters are new objects afterwards; ``optimizer``
-        is updated in place.
+        is updated in place. ``index`` and ``ids`` may be on any device.
         """
-        index = index.long()
+        index = index.long().to(self.means.device)
         for name in TOKEN_PARAMETERS:
             old = getattr(self, name)
             new = nn.Parameter(old.data.index_select(0, index).clone())
@@ -177,10 +177,12 @@ class InstanceTokens(nn.Module):
     def reset_rows(self, rows: torch.Tensor, means_m: torch.Tensor, sigmas_m: torch.Tensor,
                    optimizer: torch.optim.Optimizer | None = None) -> None:
         """Move tokens ``rows`` to new means [R, 3] and isotropic-axis sigmas [R, 3] and clear
-        their Adam moments (used for tokens spawned or split towards a new place)."""
-        rows = rows.long()
-        self.means.data[rows] = means_m.float()
-        self.log_scales.data[rows] = torch.log(sigmas_m.float())
+        their Adam moments (used for tokens spawned or split towards a new place). The inputs
+        may be on any device."""
+        device = self.means.device
+        rows = rows.long().to(device)
+        self.means.data[rows] = means_m.float().to(device)
+        self.log_scales.data[rows] = torch.log(sigmas_m.float()).to(device)
         if optimizer is None:
             return
         rows_total = self.num_tokens

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -219,6 +219,12 @@ class RayBatch:
     @property
     def num_rays(self) -> int:
         return int(self.origins_m.shape[0])
+
+    def to(self, device: torch.device) -> "RayBatch":
+        """The same rays on ``device`` (``self`` when already there)."""
+        if self.origins_m.device == device:
+            return self
+        return RayBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
     def surface_points(self) -> torch.Tensor:
         """[R, 3] observed surface points."""

@@ -112,8 +112,8 @@ def matched_mask_losses(pred: torch.Tensor, target: torch.Tensor, pairs: list[tu
     if not pairs:
         zero = pred.sum() * 0.0
         return zero, zero
-    masks = torch.tensor([m for m, _ in pairs], dtype=torch.long)
-    tokens = torch.tensor([t for _, t in pairs], dtype=torch.long)
+    masks = torch.tensor([m for m, _ in pairs], dtype=torch.long, device=pred.device)
+    tokens = torch.tensor([t for _, t in pairs], dtype=torch.long, device=pred.device)
     p = pred[tokens].clamp(PROB_EPS, 1.0 - PROB_EPS)  # [K, X]
     t = target[masks]
     dice = 1.0 - (2.0 * (p * t).sum(dim=1) + dice_eps) / (p.sum(dim=1) + t.sum(dim=1) + dice_eps)

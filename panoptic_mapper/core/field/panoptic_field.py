@@ -91,31 +91,35 @@ class PanopticField(nn.Module):
         token_config: mask constants and the Gaussian-prior switch.
         classes: semantic and token class spaces.
         box: the cube the grids cover.
-        tokens: the instance tokens (may hold zero tokens).
+        tokens: the instance tokens (may hold zero tokens); moved to ``device``.
         init_inv_s_per_m: initial S-density sharpness, 1/m.
+        device: where every parameter lives and the field computes (None: the CPU); the
+            grids choose their implementation for it (tiny-cuda-nn only on CUDA).
     """
 
     def __init__(self, config: PanopticFieldConfig, token_config: TokenConfig,
                  classes: ClassSpace, box: SceneBox, tokens: InstanceTokens,
-                 init_inv_s_per_m: float):
+                 init_inv_s_per_m: float, device: torch.device | str | None = None):
         super().__init__()
         self.config = config
         self.token_config = token_config
         self.classes = classes
         self.box = box
-        self.sdf_encoding = HashGridEncoding(config.sdf_grid)
+        self.sdf_encoding = HashGridEncoding(config.sdf_grid, device)
         self.sdf_decoder = _decoder(config.sdf_grid.output_dim, config.decoder_hidden_dim, 1,
                                     config.softplus_beta)
-        self.semantic_encoding = HashGridEncoding(config.semantic_grid)
+        self.semantic_encoding = HashGridEncoding(config.semantic_grid, device)
         self.semantic_decoder = _decoder(config.semantic_grid.output_dim,
                                          config.decoder_hidden_dim,
                                          classes.num_semantic_classes, config.softplus_beta)
-        self.instance_encoding = HashGridEncoding(config.instance_grid)
+        self.instance_encoding = HashGridEncoding(config.instance_grid, device)
         key_dim = config.instance_grid.output_dim
         self.instance_module = InstanceModule(key_dim, key_dim, config.class_head_hidden_dim,
                                               classes.num_token_classes)
         self.tokens = tokens
         self.log_inv_s = nn.Parameter(torch.tensor(math.log(init_inv_s_per_m)))
+        if device is not None:
+            self.to(device)
 
     @property
     def key_dim(self) -> int:

@@ -83,14 +83,16 @@ class RenderOutput(enum.Enum):
 def stratified_ranges(low_m: torch.Tensor, high_m: torch.Tensor, num_samples: int,
                       generator: torch.Generator | None) -> torch.Tensor:
     """[R, n] sorted ranges, one uniform draw per equal sub-interval of [low, high] (bin
-    centres when ``generator`` is None)."""
+    centres when ``generator`` is None). The draws come from ``generator``'s device (the
+    trainer's generator stays on the CPU, so a seed gives the same samples on every device)
+    and are moved to the ranges' device."""
     bins = torch.arange(num_samples, dtype=low_m.dtype, device=low_m.device)
     if generator is None:
         offsets = torch.full((low_m.shape[0], num_samples), 0.5, dtype=low_m.dtype,
                              device=low_m.device)
     else:
         offsets = torch.rand(low_m.shape[0], num_samples, generator=generator,
-                             dtype=low_m.dtype, device=low_m.device)
+                             dtype=low_m.dtype, device=generator.device).to(low_m.device)
     fraction = (bins[None, :] + offsets) / num_samples
     return low_m[:, None] + (high_m - low_m)[:, None] * fraction
 

@@ -17,9 +17,14 @@ One step (``FieldTrainer.step``):
 Thread safety: every step and every read of the field (:meth:`FieldTrainer.predict`) holds
 ``FieldTrainer.lock``, so a ROS worker thread can train while service threads query.
 
-Device: the CPU only. The field, tokens, optimiser state, rays and batches are all created on
-the CPU and never moved, so the hash grids resolve to the pure-PyTorch implementation
-(``PanopticFieldConfig`` rejects ``implementation: tcnn``).
+Device (``TrainerConfig.device``, resolved once in the constructor by ``device.py``): the field,
+tokens and optimiser state live on :attr:`FieldTrainer.device`, and so does every per-step
+tensor (rays, samples, targets, prior targets), made there by :meth:`FieldTrainer._on_device`
+and :meth:`FieldTrainer._rand`. The random generator stays on the CPU (its state is portable
+and a seed draws the same samples on every device). What goes to numpy or scipy (Hungarian
+costs, mask centroids, token maintenance) comes back to the CPU; :meth:`FieldTrainer.predict`
+returns CPU tensors and :meth:`FieldTrainer.state_dict` holds CPU tensors only, so a checkpoint
+loads on any device.
 
 Owns: :class:`FieldTrainer`, :class:`TrainingProgress`, :class:`FieldPrediction`.
 Does not own: keyframe selection or the prior map (``core/mapping/refined_map.py``).
@@ -37,6 +42,7 @@ import torch
 from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.field.classes import ClassSpace
 from panoptic_mapper.core.field.config import FieldTrainingConfig
+from panoptic_mapper.core.field.device import resolve_training_device
 from panoptic_mapper.core.field.gaussian_tokens import InstanceTokens
 from panoptic_mapper.core.field.keyframes import (NO_MASK, Keyframe, KeyframeStore, RayBatch,
                                                   concat_ray_batches, make_ray_batch,
@@ -107,7 +113,7 @@ class PriorTargets:
 
 @dataclass
 class FieldPrediction:
-    """The field at query points (no gradients)."""
+    """The field at query points (no gradients; CPU tensors whatever the trainer's device)."""
 
     sdf_m: torch.Tensor
     """[P] signed distance ([0] when not requested)."""
@@ -128,9 +134,15 @@ class FieldTrainer:
         config: field and training settings.
         classes: class spaces from the label registry.
         store: the keyframes to train on (may keep growing while training).
+
+    Raises:
+        ConfigError: ``trainer.device`` names a CUDA device this machine lacks, or a grid's
+            ``implementation: tcnn`` cannot run on the resolved device.
     """
 
     def __init__(self, config: FieldTrainingConfig, classes: ClassSpace, store: KeyframeStore):
+        self.device = resolve_training_device(config)
+        """Where the field, its optimiser state and the per-step tensors live."""
         self.config = config
         self.classes = classes
         self.store = store
@@ -204,12 +216,15 @@ class FieldTrainer:
 
     def _build(self, box: SceneBox, tokens: InstanceTokens) -> None:
         self.field = PanopticField(self.config.field, self.config.tokens, self.classes, box,
-                                   tokens, self.config.sampler.init_inv_s_per_m)
+                                   tokens, self.config.sampler.init_inv_s_per_m, self.device)
         lr = self.config.optimizer
         f = self.field
+        # The encodings' own leaf parameters: tiny-cuda-nn's table() is a view, which Adam
+        # rejects.
+        grids = [p for e in (f.sdf_encoding, f.semantic_encoding, f.instance_encoding)
+                 for p in e.parameters()]
         groups = [
-            {"params": [f.sdf_encoding.table(), f.semantic_encoding.table(),
-                        f.instance_encoding.table()], "lr": lr.grids, "eps": 1e-15},
+            {"params": grids, "lr": lr.grids, "eps": 1e-15},
             {"params": list(f.sdf_decoder.parameters()) + list(f.semantic_decoder.parameters()),
              "lr": lr.decoders},
             {"params": [f.log_inv_s], "lr": lr.inv_s},
@@ -335,6 +350,14 @@ class FieldTrainer:
             self.step_count += 1
             return change
 
+    def _on_device(self, data, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``data`` (numpy array, list or tensor) as a tensor on the trainer's device."""
+        return torch.as_tensor(data, dtype=dtype, device=self.device)
+
+    def _rand(self, *shape: int) -> torch.Tensor:
+        """Uniform [0, 1) draws of ``shape`` from the (CPU) generator, on the device."""
+        return torch.rand(*shape, generator=self.generator).to(self.device)
+
     def _loss_weights(self) -> dict[LossName, float]:
         w = self.config.loss
         return {LossName.DEPTH: w.depth, LossName.SDF_NEAR: w.sdf_near,
@@ -349,7 +372,7 @@ class FieldTrainer:
         cfg = self.config
         sampler = cfg.sampler
         rays = sample_geometry_rays(keyframes, cfg.trainer.geometry_rays_per_step,
-                                    sampler.near_m, self.rng)
+                                    sampler.near_m, self.rng).to(self.device)
         bundle = RayBundle(rays.origins_m, rays.directions, rays.observed_range_m)
         if sampler.mode == "volume":
             ranges = volume_ranges(self.field, bundle, sampler, self.generator)
@@ -360,8 +383,7 @@ class FieldTrainer:
             if sampler.free_space_samples:
                 near = torch.full_like(rays.observed_range_m, sampler.near_m)
                 far = torch.maximum(band[:, 0], near)
-                from_near = torch.rand(rays.num_rays, sampler.free_space_samples,
-                                       generator=self.generator)
+                from_near = self._rand(rays.num_rays, sampler.free_space_samples)
                 parts.insert(0, near[:, None] + (far - near)[:, None] * from_near.sort(1).values)
             ranges = torch.cat(parts, dim=1)
         points = bundle.points(ranges)  # [R, S, 3]
@@ -376,9 +398,10 @@ class FieldTrainer:
         count = cfg.trainer.eikonal_points_per_step
         if count:
             flat = points.reshape(-1, 3).detach()
-            chosen = flat[torch.randint(0, flat.shape[0], (count,), generator=self.generator)]
+            chosen = flat[self._on_device(torch.randint(0, flat.shape[0], (count,),
+                                                        generator=self.generator))]
             h = cfg.trainer.eikonal_step_m
-            offsets = torch.cat([torch.eye(3), -torch.eye(3)]) * h  # [6, 3]
+            offsets = self._on_device(torch.cat([torch.eye(3), -torch.eye(3)]) * h)  # [6, 3]
             probe = (chosen[:, None, :] + offsets[None]).reshape(-1, 3)
             values = self.field.sdf(probe).view(count, 6)
             gradient = (values[:, :3] - values[:, 3:]) / (2.0 * h)
@@ -389,18 +412,18 @@ class FieldTrainer:
         targets = self.prior_targets
         count = min(self.config.loss.prior_distill_points, len(targets.points_m))
         chosen = self.rng.integers(0, len(targets.points_m), count)
-        points = torch.from_numpy(np.asarray(targets.points_m[chosen], np.float32))
+        points = self._on_device(np.asarray(targets.points_m[chosen], np.float32))
         semantic = torch.softmax(self.field.semantic_logits(points), dim=-1)
-        loss = probability_nll(semantic, torch.from_numpy(targets.semantic_class[chosen]),
+        loss = probability_nll(semantic, self._on_device(targets.semantic_class[chosen]),
                                ignore_index=0)
         tokens = self.field.tokens
         if tokens.num_tokens:
             row_of_id = {token_id: row for row, token_id in enumerate(tokens.ids_list())}
             rows = np.array([row_of_id.get(int(t), -1) for t in
                              self._distill_token_ids[chosen]])
-            target = torch.zeros(tokens.num_tokens, count)
+            target = torch.zeros(tokens.num_tokens, count, device=self.device)
             has_row = rows >= 0
-            target[torch.from_numpy(rows[has_row]), torch.from_numpy(np.flatnonzero(has_row))] = 1
+            target[self._on_device(rows[has_row]), self._on_device(np.flatnonzero(has_row))] = 1
             pairs = [(int(r), int(r)) for r in np.unique(rows[has_row])]
             masks = self.field.token_masks(points).T  # [N, count]
             dice, bce = matched_mask_losses(masks, target, pairs, self.config.loss.dice_eps)
@@ -409,8 +432,8 @@ class FieldTrainer:
                        if t in row_of_id]
             if classed:
                 loss = loss + token_class_loss(self.field.token_class_logits(),
-                                               torch.tensor([r for r, _ in classed]),
-                                               torch.tensor([c for _, c in classed]))
+                                               self._on_device([r for r, _ in classed]),
+                                               self._on_device([c for _, c in classed]))
         losses[LossName.PRIOR_DISTILL] = loss
 
     def _segmentation_losses(self, keyframes: list[Keyframe], phase: TrainingPhase,
@@ -427,7 +450,7 @@ class FieldTrainer:
         frames = [labelled[i] for i in chosen]
         batches = [make_ray_batch(k, sample_segmentation_pixels(
             k, cfg.trainer.segmentation_rays_per_frame, cfg.trainer.segment_balanced_fraction,
-            sampler.near_m, self.rng)) for k in frames]
+            sampler.near_m, self.rng)).to(self.device) for k in frames]
         rays = concat_ray_batches(batches)
         bundle = RayBundle(rays.origins_m, rays.directions, rays.observed_range_m)
         if sampler.mode == "volume":
@@ -441,7 +464,7 @@ class FieldTrainer:
         num_rays, num_samples = ranges.shape
         points = bundle.points(ranges)
         if num_samples == 1:
-            weights = torch.ones(num_rays, 1)
+            weights = torch.ones(num_rays, 1, device=self.device)
             label_points = points[:, 0]
         else:
             with torch.no_grad():
@@ -489,8 +512,8 @@ class FieldTrainer:
         class_logits = self.field.token_class_logits() if num_tokens else None
         dice_terms, bce_terms, class_rows, class_targets, class_weights = [], [], [], [], []
         surface_points = rays.surface_points()
-        surface = surface_points.numpy()
-        in_view = self._tokens_in_view(surface_points, rendered_masks)
+        surface = surface_points.cpu().numpy()
+        in_view = self._tokens_in_view(surface_points, rendered_masks).cpu()
         start = 0
         for batch, keyframe in zip(batches, frames):
             stop = start + batch.num_rays
@@ -502,8 +525,10 @@ class FieldTrainer:
                 start = stop
                 continue
             gt = (local_masks[None, :] == present[:, None]).float()  # [L, X]
-            centroids = np.stack([np.median(surface[start:stop][(local_masks == m).numpy()],
-                                            axis=0) for m in present.tolist()])
+            mask_of_ray = local_masks.cpu().numpy()
+            present_masks = present.cpu().numpy()
+            centroids = np.stack([np.median(surface[start:stop][mask_of_ray == m], axis=0)
+                                  for m in present_masks])
             if num_tokens == 0:
                 none = np.zeros((len(present), 0))
                 unmatched = MaskAssignment(np.full(len(present), UNMATCHED, np.int64),
@@ -514,12 +539,12 @@ class FieldTrainer:
                 continue
             pred = rendered_masks[start:stop].T  # [N, X]
             with torch.no_grad():
-                dice = dice_cost(pred, gt, cfg.loss.dice_eps).numpy()
-                bce = bce_cost(pred, gt).numpy()
+                dice = dice_cost(pred, gt, cfg.loss.dice_eps).cpu().numpy()
+                bce = bce_cost(pred, gt).cpu().numpy()
                 class_cost = None
                 if cfg.loss.match_class_cost > 0:
-                    probs = torch.softmax(class_logits, dim=-1)
-                    mask_classes = torch.as_tensor(keyframe.thing_classes[present.numpy()])
+                    probs = torch.softmax(class_logits, dim=-1).cpu()
+                    mask_classes = torch.as_tensor(keyframe.thing_classes[present_masks])
                     cost = -probs[:, mask_classes].T.numpy()  # [L, N]
                     class_cost = cfg.loss.match_class_cost * (cost - cost.min())
             assignment = assign_masks(dice, bce, cfg.token_manager.reject_dice_cost, class_cost)
@@ -537,7 +562,7 @@ class FieldTrainer:
                 bce_terms.append(bce_loss)
                 for mask, row in pairs:
                     class_rows.append(row)
-                    class_targets.append(int(keyframe.thing_classes[int(present[mask])]))
+                    class_targets.append(int(keyframe.thing_classes[present_masks[mask]]))
                     class_weights.append(1.0 if mask_scores is None
                                          else float(mask_scores[mask]))
                     target[start:stop][local_masks == present[mask]] = 1 + num_stuff + row
@@ -547,8 +572,8 @@ class FieldTrainer:
                 losses[LossName.INSTANCE_DICE] = torch.stack(dice_terms).mean()
             losses[LossName.INSTANCE_BCE] = torch.stack(bce_terms).mean()
             losses[LossName.TOKEN_CLASS] = token_class_loss(
-                class_logits, torch.tensor(class_rows), torch.tensor(class_targets),
-                torch.tensor(class_weights))
+                class_logits, self._on_device(class_rows), self._on_device(class_targets),
+                self._on_device(class_weights))
         return target
 
     @torch.no_grad()
@@ -557,7 +582,7 @@ class FieldTrainer:
         """[R, N] bool: the ray's surface point lies in the token's core (Gaussian > 0.5, or
         the mask > 0.5 when the Gaussian prior is off)."""
         if self.field.tokens.num_tokens == 0:
-            return torch.zeros(surface_points.shape[0], 0, dtype=torch.bool)
+            return torch.zeros(surface_points.shape[0], 0, dtype=torch.bool, device=self.device)
         if self.config.tokens.gaussian_prior:
             return self.field.tokens.gaussian(surface_points) > 0.5
         return rendered_masks.detach() > 0.5
@@ -569,8 +594,9 @@ class FieldTrainer:
             points = self.iom_points()
             if len(points):
                 with torch.no_grad():
-                    masks = self.field.token_masks(torch.from_numpy(points.astype(np.float32)))
-                masks = masks > self.config.token_manager.mask_threshold
+                    masks = self.field.token_masks(self._on_device(points, torch.float32))
+                # The manager's bookkeeping runs on the CPU (one decision per token pair).
+                masks = (masks > self.config.token_manager.mask_threshold).cpu()
         growth = self.step_count < self.config.token_manager.grow_until * self.total_steps
         return self.manager.maintain(self.manager_state, tokens, self.optimizer, masks,
                                      self.step_count, allow_growth=growth)
@@ -586,7 +612,8 @@ class FieldTrainer:
     # ---- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to resume: field, tokens, optimiser, schedule and manager state,
-        random state. Plain tensors and Python values (loadable with ``weights_only=True``)."""
+        random state. Plain CPU tensors and Python values (loadable with ``weights_only=True``
+        on a machine with or without CUDA)."""
         with self.lock:
             state = {"step": self.step_count, "total_steps": self.total_steps,
                      "rng": self.rng.bit_generator.state, "generator": self.generator.get_state(),
@@ -596,8 +623,8 @@ class FieldTrainer:
                     "box_center_m": list(self.field.box.center_m),
                     "box_half_size_m": self.field.box.half_size_m,
                     "num_tokens": self.field.tokens.num_tokens,
-                    "field": self.field.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
+                    "field": _cpu_copy(self.field.state_dict()),
+                    "optimizer": _cpu_copy(self.optimizer.state_dict()),
                     "manager": self.manager_state.to_dict()})
             if self.prior_targets is not None:
                 state["prior_targets"] = {
@@ -610,7 +637,8 @@ class FieldTrainer:
             return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` (same configuration and label registry)."""
+        """Restore a :meth:`state_dict` (same configuration and label registry; saved on any
+        device and with either hash-grid implementation)."""
         with self.lock:
             self.step_count = int(state["step"])
             self.total_steps = int(state["total_steps"])
@@ -629,6 +657,7 @@ class FieldTrainer:
             self._build(box, tokens)
             self.field.load_state_dict(state["field"])
             self.optimizer.load_state_dict(state["optimizer"])
+            _match_state_shapes(self.optimizer)
             self.manager_state = TokenManagerState.from_dict(state["manager"])
             self.prior_targets = self._distill_token_ids = None
             if "prior_targets" in state:
@@ -647,17 +676,46 @@ class FieldTrainer:
         with self.lock:
             if self.field is None:
                 raise InvalidInputError("trainer", "not set up", "no field yet", kind="field")
-            points = torch.from_numpy(np.asarray(points_m, np.float32).reshape(-1, 3))
+            points = self._on_device(np.asarray(points_m, np.float32).reshape(-1, 3))
             num_tokens = self.field.tokens.num_tokens
             sdf = [torch.zeros(0)]
             semantic = [torch.zeros(0, self.classes.num_semantic_classes)]
             masks = [torch.zeros(0, num_tokens)]
             for chunk in torch.split(points, PREDICT_CHUNK):
                 if with_sdf:
-                    sdf.append(self.field.sdf(chunk))
-                semantic.append(torch.softmax(self.field.semantic_logits(chunk), dim=-1))
-                masks.append(self.field.token_masks(chunk))
-            class_probs = (torch.softmax(self.field.token_class_logits(), dim=-1) if num_tokens
-                           else torch.zeros(0, self.classes.num_token_classes))
+                    sdf.append(self.field.sdf(chunk).cpu())
+                semantic.append(torch.softmax(self.field.semantic_logits(chunk), dim=-1).cpu())
+                masks.append(self.field.token_masks(chunk).cpu())
+            class_probs = (torch.softmax(self.field.token_class_logits(), dim=-1).cpu()
+                           if num_tokens else torch.zeros(0, self.classes.num_token_classes))
             return FieldPrediction(torch.cat(sdf), torch.cat(semantic), torch.cat(masks),
                                    class_probs, self.field.tokens.ids_list())
+
+
+def _cpu_copy(value):
+    """A state dict (nested dicts and lists) with every tensor on the CPU, in new containers:
+    the live state is not touched (an optimiser's state dict shares its per-parameter dicts).
+    Tensors already on the CPU are shared, not cloned."""
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        copy = type(value)((key, _cpu_copy(item)) for key, item in value.items())
+        if hasattr(value, "_metadata"):  # module versions, read by load_state_dict
+            copy._metadata = value._metadata
+        return copy
+    if isinstance(value, list):
+        return [_cpu_copy(item) for item in value]
+    return value
+
+
+def _match_state_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Give each parameter's optimiser state its parameter's shape: a grid table is flat in
+    tiny-cuda-nn and [P, F] in torch (the same entries), so moments saved with one
+    implementation fit the other."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in list(state.items()):
+                if (torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape
+                        and value.numel() == param.numel()):
+                    state[key] = value.view(param.shape)

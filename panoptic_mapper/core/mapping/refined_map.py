@@ -49,11 +49,11 @@ import numpy as np
 import torch
 
 from panoptic_mapper.core.config import ConfigBase, require
-from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
+from panoptic_mapper.core.errors import ConfigError, DataFormatError, InvalidInputError
 from panoptic_mapper.core.field.appearance import (AppearanceConfig, GsplatAppearance,
                                                   appearance_unavailable_reason)
 from panoptic_mapper.core.field.classes import ClassSpace
-from panoptic_mapper.core.field.config import FieldTrainingConfig, KeyframeConfig
+from panoptic_mapper.core.field.config import GRID_NAMES, FieldTrainingConfig, KeyframeConfig
 from panoptic_mapper.core.field.instance_ids import (IdBindingState, bind_ids,
                                                      passthrough_ids, published_instance_ids)
 from panoptic_mapper.core.field.keyframes import Keyframe, KeyframeSelector, KeyframeStore
@@ -193,7 +193,10 @@ class RefinedPanopticMap:
             keyframe_config = keyframe_config.replace(keep_rgb=True)
         self.store = KeyframeStore(keyframe_config, sampler.near_m)
         self.selector = KeyframeSelector(self.config.keyframes)
-        self.trainer = FieldTrainer(self.config.training, self.classes, self.store)
+        try:
+            self.trainer = FieldTrainer(self.config.training, self.classes, self.store)
+        except ConfigError as exc:  # the device or a grid does not fit this machine
+            raise ConfigError(f"training.{exc.field}", exc.value, exc.reason) from exc
         self._published: _Published | None = None
         self._bindings = IdBindingState()
         self._finalized = False
@@ -391,14 +394,15 @@ class RefinedPanopticMap:
             self._train_appearance()
 
     def _train_appearance(self) -> None:
-        """Train the gsplat colour branch, or say why it is skipped."""
-        reason = appearance_unavailable_reason()
+        """Train the gsplat colour branch on the field's device, or say why it is skipped."""
+        reason = appearance_unavailable_reason(self.trainer.device)
         if reason is not None:
             LOGGER.warning("refined map: %s", reason)
             return
         if self.appearance is None:
             self.appearance = GsplatAppearance(self.config.appearance, self.store.snapshot(),
-                                               self.config.training.trainer.seed)
+                                               self.config.training.trainer.seed,
+                                               self.trainer.device)
         remaining = self.config.appearance.steps - self.appearance.step_count
         if remaining > 0:
             self.appearance.train_steps(remaining)
@@ -411,7 +415,8 @@ class RefinedPanopticMap:
             InvalidInputError: the branch was not trained (disabled, or no CUDA / gsplat).
         """
         if self.appearance is None:
-            reason = appearance_unavailable_reason() or "it is disabled or not trained yet"
+            reason = (appearance_unavailable_reason(self.trainer.device)
+                      or "it is disabled or not trained yet")
             raise InvalidInputError("appearance", None, f"no appearance model: {reason}",
                                     kind="appearance")
         T = validate_rigid_transform(T_world_cam, "T_world_cam")  # noqa: N806
@@ -537,12 +542,13 @@ class RefinedPanopticMap:
         return box.contains(points_m) if box is not None else np.zeros(len(points_m), bool)
 
     def _load_appearance(self, state: dict) -> None:
-        reason = appearance_unavailable_reason()
+        reason = appearance_unavailable_reason(self.trainer.device)
         if reason is not None:
             LOGGER.warning("refined map: the saved appearance model is not restored: %s", reason)
             return
         self.appearance = GsplatAppearance(self.config.appearance, self.store.snapshot(),
-                                           self.config.training.trainer.seed)
+                                           self.config.training.trainer.seed,
+                                           self.trainer.device)
         self.appearance.load_state_dict(state)
 
     # ---- persistence ---------------------------------------------------------------------------
@@ -590,7 +596,9 @@ class RefinedPanopticMap:
         built in a fresh map first. Then the prior loads the file's prior part (its ``load``
         keeps its state on a bad file), the loaded field is published over it, and only then
         is the new state swapped in. If the prior part or the publishing fails, the prior is
-        restored from a backup written just before.
+        restored from a backup written just before. The file's configuration is used except
+        for the machine-dependent settings, which stay this map's: ``training.trainer.device``
+        and the grids' ``implementation`` (the checkpoint loads on any device, with either).
 
         Raises:
             DataFormatError: the file is missing, truncated or corrupt in any part, holds
@@ -639,8 +647,9 @@ class RefinedPanopticMap:
         (not published yet); raises :class:`DataFormatError` naming the failing part."""
         meta = saved.meta
         with _file_part(path, "meta"):
-            fresh = RefinedPanopticMap(self.registry, RefinedMapConfig.from_dict(meta["config"]),
-                                       prior=self.prior)
+            config = RefinedMapConfig.from_dict(meta["config"])
+            _keep_machine_settings(config, self.config)
+            fresh = RefinedPanopticMap(self.registry, config, prior=self.prior)
             selector = meta["selector"]
             fresh.selector.last_stamp_ns = int(selector["last_stamp_ns"])
             if selector["last_T_world_cam"] is not None:
@@ -657,6 +666,15 @@ class RefinedPanopticMap:
             if "appearance" in saved.checkpoint:
                 fresh._load_appearance(saved.checkpoint["appearance"])
         return fresh
+
+
+def _keep_machine_settings(saved: RefinedMapConfig, running: RefinedMapConfig) -> None:
+    """Give a loaded map's config the running map's device and grid implementations: where a
+    field trained is no part of the map (a map trained on a GPU loads on a CPU)."""
+    saved.training.trainer.device = running.training.trainer.device
+    for name in GRID_NAMES:
+        getattr(saved.training.field, name).implementation = \
+            getattr(running.training.field, name).implementation
 
 
 @dataclass
@@ -700,7 +718,8 @@ def _read_map_file(path: Path) -> _SavedMap:
         with _file_part(path, "prior"):
             prior_bytes = bytes(data["prior"])
         with _file_part(path, "field checkpoint"):
-            checkpoint = torch.load(io.BytesIO(bytes(data["field"])), weights_only=True)
+            checkpoint = torch.load(io.BytesIO(bytes(data["field"])), map_location="cpu",
+                                    weights_only=True)
             if not isinstance(checkpoint, dict):
                 raise ValueError("the checkpoint is not a dict")
         with _file_part(path, "keyframes"):
