@@ -278,6 +278,23 @@ def test_prior_fallback_where_the_field_is_unsure(toy_scene):
     assert not np.array_equal(pure.get_mesh().label_ids, prior_mesh.label_ids)
 
 
+def test_fragment_tokens_are_not_published(toy_scene):
+    refined = RefinedPanopticMap(toy_scene.registry, _config(10, min_token_vertices=3),
+                                 prior=ToyPriorMap(toy_scene))
+    token_ids = np.array([0, 1, 1, 1, 2, 2, 3, 0])
+    np.testing.assert_array_equal(refined._fragment_vertices(token_ids),
+                                  [False, False, False, False, True, True, True, False])
+    # No token wins a million vertices: the prior labels the whole mesh, even with no fallback.
+    everything = _integrated(toy_scene, _config(10, ready_fraction=0.0,
+                                                prior_fallback_confidence=0.0,
+                                                min_token_vertices=10**6))
+    everything.train_steps(1)
+    mesh, prior_mesh = everything.get_mesh(), toy_scene.mesh
+    things = prior_mesh.instance_ids > 0
+    np.testing.assert_array_equal(mesh.label_ids[things], prior_mesh.label_ids[things])
+    np.testing.assert_array_equal(mesh.instance_ids[things], prior_mesh.instance_ids[things] + 100)
+
+
 def test_outside_the_field_box_the_prior_answers(toy_scene, monkeypatch):
     # A robot that explores beyond the box fixed when training started: there the field only
     # extrapolates, so mesh labels and queries come from the prior (even with no fallback).
