@@ -10,7 +10,9 @@ the real rate and once at 4x, and measures in a probe node:
   by the playback rate (so: wall seconds), sampled with every diagnostics message of the
   instant node; "keeps up" = the lag of the second half of the run is not larger than that of
   the first half (the keep-latest queue bounds it; the frames it skips are counted);
-* ``query_objects`` round-trip latency, called every 0.25 s while the node integrates.
+* ``query_objects`` round-trip latency, called every 0.25 s while the node integrates;
+* the synchroniser's drops at the end (``sync_problems``: ``missing_<stream>``,
+  ``late_<stream>`` and the expected ``sync_missing_segmentation``).
 
 7-Scenes has no labels, so the bag carries a synthetic but world-consistent 2D segmentation:
 a pixel's class comes from the 1 m cell its 3D point falls in and its instance from the 0.6 m
@@ -163,7 +165,10 @@ def summarize(samples: list[dict], rate: float) -> dict:
             "decode_median_ms": float(last.get("decode_median_ms", "nan")),
             "integrate_median_ms": float(last.get("integrate_median_ms", "nan")),
             "frame_latency_median_ms": float(last.get("frame_latency_median_ms", "nan")),
-            "refresh_median_ms": float(last.get("refresh_median_ms", "nan"))}
+            "refresh_median_ms": float(last.get("refresh_median_ms", "nan")),
+            "sync_problems": " ".join(
+                f"{key.removeprefix('problem.')}={value}" for key, value in sorted(last.items())
+                if key.startswith(("problem.missing_", "problem.late_", "sync_"))) or "none"}
 
 
 def run_rate(bag: Path, rate: float, work: Path, probe: Probe, with_mapper: bool,
@@ -184,6 +189,7 @@ def run_rate(bag: Path, rate: float, work: Path, probe: Probe, with_mapper: bool
             if not processes.wait_for_line(node.spec.name, "active: listening", 300):
                 raise RuntimeError("".join(processes.output[node.spec.name]))
         probe.samples.clear()
+        probe.clock_ns = 0  # the previous rate's last /clock would count as this run's lag
         probe.mapper_last = {}
         probe.query_ms.clear()
         probe.querying = True

@@ -11,20 +11,29 @@ Examples::
     panoptic-mapper play scene/bag --clock --wait-for /camera/color/image_raw \\
         --remap /panoptic/segmentation:=/panoptic/recorded_segmentation
 
-Owns: the pacing and publishing of raw messages. Does not own: reading bags
-(``core/io/bag.py``) or message types.
+The player's DDS participant gets ``config/fastdds_player.xml`` (a 16 MiB shared-memory
+segment) unless ``FASTDDS_DEFAULT_PROFILES_FILE`` is set: with Fast DDS's default 512 KiB
+segment, small messages sent among a frame's image bursts (pose, camera info) were lost and resent
+only at the next heartbeat, seconds later (see that file).
+
+Owns: the pacing and publishing of raw messages, the player's DDS transport profile. Does not
+own: reading bags (``core/io/bag.py``) or message types.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import importlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 DEFAULT_QOS_DEPTH = 30
+FASTDDS_PROFILES_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+PLAYER_DDS_PROFILE = "fastdds_player.xml"
+"""Shipped Fast DDS profile of the player's participant (``config/``)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +120,21 @@ def import_message_type(msgtype: str) -> Any:
                           ) from exc
 
 
+def dds_profile_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Environment entries that give the player's participant :data:`PLAYER_DDS_PROFILE`.
+
+    Empty when ``environ`` already names a Fast DDS profile file (the user's choice wins) or
+    selects an RMW other than Fast DDS; raises DataFormatError when the file is not installed.
+    """
+    from panoptic_mapper.core.io.resources import config_path
+
+    if FASTDDS_PROFILES_ENV in environ:
+        return {}
+    if not environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps"):
+        return {}
+    return {FASTDDS_PROFILES_ENV: str(config_path(PLAYER_DDS_PROFILE))}
+
+
 def run(args: argparse.Namespace) -> int:
     from panoptic_mapper.core.errors import DataFormatError
     from panoptic_mapper.core.io.bag import bag_info
@@ -146,8 +170,17 @@ def _play(args: argparse.Namespace, info, topics: dict[str, str],
     from rclpy.executors import ExternalShutdownException
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
+    from panoptic_mapper.core.errors import DataFormatError
     from panoptic_mapper.core.io.bag import iter_raw_messages
 
+    try:
+        # Fast DDS reads the variable when it creates the player's participant, below.
+        profile = dds_profile_environment(os.environ)
+    except DataFormatError as exc:
+        profile = {}
+        print(f"warning: Fast DDS defaults for the player (small messages may arrive seconds "
+              f"late among large ones): {exc}", file=sys.stderr)
+    os.environ.update(profile)
     rclpy.init(args=[])  # our argv is not ROS arguments (--remap means ours)
     node = rclpy.create_node("bag_player")
     stats = PlayStats()
@@ -186,8 +219,9 @@ def _play(args: argparse.Namespace, info, topics: dict[str, str],
             return 1
         if not args.quiet:
             names = ", ".join(f"{t} -> {remaps[t]}" if t in remaps else t for t in publishers)
+            dds = (f"; DDS profile {profile[FASTDDS_PROFILES_ENV]}" if profile else "")
             print(f"playing {args.bag} ({info.message_count} messages, "
-                  f"{info.duration_ns / 1e9:.1f} s) at {args.rate:g}x: {names}", flush=True)
+                  f"{info.duration_ns / 1e9:.1f} s) at {args.rate:g}x: {names}{dds}", flush=True)
         while True:
             _play_once(args, info, publishers, clock_pub, stats, iter_raw_messages)
             if not args.loop:

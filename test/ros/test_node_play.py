@@ -1,6 +1,7 @@
 """``panoptic-mapper play``: a bag's raw messages reach subscribers in order, with the bag's
 timing scaled by --rate, after --start-offset, under --remap names; unimportable types are
-skipped with a message naming them."""
+skipped with a message naming them; the player's participant gets the shipped Fast DDS profile
+(large shared-memory segment) unless the environment names one."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import rclpy
@@ -17,7 +20,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from std_msgs.msg import String
 
-from panoptic_mapper.tools.play import PlaybackClock, import_message_type, parse_remaps
+from panoptic_mapper.tools.play import (FASTDDS_PROFILES_ENV, PlaybackClock,
+                                        dds_profile_environment, import_message_type,
+                                        parse_remaps)
 
 pytestmark = pytest.mark.ros
 
@@ -81,6 +86,8 @@ def test_plays_in_order_with_scaled_timing_and_skips_unknown_types(bag):
     # 0.2 s of bag time at 2x = 0.1 s apart (loose bounds: shared, noisy machine)
     assert 0.05 < sum(gaps) / len(gaps) < 0.2, gaps
     assert "foo_msgs/msg/Bar" in output and "skipping /custom" in output
+    if FASTDDS_PROFILES_ENV not in os.environ:
+        assert "DDS profile" in output and "fastdds_player.xml" in output
 
 
 def test_start_offset_and_remap(bag):
@@ -106,3 +113,32 @@ def test_playback_clock_and_type_import():
     assert import_message_type("std_msgs/msg/String") is String
     with pytest.raises(ImportError, match="foo_msgs/msg/Bar"):
         import_message_type("foo_msgs/msg/Bar")
+
+
+def test_dds_profile_only_when_the_environment_names_none():
+    profile = dds_profile_environment({})
+    assert list(profile) == [FASTDDS_PROFILES_ENV]
+    assert Path(profile[FASTDDS_PROFILES_ENV]).name == "fastdds_player.xml"
+    assert Path(profile[FASTDDS_PROFILES_ENV]).is_file()
+    assert dds_profile_environment({"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp"}) == profile
+    assert dds_profile_environment({FASTDDS_PROFILES_ENV: "/etc/mine.xml"}) == {}
+    assert dds_profile_environment({FASTDDS_PROFILES_ENV: ""}) == {}
+    assert dds_profile_environment({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) == {}
+
+
+def test_player_profile_holds_frame_bursts_and_keeps_remote_udp():
+    namespace = {"dds": "http://www.eprosima.com"}
+    root = ET.parse(dds_profile_environment({})[FASTDDS_PROFILES_ENV]).getroot()
+    descriptors = {d.findtext("dds:transport_id", namespaces=namespace): d
+                   for d in root.iterfind(".//dds:transport_descriptor", namespace)}
+    kinds = {d.findtext("dds:type", namespaces=namespace): d for d in descriptors.values()}
+    # One 640x480 frame burst: rgb8 921,672 B + 16UC1 depth 614,472 B + segmentation 616,437 B;
+    # the default 512 KiB segment could not hold one.
+    assert int(kinds["SHM"].findtext("dds:segment_size", namespaces=namespace)) >= 4 * 2_152_581
+    assert kinds["UDPv4"].find("dds:interfaceWhiteList", namespace) is None  # remote peers too
+    participant = root.find(".//dds:participant", namespace)
+    assert participant.get("is_default_profile") == "true"
+    used = [t.text for t in participant.iterfind(".//dds:userTransports/dds:transport_id",
+                                                 namespace)]
+    assert sorted(used) == sorted(descriptors)
+    assert participant.findtext(".//dds:useBuiltinTransports", namespaces=namespace) == "false"
