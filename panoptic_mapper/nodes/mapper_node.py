@@ -22,7 +22,10 @@ can avoid by leaving the instant node out (``with_instant:=false``).
 
 Until the field is ready the map answers from the prior; afterwards mesh labels come from the
 field and instances from its tokens, which keep the prior's instance ids by 3D overlap
-(``core/field/instance_ids.py``), so ids a planner already knows stay valid.
+(``core/field/instance_ids.py``), so ids a planner already knows stay valid. When the robot
+explores beyond the field's scene box, the field restarts on a grown box (``map.scene_box``);
+the previous field answers until the new one is ready, whose tokens keep the published ids. The
+log says so, and ``/diagnostics`` shows ``field_restarts`` and ``field_box``.
 
 Parameters: ``MapperNodeConfig`` (``ros/mapper_config.py``), documented in
 ``config/mapper.yaml``. Lifecycle: see ``nodes/runtime.py``.
@@ -156,7 +159,9 @@ class MapperNode(InstantSemanticsNode):
             "training_step": progress.step, "training_total_steps": progress.total_steps,
             "training_phase": progress.phase if progress.step else "",
             "training_steps_per_s": f"{progress.steps_per_s:.2f}",
-            "training_tokens": progress.num_tokens, "keyframes": progress.num_keyframes}
+            "training_tokens": progress.num_tokens, "keyframes": progress.num_keyframes,
+            "field_restarts": progress.field_restarts,
+            "field_box": str(progress.box) if progress.box is not None else ""}
         values.update({f"loss.{name}": f"{value:.4g}"
                        for name, value in sorted(progress.losses.items())})
         if status.error:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from panoptic_mapper.core.errors import InvalidInputError
+from panoptic_mapper.core.field.panoptic_field import SceneBox
 from panoptic_mapper.core.field.trainer import TrainingProgress
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.refined_map import RefinedPanopticMap
@@ -31,6 +32,12 @@ class TrainedChunk:
     """Progress after the chunk (``steps_per_s`` and ``elapsed_s`` are the chunk's)."""
     became_ready: bool
     """The field started answering instead of the prior during this chunk."""
+    grown_from: SceneBox | None = None
+    """The box before the chunk when the chunk restarted the field on a grown box (the new
+    one is ``progress.box``), else None."""
+    replaced_previous: bool = False
+    """A field restarted on a grown box became ready during this chunk and now answers
+    instead of the previous field."""
 
 
 class RefinedMapSession(MapSession):
@@ -69,20 +76,25 @@ class RefinedMapSession(MapSession):
     def train(self, num_steps: int, deadline_s: float | None = None) -> TrainedChunk:
         """Train up to ``num_steps`` steps, stopping at ``deadline_s`` (``time.monotonic``).
 
-        When the field becomes ready, the next refresh serves it.
+        When the field becomes ready, or a field restarted on a grown box replaces the
+        previous one, the next refresh serves it.
 
         Raises:
             InvalidInputError: too few keyframes (see :meth:`can_train`).
         """
         with self._write_lock:
             refined = self._map
-            was_ready = refined.is_ready
+            was_ready, restarts = refined.is_ready, refined.field_restarts
+            box, serving = refined.field_box, refined.serving_trainer
             progress = refined.train_steps(num_steps, deadline_s)
             became_ready = refined.is_ready and not was_ready
+            replaced = was_ready and refined.serving_trainer is not serving
             if became_ready:
                 self._ready_after_version = self.snapshot.version
+            if became_ready or replaced:
                 self._dirty = True
-        return TrainedChunk(progress, became_ready)
+        grown_from = box if progress.field_restarts != restarts else None
+        return TrainedChunk(progress, became_ready, grown_from, replaced)
 
     def extend_budget(self, extra_steps: int) -> int:
         """Add ``extra_steps`` to the step budget (the schedule's phases are fractions of it);

@@ -3,8 +3,9 @@ chunks while the node integrates frames and answers planners.
 
 States (:class:`TrainingState`): ``stopped`` (not requested), ``waiting_for_keyframes``
 (requested, fewer than ``map.min_keyframes`` keyframes), ``training``, ``done`` (the step
-budget is used up; a START with ``extra_steps`` continues) and ``failed`` (a chunk raised; the
-error is kept and logged, a START retries).
+budget is used up; a START with ``extra_steps`` continues; a keyframe that sees beyond the
+field's scene box restarts the field on a grown box and training goes on) and ``failed`` (a
+chunk raised; the error is kept and logged, a START retries).
 
 Sharing the CPU: each chunk holds the session's write lock for at most ``chunk_max_s``; when
 frames wait for integration afterwards, the worker pauses until they are integrated or until
@@ -70,6 +71,8 @@ class TrainingStatus:
         text = (f"training {self.state.value}: step {p.step}/{p.total_steps}, "
                 f"{p.num_keyframes} keyframes, {p.num_tokens} tokens, "
                 f"field {'ready' if self.ready else 'not ready (answers from the prior)'}")
+        if p.field_restarts:
+            text += f", restarted {p.field_restarts}x on a grown box {p.box}"
         if p.step:
             text += f", phase {p.phase}, {p.steps_per_s:.1f} steps/s"
             if "total" in p.losses:
@@ -202,10 +205,18 @@ class TrainingWorker:
         with self._lock:
             self._last_chunk_rate = chunk.progress.steps_per_s
         now = time.monotonic()
-        if chunk.became_ready:
+        if chunk.grown_from is not None:
+            self._logger.info(
+                f"field restart {chunk.progress.field_restarts} on a grown scene box (a "
+                f"keyframe sees beyond it): {chunk.grown_from} -> {chunk.progress.box}; "
+                f"{'the previous field' if self._session.is_ready else 'the prior'} answers "
+                "until the new field is ready")
+        if chunk.became_ready or chunk.replaced_previous:
             self._last_relabel = now
-            self._logger.info(f"field ready at step {chunk.progress.step}: the planner "
-                              "services and map topics now answer from the refined field")
+            self._logger.info(
+                f"field {'restarted on the grown box ' if chunk.replaced_previous else ''}"
+                f"ready at step {chunk.progress.step}: the planner services and map topics "
+                "now answer from it")
         elif self._session.is_ready and (chunk.progress.done or now - self._last_relabel
                                          >= self._config.relabel_period_s):
             self._last_relabel = now

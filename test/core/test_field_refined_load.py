@@ -144,7 +144,7 @@ def test_truncated_file_and_wrong_version_keep_the_map(saved, toy_scene, tmp_pat
         refined.load(truncated)
     _assert_unchanged(refined, before, points)
     with pytest.raises(DataFormatError, match="version"):
-        refined.load(_rewritten(path, tmp_path / "v2.npz", _set_meta(format_version=2)))
+        refined.load(_rewritten(path, tmp_path / "v99.npz", _set_meta(format_version=99)))
     _assert_unchanged(refined, before, points)
 
 
@@ -154,7 +154,7 @@ def test_failed_publish_restores_the_prior_then_a_good_file_loads(saved, toy_sce
     points = toy_scene.mesh.vertices_m[::40]
     before = _answers(refined, points)
 
-    def fail(self):
+    def fail(self, trainer):
         assert self.prior.frames == 16  # the file's prior was loaded when publishing began
         raise ValueError("no labels")
 

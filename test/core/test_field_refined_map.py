@@ -296,8 +296,9 @@ def test_fragment_tokens_are_not_published(toy_scene):
 
 
 def test_outside_the_field_box_the_prior_answers(toy_scene, monkeypatch):
-    # A robot that explores beyond the box fixed when training started: there the field only
-    # extrapolates, so mesh labels and queries come from the prior (even with no fallback).
+    # Points beyond the field's scene box (a robot explored there, and the box has not grown
+    # yet): there the field only extrapolates, so mesh labels and queries come from the prior
+    # (even with no fallback).
     refined = _integrated(toy_scene, _config(10, ready_fraction=0.0,
                                              prior_fallback_confidence=0.0))
     refined.train_steps(1)  # untrained: field labels differ from the prior's
@@ -306,7 +307,7 @@ def test_outside_the_field_box_the_prior_answers(toy_scene, monkeypatch):
     outside = prior_mesh.vertices_m[:, 0] > cut
     box_contains = RefinedPanopticMap._box_contains
     monkeypatch.setattr(RefinedPanopticMap, "_box_contains",
-                        lambda self, pts: box_contains(self, pts) & (pts[:, 0] <= cut))
+                        lambda self, pts, box: box_contains(self, pts, box) & (pts[:, 0] <= cut))
     refined.train_steps(1)
     refined.update_mesh()
     mesh = refined.get_mesh()

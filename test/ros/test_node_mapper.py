@@ -192,6 +192,36 @@ def test_worker_start_stop_extend_and_done():
     assert "field ready at step" in text and "budget extended by 8 to 20" in text
 
 
+def test_worker_grows_the_box_of_a_done_field_and_logs_it():
+    session = refined_session(total_steps=6)
+    for frame, segmentation in scene_frames(3):
+        assert session.integrate(frame, segmentation).accepted
+    logger = ListLogger()
+    # chunks of 2 steps: ready (at 0.6 x 6 steps) in the chunk that ends at step 4, done at 6
+    worker = TrainingWorker(session, TrainingWorkerConfig(chunk_steps=2), logger)
+    try:
+        done = wait_for_state(worker, TrainingState.DONE)
+        assert done.ready and done.progress.field_restarts == 0
+        first_box = done.progress.box
+        # The robot drove 4 m along the wall: its view lies beyond the first box.
+        rgb, depth, ids = helpers.render(200)
+        stamp = helpers.NS_PER_S * 30
+        assert session.integrate(RgbdFrame(stamp, rgb, depth, helpers.camera_pose(200),
+                                           helpers.INTRINSICS),
+                                 helpers.segmentation(ids, stamp)).accepted
+        assert helpers.wait_until(lambda: worker.status().progress.field_restarts == 1, 60.0)
+        done = wait_for_state(worker, TrainingState.DONE)
+        assert done.progress.step == 6 and done.progress.box.half_size_m > first_box.half_size_m
+        assert session.map.serving_trainer is session.map.trainer
+    finally:
+        worker.close()
+    text = logger.text()
+    assert f"field restart 1 on a grown scene box (a keyframe sees beyond it): {first_box} -> " \
+        in text
+    assert "field restarted on the grown box ready at step" in text
+    assert "restarted 1x on a grown box" in text  # the DONE summary
+
+
 def test_worker_failure_is_reported_and_start_retries(monkeypatch):
     session = refined_session(total_steps=6)
     for frame, segmentation in scene_frames(3):
@@ -322,6 +352,7 @@ def test_answers_from_the_prior_then_the_field_with_the_same_ids(mapper, tmp_pat
     values = diagnostics.latest()
     assert values["field_ready"] == "true" and int(values["training_step"]) >= 60
     assert int(values["training_tokens"]) >= 1 and "loss.total" in values
+    assert values["field_restarts"] == "0" and values["field_box"].endswith(" m")
     assert values["training_device"] == str(resolve_device("auto"))
     assert values["planner_api"] == "served"
 

@@ -6,8 +6,11 @@ most on the shared mesh vertices (Hungarian on IoU, at least ``min_iou``), unles
 already taken; the rest get fresh ids above every id seen so far. Bindings never change
 afterwards. Stuff regions take the prior's stuff region id of their label.
 
-Owns: :class:`IdBindingState`, :func:`bind_ids`, :func:`published_instance_ids`,
-:func:`passthrough_ids`. Does not own: how vertices get tokens.
+A field restarted on a grown scene box has new tokens; :func:`rebind_tokens` binds them to the
+ids published before the restart (again by vertex IoU), so those ids survive the restart.
+
+Owns: :class:`IdBindingState`, :func:`bind_ids`, :func:`rebind_tokens`,
+:func:`published_instance_ids`, :func:`passthrough_ids`. Does not own: how vertices get tokens.
 """
 from __future__ import annotations
 
@@ -86,6 +89,28 @@ def bind_ids(state: IdBindingState, vertex_token_ids: np.ndarray,
             state.fresh_ids.append(state.next_id)
             state.next_id += 1
         used.add(state.stuff_to_map[label])
+
+
+def rebind_tokens(state: IdBindingState, vertex_token_ids: np.ndarray,
+                  published_ids: np.ndarray, published_thing_ids: set[int],
+                  min_iou: float) -> IdBindingState:
+    """Bindings for the tokens of a restarted field (``state`` is not changed).
+
+    The result keeps the stuff bindings, the id counter and the fresh ids of ``state``; its
+    token bindings start empty, and every token present on the mesh takes the published thing
+    id it overlaps most (Hungarian on vertex IoU, at least ``min_iou``), else a fresh id.
+
+    Args:
+        state: the bindings of the field that published until now.
+        vertex_token_ids: [V] token id of each vertex under the restarted field (0 = none).
+        published_ids: [V] the instance ids published until now at the same vertices.
+        published_thing_ids: the thing instance ids among them.
+        min_iou: smallest vertex IoU for a token to take a published id.
+    """
+    rebound = IdBindingState({}, dict(state.stuff_to_map), state.next_id, list(state.fresh_ids))
+    bind_ids(rebound, vertex_token_ids, published_ids, published_thing_ids, {}, np.zeros(0),
+             min_iou)
+    return rebound
 
 
 def _iou_matrix(vertex_token_ids: np.ndarray, prior_instance_ids: np.ndarray,

@@ -66,6 +66,24 @@ class SceneBox:
         half = float((high - low).max() / 2.0 + margin_m)
         return cls(tuple(float(c) for c in center), max(half, 1e-3))
 
+    @classmethod
+    def around_bounds(cls, min_m: np.ndarray, max_m: np.ndarray) -> "SceneBox":
+        """The smallest cube around the axis-aligned box ``min_m`` .. ``max_m`` ([3] each)."""
+        low, high = np.asarray(min_m, np.float64), np.asarray(max_m, np.float64)
+        return cls(tuple(float(c) for c in (low + high) / 2.0),
+                   max(float((high - low).max() / 2.0), 1e-3))
+
+    @property
+    def bounds_m(self) -> tuple[np.ndarray, np.ndarray]:
+        """([3] min corner, [3] max corner), metres."""
+        center = np.asarray(self.center_m)
+        return center - self.half_size_m, center + self.half_size_m
+
+    def __str__(self) -> str:
+        low, high = self.bounds_m
+        return (f"[{', '.join(f'{v:.2f}' for v in low)}] .. "
+                f"[{', '.join(f'{v:.2f}' for v in high)}] m")
+
     def normalize(self, points_m: torch.Tensor) -> torch.Tensor:
         """[N, 3] world points -> unit-cube coordinates (not clamped)."""
         center = torch.as_tensor(self.center_m, dtype=points_m.dtype, device=points_m.device)

@@ -92,11 +92,18 @@ class TrainingProgress:
     """Wall time of the chunk."""
     token_changes: list[TokenChange] = field(default_factory=list)
     """Maintenance results within the chunk."""
+    box: SceneBox | None = None
+    """The scene box of the field in training (None before setup)."""
+    field_restarts: int = 0
+    """Times the field was restarted on a grown box (set by the refined map)."""
+    box_growth_due: bool = False
+    """A keyframe sees beyond the box: the next training call restarts the field on a grown
+    box (set by the refined map)."""
 
     @property
     def done(self) -> bool:
-        """The schedule's budget is used up."""
-        return self.step >= self.total_steps
+        """The schedule's budget is used up and the box need not grow."""
+        return self.step >= self.total_steps and not self.box_growth_due
 
 
 @dataclass
@@ -169,7 +176,7 @@ class FieldTrainer:
 
     def setup(self, seeds: TokenSeeds | None = None,
               extra_points_m: np.ndarray | None = None,
-              prior_targets: PriorTargets | None = None) -> None:
+              prior_targets: PriorTargets | None = None, box: SceneBox | None = None) -> None:
         """Fix the scene box and create the field, tokens and optimiser.
 
         Args:
@@ -177,15 +184,18 @@ class FieldTrainer:
             extra_points_m: [M, 3] more points the box must cover (e.g. a prior map's mesh).
             prior_targets: a prior map's labels for the prior-distillation loss; its instance
                 ids are tied to the tokens seeded from them (``seeds.prior_ids``).
+            box: the scene box; by default the cube around the keyframes' back-projected
+                pixels and ``extra_points_m``, plus ``field.scene_margin_m``.
         """
         keyframes = self.store.snapshot()
         if not keyframes:
             raise InvalidInputError("keyframes", 0, "training needs at least one keyframe",
                                     kind="field")
-        points = [self.scene_points(keyframes)]
-        if extra_points_m is not None and len(extra_points_m):
-            points.append(np.asarray(extra_points_m, np.float64).reshape(-1, 3))
-        box = SceneBox.from_points(np.concatenate(points), self.config.field.scene_margin_m)
+        if box is None:
+            points = [self.scene_points(keyframes)]
+            if extra_points_m is not None and len(extra_points_m):
+                points.append(np.asarray(extra_points_m, np.float64).reshape(-1, 3))
+            box = SceneBox.from_points(np.concatenate(points), self.config.field.scene_margin_m)
         if seeds is None:
             seeds = seeds_from_keyframes(keyframes, self.config.tokens,
                                          self.config.sampler.near_m, self.rng)
@@ -320,7 +330,8 @@ class FieldTrainer:
                                     phase_at(max(self.step_count - 1, 0), self.total_steps,
                                              self.config.schedule).name,
                                     dict(self.last_losses), num_tokens, len(self.store),
-                                    steps_per_s, elapsed_s, list(changes or []))
+                                    steps_per_s, elapsed_s, list(changes or []),
+                                    self.field.box if self.field is not None else None)
 
     def step(self) -> TokenChange | None:
         """One optimisation step; returns the token maintenance result when one ran."""

@@ -15,6 +15,12 @@
   with vertex labels from the field (Bayes panoptic head), instances are the tokens, and
   ``render_labels`` raycasts that labelled mesh. Tokens inherit the prior's instance ids by 3D
   overlap on the mesh vertices (``core/field/instance_ids.py``);
+* the field's scene box (the cube its hash grids cover) is set at the first training call; when
+  a keyframe later sees beyond it (``scene_box``, ``core/field/box_growth.py``), the next
+  training call restarts the field on a grown box (tokens and distillation targets from the
+  prior again, step counter and schedule from zero). Until the restarted field is ready, the
+  previous field keeps labelling what the getters serve; the restarted field's tokens then take
+  the ids published before (``rebind_tokens``). A user-given workspace box never grows;
 * ``save``/``load`` write one ``.npz`` file with the prior's state, the keyframes and the field
   checkpoint (optimiser and token-manager state included, so training resumes). ``load`` is
   atomic: it builds the complete new state first and swaps it in only once every part was read;
@@ -52,11 +58,15 @@ from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.errors import ConfigError, DataFormatError, InvalidInputError
 from panoptic_mapper.core.field.appearance import (AppearanceConfig, GsplatAppearance,
                                                   appearance_unavailable_reason)
+from panoptic_mapper.core.field.box_growth import (SceneBoxConfig, grown_box,
+                                                   keyframe_surface_sample, outside_share)
 from panoptic_mapper.core.field.classes import ClassSpace
 from panoptic_mapper.core.field.config import GRID_NAMES, FieldTrainingConfig, KeyframeConfig
 from panoptic_mapper.core.field.instance_ids import (IdBindingState, bind_ids,
-                                                     passthrough_ids, published_instance_ids)
+                                                     passthrough_ids, published_instance_ids,
+                                                     rebind_tokens)
 from panoptic_mapper.core.field.keyframes import Keyframe, KeyframeSelector, KeyframeStore
+from panoptic_mapper.core.field.panoptic_field import SceneBox
 from panoptic_mapper.core.field.panoptic_head import NO_TOKEN, decode_panoptic
 from panoptic_mapper.core.field.schedule import phase_at
 from panoptic_mapper.core.field.token_init import seeds_from_prior
@@ -73,7 +83,9 @@ from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraInt
 
 LOGGER = logging.getLogger(__name__)
 
-SAVE_FORMAT_VERSION = 1
+SAVE_FORMAT_VERSION = 2
+"""Version 2 added the restart count and, during a restart, the serving field's checkpoint."""
+READABLE_FORMAT_VERSIONS = (1, 2)
 BUDGET_CHECK_STEPS = 10
 """``finalize`` re-fits the step budget to the time budget every this many steps."""
 BUDGET_SAFETY = 0.9
@@ -96,6 +108,9 @@ class RefinedMapConfig(ConfigBase):
     """The neural field, its losses, schedule and budget."""
     appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
     """The optional gsplat colour branch (CUDA only), trained in ``finalize()``."""
+    scene_box: SceneBoxConfig = field(default_factory=SceneBoxConfig)
+    """The field's scene box: a fixed workspace, or grown (field restarted) as keyframes see
+    beyond it."""
     tokens_from_prior: bool = True
     """Seed one token per prior thing instance (and one per instance the prior confirms later),
     and distil the prior's labels and instances at its mesh vertices (the mesh at training
@@ -129,7 +144,7 @@ class RefinedMapConfig(ConfigBase):
     prior_fallback_confidence: float = 0.7
     """Where the field's winning panoptic probability is below this, a vertex (or queried
     point) keeps the prior's label and instance; 0 = labels purely from the field (the paper)
-    inside its box (outside it the prior always answers).
+    inside its scene box (outside it the prior always answers).
     Not in the paper: on a CPU budget the field is not converged everywhere, and the prior is
     the better answer where the field is unsure."""
 
@@ -159,6 +174,11 @@ class _Published:
     instances: list[MapInstance]
     step: int
     """Training step of the field that labelled it."""
+    trainer: FieldTrainer
+    """The field that labelled it (it also answers ``query_labels``); during a restart the
+    previous field, not the one in training."""
+    box: SceneBox
+    """That field's scene box: outside it the prior's answer was kept."""
 
 
 class RefinedPanopticMap:
@@ -200,16 +220,23 @@ class RefinedPanopticMap:
             keyframe_config = keyframe_config.replace(keep_rgb=True)
         self.store = KeyframeStore(keyframe_config, sampler.near_m)
         self.selector = KeyframeSelector(self.config.keyframes)
-        try:
-            self.trainer = FieldTrainer(self.config.training, self.classes, self.store)
-        except ConfigError as exc:  # the device or a grid does not fit this machine
-            raise ConfigError(f"training.{exc.field}", exc.value, exc.reason) from exc
+        self.trainer = self._new_trainer()
         self._published: _Published | None = None
+        self._restarts = 0
+        """Times the field was restarted on a grown box."""
+        self._box_checked: tuple[FieldTrainer | None, set[int]] = (None, set())
+        """(trainer, stamps of the keyframes that do not see beyond its box)."""
         self._bindings = IdBindingState()
         self._finalized = False
         self.appearance: GsplatAppearance | None = None
         self._seeded_prior_ids: set[int] = set()
         """Prior thing instances that seeded a token (initially or later)."""
+
+    def _new_trainer(self) -> FieldTrainer:
+        try:
+            return FieldTrainer(self.config.training, self.classes, self.store)
+        except ConfigError as exc:  # the device or a grid does not fit this machine
+            raise ConfigError(f"training.{exc.field}", exc.value, exc.reason) from exc
 
     # ---- integration ---------------------------------------------------------------------------
     def integrate_frame(self, frame: RgbdFrame,
@@ -247,23 +274,59 @@ class RefinedPanopticMap:
         """Enough keyframes are stored to start (or continue) training."""
         return self.trainer.is_setup or len(self.store) >= self.config.min_keyframes
 
+    @property
+    def field_restarts(self) -> int:
+        """Times the field was restarted on a grown scene box."""
+        return self._restarts
+
+    @property
+    def field_box(self) -> SceneBox | None:
+        """The scene box of the field in training (None before the first training call)."""
+        field_ = self.trainer.field
+        return field_.box if field_ is not None else None
+
+    @property
+    def serving_trainer(self) -> FieldTrainer | None:
+        """The trainer whose field labels what the getters serve (None while the prior
+        answers): the one in training, except during a restart on a grown box, when the
+        previous one serves until the new one is ready."""
+        published = self._published
+        return published.trainer if published is not None else None
+
     def train_steps(self, num_steps: int, deadline_s: float | None = None) -> TrainingProgress:
-        """Train up to ``num_steps`` steps (see :meth:`FieldTrainer.train_steps`); publishes the
-        field the first time the schedule passes ``ready_fraction``.
+        """Train up to ``num_steps`` steps (see :meth:`FieldTrainer.train_steps`), first
+        restarting the field on a grown box when a keyframe sees beyond the current one;
+        publishes the field in training once its schedule passes ``ready_fraction`` (the first
+        time, and after a restart, when it replaces the previous field).
 
         Raises:
             InvalidInputError: fewer than ``min_keyframes`` keyframes are stored.
         """
         self._ensure_setup()
+        self._grow_box_if_due()
         self._seed_new_prior_instances()
-        progress = self.trainer.train_steps(num_steps, deadline_s)
-        if not self.is_ready and self._field_ready():
-            self._publish()
-        return progress
+        trainer = self.trainer
+        progress = trainer.train_steps(num_steps, deadline_s)
+        if self._field_ready() and not self._serves(trainer):
+            self._publish(trainer)
+        return self._with_box_state(progress, trainer)
 
     def progress(self) -> TrainingProgress:
-        """Training progress without training."""
-        return self.trainer.progress()
+        """Training progress without training (the restart count, and whether a keyframe sees
+        beyond the box, included)."""
+        trainer = self.trainer  # once: a restart may replace it meanwhile
+        return self._with_box_state(trainer.progress(), trainer)
+
+    def _with_box_state(self, progress: TrainingProgress,
+                        trainer: FieldTrainer) -> TrainingProgress:
+        """``progress`` of ``trainer`` with the restart count and whether its box must grow."""
+        progress.field_restarts = self._restarts
+        progress.box_growth_due = self._keyframe_beyond_box(trainer) is not None
+        return progress
+
+    def _serves(self, trainer: FieldTrainer) -> bool:
+        """The published products come from ``trainer``'s field."""
+        return self.serving_trainer is trainer
 
     def _seed_new_prior_instances(self) -> None:
         """Give a token to every thing instance the prior confirmed since the last call."""
@@ -291,6 +354,12 @@ class RefinedPanopticMap:
             raise InvalidInputError("keyframes", len(self.store),
                                     f"training needs at least {self.config.min_keyframes} "
                                     "keyframes", kind="field")
+        self._setup(self.trainer, grow_from=None)
+
+    def _setup(self, trainer: FieldTrainer, grow_from: SceneBox | None) -> None:
+        """Set ``trainer`` up from the prior (tokens, distillation targets) on the user's fixed
+        box, a box grown from ``grow_from``, or (neither) the box around the keyframes and the
+        prior's mesh."""
         self.prior.update_mesh()
         mesh = self.prior.get_mesh()
         seeds, targets = None, None
@@ -304,20 +373,97 @@ class RefinedPanopticMap:
             targets = PriorTargets(mesh.vertices_m.astype(np.float32),
                                    self.classes.label_to_semantic_class(mesh.label_ids),
                                    mesh.instance_ids.astype(np.int64))
-        self.trainer.setup(seeds, mesh.vertices_m, targets)
+        box = self.config.scene_box.fixed_box
+        if grow_from is not None:
+            box = grown_box(grow_from, np.concatenate([trainer.scene_points(), mesh.vertices_m]),
+                            self.config.training.field.scene_margin_m,
+                            self.config.scene_box.headroom)
+        trainer.setup(seeds, mesh.vertices_m, targets, box)
+
+    # ---- the scene box -------------------------------------------------------------------------
+    def _keyframe_beyond_box(self, trainer: FieldTrainer) -> tuple[Keyframe, float] | None:
+        """A stored keyframe that sees beyond the box of ``trainer``'s field, with the share of
+        its points beyond it; None when none does (or the box does not grow). Keyframes found
+        inside are remembered per field, so each is checked once."""
+        rule = self.config.scene_box
+        if not rule.grows or not trainer.is_setup:
+            return None
+        box = trainer.field.box
+        # No lock: status polls call this beside training and queries, and a race between two
+        # callers only checks a keyframe twice.
+        checked_for, inside = self._box_checked
+        if checked_for is not trainer:
+            inside = set()
+            self._box_checked = (trainer, inside)
+        for keyframe in self.store.snapshot():
+            if keyframe.stamp_ns in inside:
+                continue
+            share = outside_share(keyframe_surface_sample(keyframe, self.store.near_m), box,
+                                  rule.outside_tolerance_m)
+            if share > rule.outside_share:
+                return keyframe, share
+            inside.add(keyframe.stamp_ns)
+        return None
+
+    def _grow_box_if_due(self, cover_everything: bool = False) -> None:
+        """Restart the field on a grown box when a keyframe sees beyond the current one, or,
+        with ``cover_everything`` (``finalize``), when any point of the keyframes or of the
+        prior's mesh lies beyond it (as a first setup at that time would cover them all).
+
+        The new field is set up exactly like the first one (tokens and distillation targets
+        from the prior), with the same step budget, from step 0. The published products (and
+        their field, which answers ``query_labels``) stay until the new field is ready.
+        """
+        previous = self.trainer
+        reason = self._growth_reason(previous, cover_everything)
+        if reason is None:
+            return
+        trainer = self._new_trainer()
+        trainer.set_total_steps(previous.total_steps)
+        self._setup(trainer, grow_from=previous.field.box)
+        with self._lock:
+            self.trainer = trainer
+            self._restarts += 1
+        LOGGER.info("refined map: %s; restart %d on a grown box: %s -> %s (%d steps; until the "
+                    "new field is ready at step %d, %s answers)", reason, self._restarts,
+                    previous.field.box, trainer.field.box, trainer.total_steps,
+                    int(np.ceil(self.config.ready_fraction * trainer.total_steps)),
+                    "the previous field" if self.is_ready else "the prior")
+
+    def _growth_reason(self, trainer: FieldTrainer, cover_everything: bool) -> str | None:
+        """Why ``trainer``'s box must grow (for the log), or None."""
+        if cover_everything and self.config.scene_box.grows and trainer.is_setup:
+            self.prior.update_mesh()
+            points = np.concatenate([trainer.scene_points(), self.prior.get_mesh().vertices_m])
+            share = outside_share(points, trainer.field.box,
+                                  self.config.scene_box.outside_tolerance_m)
+            if share > 0:
+                return (f"{100 * share:.1f} % of the keyframes' points and the prior's mesh lie "
+                        "beyond the field's box")
+        beyond = self._keyframe_beyond_box(trainer)
+        if beyond is None:
+            return None
+        keyframe, share = beyond
+        return (f"the keyframe at {keyframe.stamp_ns} ns sees beyond the field's box "
+                f"({100 * share:.0f} % of its points)")
 
     # ---- PanopticMap ---------------------------------------------------------------------------
     def update_mesh(self) -> MeshUpdate:
-        """Update the prior's mesh; once ready, relabel it with the current field (only when
-        the field trained or the prior's mesh changed since the last time)."""
+        """Update the prior's mesh; once ready, relabel it with the serving field (only when
+        that field trained or the prior's mesh changed since the last time). The serving field
+        is the one in training, except during a restart on a grown box: then the previous field
+        labels the mesh until the new one is ready."""
         update = self.prior.update_mesh()
         published = self._published
-        if published is None and not self._field_ready():
+        if self._field_ready() and not self._serves(self.trainer):
+            serving, stale = self.trainer, True
+        elif published is None:
             return update
-        stale = (published is None or update.changed
-                 or published.step != self.trainer.step_count)
+        else:
+            serving = published.trainer
+            stale = update.changed or published.step != serving.step_count
         if stale:
-            self._publish()
+            self._publish(serving)
         mesh = self._published.mesh
         return MeshUpdate(changed=stale, num_vertices=mesh.num_vertices,
                           num_triangles=mesh.num_triangles)
@@ -332,8 +478,9 @@ class RefinedPanopticMap:
 
     def query_labels(self, points_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Label and instance ids at [N, 3] world points: from the field once ready (0 away
-        from its surface), else from the prior. Outside the field's box (fixed when training
-        starts, so a robot that explores further leaves it) the prior answers."""
+        from its surface), else from the prior. Outside the field's scene box the prior answers
+        (the box grows as keyframes see beyond it, ``scene_box``; during a restart on a grown
+        box the previous field and its box answer until the new field is ready)."""
         points = np.asarray(points_m, np.float64)
         if points.ndim != 2 or points.shape[1] != 3:
             raise InvalidInputError("points_m", list(points.shape), "must be [N, 3]",
@@ -341,12 +488,15 @@ class RefinedPanopticMap:
         if not np.all(np.isfinite(points)):
             raise InvalidInputError("points_m", "non-finite entries", "must be finite",
                                     kind="query")
-        if not self.is_ready:
+        published = self._published
+        if published is None:
             return self.prior.query_labels(points)
         with self._lock:
-            labels, token_ids, sdf, confidence = self._label_points(points, with_sdf=True)
+            published = self._published
+            labels, token_ids, sdf, confidence = self._label_points(points, True,
+                                                                    published.trainer)
             bindings = IdBindingState.from_dict(self._bindings.to_dict())
-        inside = self._box_contains(points)
+        inside = self._box_contains(points, published.box)
         known = (np.abs(sdf) <= self.config.query_max_abs_sdf_m) & inside
         stuff = np.where(token_ids == 0, labels, 0)
         instances = published_instance_ids(bindings, token_ids, stuff)
@@ -374,13 +524,18 @@ class RefinedPanopticMap:
 
     def finalize(self) -> None:
         """Finish the prior, train to the end of the step budget (within ``finalize_max_s``)
-        and publish. With too few keyframes the map keeps answering from the prior."""
+        and publish. With too few keyframes the map keeps answering from the prior.
+
+        A field set up earlier is first restarted on a grown box if any keyframe point or
+        prior mesh vertex lies beyond its box (see ``scene_box``), so that the field of an
+        offline run covers everything it saw."""
         self.prior.finalize()
         if not self.can_train():
             LOGGER.warning("refined map: %d keyframes (< %d), field not trained; answering "
                            "from the prior", len(self.store), self.config.min_keyframes)
             return
         self._ensure_setup()
+        self._grow_box_if_due(cover_everything=True)
         self._seed_new_prior_instances()
         limit = self.config.finalize_max_s
         started = (time.monotonic(), self.trainer.step_count)
@@ -395,7 +550,7 @@ class RefinedPanopticMap:
                 min(chunk, self.trainer.total_steps - self.trainer.step_count), deadline)
             if self.config.auto_budget and deadline is not None:
                 self._fit_budget(started, deadline)
-        self._publish()
+        self._publish(self.trainer)
         self._finalized = True
         if self.config.appearance.enabled:
             self._train_appearance()
@@ -457,11 +612,11 @@ class RefinedPanopticMap:
             trainer.set_total_steps(budget)
 
     # ---- publishing ----------------------------------------------------------------------------
-    def _label_points(self, points_m: np.ndarray, with_sdf: bool
+    def _label_points(self, points_m: np.ndarray, with_sdf: bool, trainer: FieldTrainer
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Registry label id [P], token id [P] (0 = none), SDF [P] (empty without) and the
-        winning panoptic probability [P] at points."""
-        prediction = self.trainer.predict(points_m, with_sdf=with_sdf)
+        winning panoptic probability [P] at points, from ``trainer``'s field."""
+        prediction = trainer.predict(points_m, with_sdf=with_sdf)
         decoding = decode_panoptic(
             prediction.semantic_probs, prediction.token_masks, prediction.token_class_probs,
             self.classes.num_stuff, self.config.training.schedule.panoptic_head,
@@ -474,15 +629,26 @@ class RefinedPanopticMap:
         return (labels, token_ids, prediction.sdf_m.numpy(),
                 decoding.confidence.numpy().astype(np.float32))
 
-    def _publish(self) -> None:
-        """Label the prior's mesh with the field and swap in the products."""
+    def _publish(self, trainer: FieldTrainer) -> None:
+        """Label the prior's mesh with ``trainer``'s field and swap in the products.
+
+        When ``trainer`` replaces the field that published so far (a restart on a grown box),
+        its tokens first take the ids published until now (:func:`rebind_tokens`), on the
+        current mesh: if the prior's mesh changed since, the previous field labels it once
+        more to give those ids."""
         prior_mesh = self.prior.get_mesh()
-        step = self.trainer.step_count
-        labels, token_ids, _, confidence = self._label_points(prior_mesh.vertices_m,
-                                                              with_sdf=False)
-        # Outside the field's box (fixed when training started) the field only extrapolates.
+        previous = self._published
+        if (previous is not None and previous.trainer is not trainer
+                and not _same_vertices(previous.mesh, prior_mesh)):
+            self._publish(previous.trainer)
+            previous = self._published
+        step = trainer.step_count
+        box = trainer.field.box
+        labels, token_ids, _, confidence = self._label_points(prior_mesh.vertices_m, False,
+                                                              trainer)
+        # Outside the field's box the field only extrapolates.
         unsure = ((confidence < self.config.prior_fallback_confidence)
-                  | ~self._box_contains(prior_mesh.vertices_m))
+                  | ~self._box_contains(prior_mesh.vertices_m, box))
         unsure |= self._fragment_vertices(np.where(unsure, 0, token_ids))
         labels = np.where(unsure, prior_mesh.label_ids, labels)
         token_ids = np.where(unsure, 0, token_ids)
@@ -493,17 +659,28 @@ class RefinedPanopticMap:
         stuff_labels = np.where((token_ids == 0) & is_stuff, labels, VOID_LABEL_ID)
         present_stuff = [lab for lab in np.unique(stuff_labels) if lab != VOID_LABEL_ID]
         with self._lock:
-            bind_ids(self._bindings, token_ids, prior_mesh.instance_ids, prior_things,
+            bindings = self._bindings
+            if previous is not None and previous.trainer is not trainer:
+                bindings = rebind_tokens(bindings, token_ids, previous.mesh.instance_ids,
+                                         {i.id for i in previous.instances if i.is_thing},
+                                         self.config.id_binding_min_iou)
+            bind_ids(bindings, token_ids, prior_mesh.instance_ids, prior_things,
                      prior_stuff, np.asarray(present_stuff), self.config.id_binding_min_iou)
-            instance_ids = published_instance_ids(self._bindings, token_ids, stuff_labels)
+            instance_ids = published_instance_ids(bindings, token_ids, stuff_labels)
             kept_things = unsure & ~is_stuff & (labels != VOID_LABEL_ID)
             instance_ids[kept_things] = passthrough_ids(
-                self._bindings, prior_mesh.instance_ids[kept_things], labels[kept_things],
+                bindings, prior_mesh.instance_ids[kept_things], labels[kept_things],
                 self._is_stuff)
             mesh = PanopticMesh(prior_mesh.vertices_m, prior_mesh.triangles, prior_mesh.colors,
                                 labels.astype(np.int32), instance_ids)
-            instances = self._instances(mesh, token_ids, prior_instances)
-            self._published = _Published(mesh, MeshRaycaster(mesh), instances, step)
+            instances = self._instances(mesh, token_ids, prior_instances, trainer)
+            if previous is not None and previous.trainer is not trainer:
+                LOGGER.info("refined map: the field restarted on %s is ready at step %d and "
+                            "replaces the previous field (restart %d)", box, step,
+                            self._restarts)
+            self._bindings = bindings
+            self._published = _Published(mesh, MeshRaycaster(mesh), instances, step, trainer,
+                                         box)
 
     def _fragment_vertices(self, token_ids: np.ndarray) -> np.ndarray:
         """[V] bool: vertices of tokens (ids > 0) that win fewer than ``min_token_vertices``
@@ -513,9 +690,11 @@ class RefinedPanopticMap:
         return np.isin(token_ids, fragments) if len(fragments) else np.zeros(len(token_ids), bool)
 
     def _instances(self, mesh: PanopticMesh, token_ids: np.ndarray,
-                   prior_instances: list[MapInstance]) -> list[MapInstance]:
-        """One MapInstance per published id present on the mesh."""
-        prediction = self.trainer.predict(np.zeros((0, 3)), with_sdf=False)
+                   prior_instances: list[MapInstance],
+                   trainer: FieldTrainer) -> list[MapInstance]:
+        """One MapInstance per published id present on the mesh (token classes from
+        ``trainer``'s field)."""
+        prediction = trainer.predict(np.zeros((0, 3)), with_sdf=False)
         class_probs = prediction.token_class_probs.numpy()
         column = {token: i for i, token in enumerate(prediction.token_ids)}
         token_labels = self.classes.token_class_labels()
@@ -552,9 +731,9 @@ class RefinedPanopticMap:
                                                     summary.color_brightness_percentile)))
         return out
 
-    def _box_contains(self, points_m: np.ndarray) -> np.ndarray:
-        box = self.trainer.field.box if self.trainer.field is not None else None
-        return box.contains(points_m) if box is not None else np.zeros(len(points_m), bool)
+    def _box_contains(self, points_m: np.ndarray, box: SceneBox) -> np.ndarray:
+        """[N] bool: points inside a field's scene box (where the field labels)."""
+        return box.contains(points_m)
 
     def _load_appearance(self, state: dict) -> None:
         reason = appearance_unavailable_reason(self.trainer.device)
@@ -568,7 +747,8 @@ class RefinedPanopticMap:
 
     # ---- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write the prior, the keyframes and the field checkpoint to one ``.npz`` file."""
+        """Write the prior, the keyframes and the field checkpoint to one ``.npz`` file (during
+        a restart on a grown box also the checkpoint of the previous field, which serves)."""
         with self._lock:
             with tempfile.TemporaryDirectory() as tmp:
                 prior_file = Path(tmp) / "prior.npz"
@@ -579,13 +759,20 @@ class RefinedPanopticMap:
             if self.appearance is not None:
                 state["appearance"] = self.appearance.state_dict()
             torch.save(state, checkpoint)
+            published = self._published
+            serving_arrays = {}
+            if published is not None and published.trainer is not self.trainer:
+                serving_checkpoint = io.BytesIO()
+                torch.save(published.trainer.state_dict(), serving_checkpoint)
+                serving_arrays["serving_field"] = np.frombuffer(serving_checkpoint.getvalue(),
+                                                                np.uint8)
             keyframes = self.store.snapshot()
             meta = {"format_version": SAVE_FORMAT_VERSION, "method": self.method_name,
                     "config": self.config.to_dict(),
                     "semantic_labels": self.classes.semantic_class_labels().tolist(),
                     "bindings": self._bindings.to_dict(), "published": self.is_ready,
                     "seeded_prior_ids": sorted(self._seeded_prior_ids),
-                    "finalized": self._finalized,
+                    "finalized": self._finalized, "field_restarts": self._restarts,
                     "selector": {"last_stamp_ns": self.selector.last_stamp_ns,
                                  "last_T_world_cam": None if self.selector.last_T_world_cam
                                  is None else self.selector.last_T_world_cam.tolist()},
@@ -601,7 +788,8 @@ class RefinedPanopticMap:
             buffer = io.BytesIO()
             np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
                      prior=np.frombuffer(prior_bytes, np.uint8),
-                     field=np.frombuffer(checkpoint.getvalue(), np.uint8), **arrays)
+                     field=np.frombuffer(checkpoint.getvalue(), np.uint8), **serving_arrays,
+                     **arrays)
         Path(path).write_bytes(buffer.getvalue())
 
     def load(self, path: str | Path) -> None:
@@ -609,7 +797,8 @@ class RefinedPanopticMap:
 
         The complete new state (configuration, keyframes, field checkpoint, id bindings) is
         built in a fresh map first. Then the prior loads the file's prior part (its ``load``
-        keeps its state on a bad file), the loaded field is published over it, and only then
+        keeps its state on a bad file), the loaded field is published over it (the previous
+        field's, when the file was saved during a restart on a grown box), and only then
         is the new state swapped in. If the prior part or the publishing fails, the prior is
         restored from a backup written just before. The file's configuration is used except
         for the machine-dependent settings, which stay this map's: ``training.trainer.device``
@@ -626,6 +815,11 @@ class RefinedPanopticMap:
         saved = _read_map_file(path)
         self._check_saved_meta(saved.meta)
         fresh = self._restored(saved, path)
+        serving = fresh.trainer
+        if saved.serving_checkpoint is not None:
+            with _file_part(path, "serving field checkpoint"):
+                serving = fresh._new_trainer()
+                serving.load_state_dict(saved.serving_checkpoint)
         with self._lock, tempfile.TemporaryDirectory() as tmp:
             backup = Path(tmp) / "current_prior.npz"
             self.prior.save(backup)
@@ -636,7 +830,7 @@ class RefinedPanopticMap:
                     self.prior.load(prior_file)
                 if saved.meta["published"]:
                     with _file_part(path, "field checkpoint (publishing it)"):
-                        fresh._publish()
+                        fresh._publish(serving)
             except BaseException:
                 self.prior.load(backup)
                 raise
@@ -645,10 +839,10 @@ class RefinedPanopticMap:
             self.__dict__.update(state)
 
     def _check_saved_meta(self, meta: dict[str, Any]) -> None:
-        if meta.get("format_version") != SAVE_FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_FORMAT_VERSIONS:
             raise DataFormatError("format_version", meta.get("format_version"),
-                                  f"unsupported map file version (expected "
-                                  f"{SAVE_FORMAT_VERSION})", kind="map_file")
+                                  f"unsupported map file version (expected one of "
+                                  f"{list(READABLE_FORMAT_VERSIONS)})", kind="map_file")
         if meta.get("method") != self.method_name:
             raise DataFormatError("method", meta.get("method"),
                                   f"file holds a '{meta.get('method')}' map, not "
@@ -673,6 +867,7 @@ class RefinedPanopticMap:
             fresh._bindings = IdBindingState.from_dict(meta["bindings"])
             fresh._finalized = bool(meta["finalized"])
             fresh._seeded_prior_ids = {int(i) for i in meta.get("seeded_prior_ids", [])}
+            fresh._restarts = int(meta.get("field_restarts", 0))
         with _file_part(path, "keyframes"):
             fresh.store.replace_all([_keyframe_from_arrays(info, arrays) for info, arrays in
                                      zip(meta["keyframes"], saved.keyframe_arrays)])
@@ -681,6 +876,11 @@ class RefinedPanopticMap:
             if "appearance" in saved.checkpoint:
                 fresh._load_appearance(saved.checkpoint["appearance"])
         return fresh
+
+
+def _same_vertices(a: PanopticMesh, b: PanopticMesh) -> bool:
+    return a.vertices_m is b.vertices_m or (a.vertices_m.shape == b.vertices_m.shape
+                                            and np.array_equal(a.vertices_m, b.vertices_m))
 
 
 def _keep_machine_settings(saved: RefinedMapConfig, running: RefinedMapConfig) -> None:
@@ -701,6 +901,9 @@ class _SavedMap:
     """The prior's own save file."""
     checkpoint: dict
     """``FieldTrainer.state_dict()`` (plus ``"appearance"`` when it was trained)."""
+    serving_checkpoint: dict | None
+    """The previous field's ``FieldTrainer.state_dict()`` when the map was saved during a
+    restart on a grown box (that field served), else None."""
     keyframe_arrays: list[dict[str, np.ndarray]]
     """Per keyframe: its arrays by name (``KEYFRAME_ARRAYS`` and the optional ones present)."""
 
@@ -737,6 +940,13 @@ def _read_map_file(path: Path) -> _SavedMap:
                                     weights_only=True)
             if not isinstance(checkpoint, dict):
                 raise ValueError("the checkpoint is not a dict")
+        serving_checkpoint = None
+        if "serving_field" in data.files:
+            with _file_part(path, "serving field checkpoint"):
+                serving_checkpoint = torch.load(io.BytesIO(bytes(data["serving_field"])),
+                                                map_location="cpu", weights_only=True)
+                if not isinstance(serving_checkpoint, dict):
+                    raise ValueError("the checkpoint is not a dict")
         with _file_part(path, "keyframes"):
             keyframe_arrays = []
             for i in range(len(meta.get("keyframes", []))):
@@ -744,7 +954,7 @@ def _read_map_file(path: Path) -> _SavedMap:
                 arrays.update({name: data[f"kf{i}_{name}"] for name in OPTIONAL_KEYFRAME_ARRAYS
                                if f"kf{i}_{name}" in data.files})
                 keyframe_arrays.append(arrays)
-    return _SavedMap(meta, prior_bytes, checkpoint, keyframe_arrays)
+    return _SavedMap(meta, prior_bytes, checkpoint, serving_checkpoint, keyframe_arrays)
 
 
 def _keyframe_from_arrays(info: dict, arrays: dict[str, np.ndarray]) -> Keyframe:

@@ -1,0 +1,293 @@
+"""The refined map's scene box follows a robot that explores: the growth rule and the grown box
+against hand values, one restart on a grown box when a keyframe sees far beyond it (none near
+its edge), the previous products served until the restarted field is ready, instance ids kept
+across the restart, save/load in the middle of a restart, a fixed workspace box that never
+grows, and ``finalize`` growing the box to cover every keyframe."""
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from panoptic_mapper.core.errors import ConfigError
+from panoptic_mapper.core.field.box_growth import SceneBoxConfig, grown_box, outside_share
+from panoptic_mapper.core.field.instance_ids import IdBindingState, rebind_tokens
+from panoptic_mapper.core.field.panoptic_field import SceneBox
+from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPanopticMap
+
+sys.path.insert(0, str(Path(__file__).parent))
+from field_toy_scene import ToyPriorMap, make_toy_scene  # noqa: E402
+
+MARGIN_M = 0.5
+"""``training.field.scene_margin_m`` (default)."""
+ROOM_LOW = np.array([-0.1, -0.1, -0.1])
+ROOM_HIGH = np.array([3.1, 3.1, 2.2])
+"""Bounds of the toy room's mesh (walls 0.1 m thick around a 3 m floor, 2.2 m high)."""
+FIRST_BOX = SceneBox((1.5, 1.5, 1.05), 1.6 + MARGIN_M)
+"""The box of the first setup: the room's mesh (which holds every keyframe point) + margin."""
+
+
+@pytest.fixture(scope="module")
+def toy_scene():
+    # 32 x 24 pixels: fewer than the 2000 points per keyframe that the box rules sample, so
+    # they see every valid pixel and the expected boxes follow from the pixels alone.
+    return make_toy_scene(num_frames=16, width=32, height=24)
+
+
+def _config(total_steps: int, **changes) -> RefinedMapConfig:
+    config = RefinedMapConfig(**changes)
+    config.keyframes.image_scale = 1.0
+    config.keyframes.min_translation_m = 0.0
+    config.training.trainer.total_steps = total_steps
+    config.training.trainer.torch_threads = 1
+    return config
+
+
+def _integrated(scene, config) -> RefinedPanopticMap:
+    refined = RefinedPanopticMap(scene.registry, config, prior=ToyPriorMap(scene))
+    for frame, segmentation in zip(scene.frames, scene.segmentations):
+        assert refined.integrate_frame(frame, segmentation).accepted
+    return refined
+
+
+def _add_shifted_frame(refined, scene, shift_m, index: int = 0) -> np.ndarray:
+    """Integrate frame ``index`` of the toy room moved by ``shift_m`` (the robot drove on: a
+    room like the first one, elsewhere); returns the world points of all its valid pixels."""
+    frame, segmentation = scene.frames[index], scene.segmentations[index]
+    stamp = 10**12 + refined.selector.last_stamp_ns
+    T = frame.T_world_cam.copy()  # noqa: N806
+    T[:3, 3] += shift_m
+    moved = dataclasses.replace(frame, stamp_ns=stamp, T_world_cam=T)
+    assert refined.integrate_frame(moved, dataclasses.replace(segmentation,
+                                                              stamp_ns=stamp)).accepted
+    keyframe = refined.store.snapshot()[-1]
+    assert keyframe.stamp_ns == stamp
+    return keyframe.surface_points(keyframe.valid_pixels(refined.store.near_m))
+
+
+def _assert_box(box: SceneBox, expected: SceneBox):
+    np.testing.assert_allclose(box.center_m, expected.center_m, atol=1e-6)
+    assert box.half_size_m == pytest.approx(expected.half_size_m, abs=1e-6)
+
+
+# ---- the rule and the grown box, by hand --------------------------------------------------------
+def test_outside_share_counts_points_beyond_the_tolerance():
+    box = SceneBox((0.0, 0.0, 0.0), 1.0)
+    points = np.array([[0.0, 0.0, 0.0],     # inside
+                       [1.2, 0.0, 0.0],     # 0.2 m beyond a face: within the tolerance
+                       [0.0, -1.3, 0.0],    # 0.3 m beyond
+                       [2.0, 2.0, 2.0]])    # far beyond
+    assert outside_share(points, box, 0.25) == pytest.approx(0.5)
+    assert outside_share(points, box, 0.0) == pytest.approx(0.75)
+    assert outside_share(np.zeros((0, 3)), box, 0.25) == 0.0
+
+
+def test_grown_box_covers_box_and_points_with_margin_and_headroom():
+    box = SceneBox((0.0, 0.0, 0.0), 1.0)  # [-1, 1]^3
+    grown = grown_box(box, np.array([[5.0, 0.0, 0.0]]), margin_m=0.5, headroom=1.5)
+    # covered: x in [-1, 5], y and z in [-1, 1] -> centre (2, 0, 0), half 3 + 0.5 margin
+    _assert_box(grown, SceneBox((2.0, 0.0, 0.0), 3.5 * 1.5))
+
+
+def test_scene_box_config_fixed_box_and_validation():
+    config = SceneBoxConfig()
+    assert config.fixed_box is None and config.grows
+    fixed = SceneBoxConfig(fixed_min_m=(-1.0, 0.0, 0.0), fixed_max_m=(4.0, 2.0, 3.0))
+    _assert_box(fixed.fixed_box, SceneBox((1.5, 1.0, 1.5), 2.5))
+    assert not fixed.grows
+    assert not SceneBoxConfig(growth=False).grows
+    with pytest.raises(ConfigError, match="fixed_max_m"):
+        SceneBoxConfig(fixed_min_m=(0.0, 0.0, 0.0), fixed_max_m=(1.0, -1.0, 1.0))
+    with pytest.raises(ConfigError, match="headroom"):
+        SceneBoxConfig(headroom=0.9)
+    with pytest.raises(ConfigError, match="scene_box.outside_share"):
+        RefinedMapConfig.from_dict({"scene_box": {"outside_share": 1.0}})
+
+
+def test_rebind_tokens_keeps_published_ids_including_fresh_ones():
+    # Before the restart: token 1 -> prior id 101, token 2 -> fresh id 7, stuff label 2 -> 50.
+    state = IdBindingState({1: 101, 2: 7}, {2: 50}, next_id=102, fresh_ids=[7])
+    published = np.array([101, 101, 101, 7, 7, 7, 50, 50])
+    # The restarted field numbers its tokens anew: token 1 now covers the old fresh instance,
+    # token 2 the old prior instance, token 3 something new.
+    tokens = np.array([2, 2, 2, 1, 1, 1, 0, 3])
+    rebound = rebind_tokens(state, tokens, published, {101, 7}, min_iou=0.2)
+    assert rebound.token_to_map == {1: 7, 2: 101, 3: 102}
+    assert rebound.stuff_to_map == {2: 50} and rebound.fresh_ids == [7, 102]
+    assert rebound.next_id == 103
+    assert state.token_to_map == {1: 101, 2: 7}  # the previous bindings are not changed
+
+
+# ---- restarts on a grown box --------------------------------------------------------------------
+def test_setup_box_then_far_keyframe_grows_it_once(toy_scene, caplog):
+    refined = _integrated(toy_scene, _config(20))
+    refined.train_steps(1)
+    _assert_box(refined.trainer.field.box, FIRST_BOX)
+    assert refined.progress().field_restarts == 0 and not refined.progress().box_growth_due
+    points = _add_shifted_frame(refined, toy_scene, [6.0, 0.0, 0.0])
+    progress = refined.progress()
+    assert progress.box_growth_due and not progress.done
+    with caplog.at_level("INFO"):
+        progress = refined.train_steps(2)
+    assert progress.field_restarts == 1 and refined.field_restarts == 1
+    assert progress.step == 2 and progress.total_steps == 20  # a new schedule from step 0
+    assert not progress.box_growth_due
+    # The cube around the first box (which holds the room's mesh) and the new keyframe's
+    # points, plus the margin, times the headroom (1.5).
+    low = np.minimum(FIRST_BOX.bounds_m[0], points.min(axis=0))
+    high = np.maximum(FIRST_BOX.bounds_m[1], points.max(axis=0))
+    expected = SceneBox(tuple((low + high) / 2), ((high - low).max() / 2 + MARGIN_M) * 1.5)
+    _assert_box(progress.box, expected)
+    assert progress.box.contains(points).all()
+    assert "restart 1 on a grown box" in caplog.text and str(FIRST_BOX) in caplog.text
+    assert refined.trainer.field.tokens.num_tokens == 4  # seeded from the prior again
+    assert refined.trainer.prior_targets is not None
+    refined.train_steps(1)
+    assert refined.field_restarts == 1  # the new box holds every keyframe
+
+
+def test_keyframe_near_the_edge_does_not_grow_the_box(toy_scene):
+    refined = _integrated(toy_scene, _config(20))
+    refined.train_steps(1)
+    points = _add_shifted_frame(refined, toy_scene, [-0.7, 0.0, 0.0])  # frame 0 looks to -x
+    beyond = np.abs(points - FIRST_BOX.center_m).max() - FIRST_BOX.half_size_m
+    assert 0.0 < beyond < 0.25  # past the face, within the tolerance
+    assert not refined.progress().box_growth_due
+    refined.train_steps(1)
+    assert refined.field_restarts == 0
+    _assert_box(refined.trainer.field.box, FIRST_BOX)
+    # without the tolerance, the quarter of its points past the face would grow the box
+    strict = _integrated(toy_scene, _config(20, scene_box=SceneBoxConfig(outside_tolerance_m=0)))
+    strict.train_steps(1)
+    _add_shifted_frame(strict, toy_scene, [-0.7, 0.0, 0.0])
+    assert outside_share(points, FIRST_BOX, 0.0) > 0.1 and strict.progress().box_growth_due
+
+
+def test_a_done_field_grows_and_trains_again(toy_scene):
+    refined = _integrated(toy_scene, _config(3, ready_fraction=0.5))
+    refined.train_steps(3)
+    assert refined.progress().done and refined.is_ready
+    _add_shifted_frame(refined, toy_scene, [0.0, -6.0, 0.0])
+    assert not refined.progress().done  # the worker keeps training: the box must grow
+    progress = refined.train_steps(0)
+    assert progress.field_restarts == 1 and progress.step == 0 and not progress.done
+
+
+def test_previous_products_serve_until_the_restarted_field_is_ready(toy_scene):
+    refined = _integrated(toy_scene, _config(10, ready_fraction=0.5))
+    refined.train_steps(6)
+    assert refined.is_ready
+    frame = toy_scene.frames[5]
+    points = toy_scene.mesh.vertices_m[::37]
+    mesh, instances = refined.get_mesh(), refined.get_instances()
+    queried = refined.query_labels(points)
+    rendered = refined.render_labels(frame.T_world_cam, frame.intrinsics).label_ids
+    serving = refined.trainer
+    _add_shifted_frame(refined, toy_scene, [6.0, 0.0, 0.0])
+    refined.train_steps(4)  # restarted, at step 4 of 10: not ready (5)
+    assert refined.field_restarts == 1 and refined.trainer is not serving
+    assert refined.is_ready
+    for _ in range(2):
+        assert refined.update_mesh().changed is False
+        assert refined.get_mesh() is mesh
+        assert [(i.id, i.label, i.num_voxels) for i in refined.get_instances()] == \
+            [(i.id, i.label, i.num_voxels) for i in instances]
+        for a, b in zip(refined.query_labels(points), queried):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(
+            refined.render_labels(frame.T_world_cam, frame.intrinsics).label_ids, rendered)
+    refined.train_steps(1)  # step 5: the restarted field is ready and replaces the previous
+    assert refined.get_mesh() is not mesh
+    assert refined._published.trainer is refined.trainer
+    assert refined._published.box == refined.trainer.field.box
+    assert refined.update_mesh().changed is False
+
+
+def test_instance_ids_survive_the_restart(toy_scene):
+    config = _config(30, ready_fraction=0.5, prior_fallback_confidence=0.0,
+                     min_token_vertices=0)
+    refined = _integrated(toy_scene, config)
+    refined.train_steps(30)
+    before = refined.get_mesh().instance_ids.copy()
+    assert {i.id for i in refined.get_instances() if i.is_thing} == {101, 102, 103, 104}
+    _add_shifted_frame(refined, toy_scene, [6.0, 0.0, 0.0])
+    refined.train_steps(5)  # restarted, not ready yet
+    # Meanwhile the prior renumbers its instances: binding the new tokens to the prior's ids
+    # would change every id a planner knows; they bind to the published ids instead.
+    renumbered = ToyPriorMap(toy_scene, id_offset=200)
+    refined.prior.mesh, refined.prior.id_offset = renumbered.mesh, 200
+    refined.train_steps(10)  # ready again: the restarted field publishes
+    assert refined.field_restarts == 1 and refined._published.trainer is refined.trainer
+    after = refined.get_mesh().instance_ids
+    assert {i.id for i in refined.get_instances() if i.is_thing} == {101, 102, 103, 104}
+    for instance_id in (101, 102, 103, 104):  # each id still names about the same surface
+        was, now = before == instance_id, after == instance_id
+        assert (was & now).sum() / (was | now).sum() > 0.3
+
+
+def test_save_and_load_during_and_after_a_restart(toy_scene, tmp_path):
+    refined = _integrated(toy_scene, _config(10, ready_fraction=0.5))
+    refined.train_steps(6)
+    _add_shifted_frame(refined, toy_scene, [6.0, 0.0, 0.0])
+    refined.train_steps(2)  # restarted, not ready: the previous field serves
+    path = tmp_path / "restarting.npz"
+    refined.save(path)
+    restored = RefinedPanopticMap(toy_scene.registry, _config(5), prior=ToyPriorMap(toy_scene))
+    restored.load(path)
+    assert restored.field_restarts == 1 and restored.progress().field_restarts == 1
+    assert restored.trainer.step_count == 2 and len(restored.store) == 17
+    assert restored.trainer.field.box == refined.trainer.field.box
+    assert restored._published.box == refined._published.box != refined.trainer.field.box
+    points = toy_scene.mesh.vertices_m[::41]
+    np.testing.assert_array_equal(restored.get_mesh().label_ids, refined.get_mesh().label_ids)
+    np.testing.assert_array_equal(restored.get_mesh().instance_ids,
+                                  refined.get_mesh().instance_ids)
+    for a, b in zip(restored.query_labels(points), refined.query_labels(points)):
+        np.testing.assert_array_equal(a, b)
+    for refined_map in (refined, restored):  # both switch to the restarted field alike
+        refined_map.train_steps(3)
+        assert refined_map._published.trainer is refined_map.trainer
+    np.testing.assert_array_equal(restored.get_mesh().instance_ids,
+                                  refined.get_mesh().instance_ids)
+    path = tmp_path / "restarted.npz"
+    refined.save(path)
+    again = RefinedPanopticMap(toy_scene.registry, _config(5), prior=ToyPriorMap(toy_scene))
+    again.load(path)
+    assert again.field_restarts == 1 and again._published.trainer is again.trainer
+    assert again.trainer.field.box == refined.trainer.field.box
+
+
+def test_a_fixed_workspace_box_never_grows(toy_scene):
+    config = _config(20)
+    config.scene_box = SceneBoxConfig(fixed_min_m=(-1.0, -1.0, -0.5), fixed_max_m=(4.0, 4.0, 2.5))
+    refined = _integrated(toy_scene, config)
+    refined.train_steps(1)
+    _assert_box(refined.trainer.field.box, SceneBox((1.5, 1.5, 1.0), 2.5))
+    _add_shifted_frame(refined, toy_scene, [6.0, 0.0, 0.0])
+    assert not refined.progress().box_growth_due
+    refined.train_steps(1)
+    assert refined.field_restarts == 0
+    _assert_box(refined.trainer.field.box, SceneBox((1.5, 1.5, 1.0), 2.5))
+    no_growth = _integrated(toy_scene, _config(20, scene_box=SceneBoxConfig(growth=False)))
+    no_growth.train_steps(1)
+    _add_shifted_frame(no_growth, toy_scene, [6.0, 0.0, 0.0])
+    no_growth.train_steps(1)
+    assert no_growth.field_restarts == 0
+    _assert_box(no_growth.trainer.field.box, FIRST_BOX)
+
+
+@pytest.mark.parametrize("shift_m", [[0.0, 6.0, 0.0], [-0.85, 0.0, 0.0]])
+def test_finalize_grows_the_box_to_cover_every_keyframe(toy_scene, shift_m):
+    refined = _integrated(toy_scene, _config(6, ready_fraction=0.5))
+    refined.train_steps(1)
+    points = _add_shifted_frame(refined, toy_scene, shift_m, index=4)
+    share = outside_share(points, FIRST_BOX, 0.25)
+    # far: the whole view is beyond; near: 7 % of it, too little to restart while mapping
+    assert share == 1.0 if shift_m[1] else 0.0 < share < 0.1
+    assert refined.progress().box_growth_due == (share == 1.0)
+    refined.finalize()
+    assert refined.field_restarts == 1 and refined.is_ready
+    assert refined._published.trainer is refined.trainer
+    assert refined.trainer.field.box.contains(points).all()
+    assert refined.progress().done
