@@ -2,8 +2,9 @@
 against hand values, one restart on a grown box when a keyframe sees far beyond it (none near
 its edge), the previous products served until the restarted field is ready, instance ids kept
 across the restart, save/load in the middle of a restart, a fixed workspace box that never
-grows, and ``finalize`` growing the box to cover every keyframe."""
+grows, ``finalize`` growing the box to cover every keyframe, and version 1 map files."""
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -291,3 +292,23 @@ def test_finalize_grows_the_box_to_cover_every_keyframe(toy_scene, shift_m):
     assert refined._published.trainer is refined.trainer
     assert refined.trainer.field.box.contains(points).all()
     assert refined.progress().done
+
+
+def test_a_version_1_file_loads_with_no_restarts(toy_scene, tmp_path):
+    refined = _integrated(toy_scene, _config(10, ready_fraction=0.5))
+    refined.train_steps(6)
+    path = tmp_path / "v2.npz"
+    refined.save(path)
+    with np.load(path) as data:
+        members = {name: data[name] for name in data.files}
+    meta = json.loads(bytes(members["meta"]).decode())
+    assert meta["format_version"] == 2 and meta["field_restarts"] == 0
+    meta["format_version"] = 1
+    del meta["field_restarts"]  # what version 1 wrote
+    members["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "v1.npz", **members)
+    restored = RefinedPanopticMap(toy_scene.registry, _config(5), prior=ToyPriorMap(toy_scene))
+    restored.load(tmp_path / "v1.npz")
+    assert restored.field_restarts == 0 and restored.is_ready
+    np.testing.assert_array_equal(restored.get_mesh().instance_ids,
+                                  refined.get_mesh().instance_ids)
