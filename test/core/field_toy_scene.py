@@ -208,3 +208,27 @@ class ToyPriorMap:
 
     def load(self, path) -> None:
         self.frames = int(Path(path).read_text())
+
+
+def refined_config(total_steps: int, **changes):
+    """A ``RefinedMapConfig`` for the toy room: every frame a keyframe at full resolution, one
+    torch thread, ``total_steps`` steps; ``changes`` are top-level config fields."""
+    from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig
+
+    config = RefinedMapConfig(**changes)
+    config.keyframes.image_scale = 1.0
+    config.keyframes.min_translation_m = 0.0
+    config.training.trainer.total_steps = total_steps
+    config.training.trainer.torch_threads = 1
+    return config
+
+
+def integrated_refined_map(scene: ToyScene, config, prior=None):
+    """A refined map over ``prior`` (default: a ``ToyPriorMap``) that integrated every frame
+    of the toy room (each one accepted)."""
+    from panoptic_mapper.core.mapping.refined_map import RefinedPanopticMap
+
+    refined = RefinedPanopticMap(scene.registry, config, prior=prior or ToyPriorMap(scene))
+    for frame, segmentation in zip(scene.frames, scene.segmentations):
+        assert refined.integrate_frame(frame, segmentation).accepted
+    return refined

@@ -19,6 +19,8 @@ from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from field_toy_scene import ToyPriorMap, make_toy_scene  # noqa: E402
+from field_toy_scene import integrated_refined_map as _integrated  # noqa: E402
+from field_toy_scene import refined_config as _config  # noqa: E402
 
 MARGIN_M = 0.5
 """``training.field.scene_margin_m`` (default)."""
@@ -34,22 +36,6 @@ def toy_scene():
     # 32 x 24 pixels: fewer than the 2000 points per keyframe that the box rules sample, so
     # they see every valid pixel and the expected boxes follow from the pixels alone.
     return make_toy_scene(num_frames=16, width=32, height=24)
-
-
-def _config(total_steps: int, **changes) -> RefinedMapConfig:
-    config = RefinedMapConfig(**changes)
-    config.keyframes.image_scale = 1.0
-    config.keyframes.min_translation_m = 0.0
-    config.training.trainer.total_steps = total_steps
-    config.training.trainer.torch_threads = 1
-    return config
-
-
-def _integrated(scene, config) -> RefinedPanopticMap:
-    refined = RefinedPanopticMap(scene.registry, config, prior=ToyPriorMap(scene))
-    for frame, segmentation in zip(scene.frames, scene.segmentations):
-        assert refined.integrate_frame(frame, segmentation).accepted
-    return refined
 
 
 def _add_shifted_frame(refined, scene, shift_m, index: int = 0) -> np.ndarray:

@@ -23,6 +23,8 @@ from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from field_toy_scene import ToyPriorMap, make_toy_scene  # noqa: E402
+from field_toy_scene import integrated_refined_map as _integrated  # noqa: E402
+from field_toy_scene import refined_config  # noqa: E402
 
 CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA")])
@@ -33,21 +35,10 @@ def toy_scene():
     return make_toy_scene(num_frames=8, width=48, height=36)
 
 
-def _config(device: str, total_steps: int = 10) -> RefinedMapConfig:
-    config = RefinedMapConfig(ready_fraction=0.3)
-    config.keyframes.image_scale = 1.0
-    config.keyframes.min_translation_m = 0.0
-    config.training.trainer.total_steps = total_steps
-    config.training.trainer.torch_threads = 1
+def _config(device: str, total_steps: int = 10):
+    config = refined_config(total_steps, ready_fraction=0.3)
     config.training.trainer.device = device
     return config
-
-
-def _integrated(scene, config) -> RefinedPanopticMap:
-    refined = RefinedPanopticMap(scene.registry, config, prior=ToyPriorMap(scene))
-    for frame, segmentation in zip(scene.frames, scene.segmentations):
-        refined.integrate_frame(frame, segmentation)
-    return refined
 
 
 def _tensors(value):

@@ -11,31 +11,17 @@ import pytest
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
 from panoptic_mapper.core.eval.metrics import scene_panoptic_quality
 from panoptic_mapper.core.mapping.base import IntegrationReport, PanopticMap, create_map
-from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPanopticMap
+from panoptic_mapper.core.mapping.refined_map import RefinedPanopticMap
 
 sys.path.insert(0, str(Path(__file__).parent))
 from field_toy_scene import ToyPriorMap, make_toy_scene  # noqa: E402
+from field_toy_scene import integrated_refined_map as _integrated  # noqa: E402
+from field_toy_scene import refined_config as _config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def toy_scene():
     return make_toy_scene(num_frames=16, width=64, height=48)
-
-
-def _config(total_steps: int, **changes) -> RefinedMapConfig:
-    config = RefinedMapConfig(**changes)
-    config.keyframes.image_scale = 1.0
-    config.keyframes.min_translation_m = 0.0
-    config.training.trainer.total_steps = total_steps
-    config.training.trainer.torch_threads = 1
-    return config
-
-
-def _integrated(scene, config, prior=None) -> RefinedPanopticMap:
-    refined = RefinedPanopticMap(scene.registry, config, prior=prior or ToyPriorMap(scene))
-    for frame, segmentation in zip(scene.frames, scene.segmentations):
-        assert refined.integrate_frame(frame, segmentation).accepted
-    return refined
 
 
 def _scene_pq(refined, scene) -> float:
