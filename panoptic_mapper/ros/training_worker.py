@@ -224,8 +224,8 @@ class TrainingWorker:
         for change in chunk.progress.token_changes:
             self._logger.info(
                 f"tokens at step {change.step}: pruned unused {change.pruned_unused}, "
-                f"pruned duplicates {change.pruned_duplicate}, split {change.split}, "
-                f"spawned {change.spawned}")
+                f"pruned duplicates {change.pruned_duplicate}, merged {change.merged}, "
+                f"split {change.split}, spawned {change.spawned}")
         if chunk.progress.done:  # logged here: a stop() right now would hide it from the loop
             self._reported_state = TrainingState.DONE
             self._logger.info(TrainingStatus(TrainingState.DONE, self._session.is_ready,

@@ -16,7 +16,8 @@ from panoptic_mapper.core.field import encodings
 from panoptic_mapper.core.field._torch_ref import hash_grid_encode
 from panoptic_mapper.core.field.config import (GRID_NAMES, FieldTrainingConfig, HashGridConfig,
                                                TrainerConfig)
-from panoptic_mapper.core.field.device import resolve_device, resolve_training_device
+from panoptic_mapper.core.field.device import (resolve_device, resolve_training_device,
+                                               seeded_init)
 from panoptic_mapper.core.field.encodings import HashGridEncoding
 from panoptic_mapper.core.field.trainer import _match_state_shapes
 from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPanopticMap
@@ -266,3 +267,23 @@ def test_grid_checkpoints_move_between_tcnn_and_torch(monkeypatch):
                                saved_optimizer.state[reference.table()]["exp_avg"])
     fast(points).square().sum().backward()
     optimizer.step()
+
+
+def test_a_run_repeats_and_leaves_the_global_random_state_alone(toy_scene):
+    # The decoders and hash tables are drawn from the trainer's seed, not from whatever torch's
+    # global generator holds: two maps built from one config train to the same field.
+    fields = []
+    for noise in range(2):
+        torch.rand(noise + 1)  # a caller that used the global generator differently
+        refined = _integrated(toy_scene, refined_config(4))
+        refined.train_steps(3)
+        fields.append(refined.trainer.field.state_dict())
+    assert fields[0].keys() == fields[1].keys()
+    for key in fields[0]:
+        torch.testing.assert_close(fields[0][key], fields[1][key], rtol=0, atol=0)
+    state = torch.get_rng_state()
+    with seeded_init(7, torch.device("cpu")):
+        first = torch.rand(3)
+    assert torch.equal(torch.get_rng_state(), state)
+    with seeded_init(7, torch.device("cpu")):
+        assert torch.equal(torch.rand(3), first)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from panoptic_mapper.core.field.config import ScheduleConfig
-from panoptic_mapper.core.field.losses import (IGNORE, eikonal, matched_mask_losses,
+from panoptic_mapper.core.field.losses import (IGNORE, eikonal, grouped_mask_losses,
+                                               matched_mask_losses,
                                                probability_nll, query_separation, sdf_losses,
                                                token_class_loss)
 from panoptic_mapper.core.field.schedule import lr_factor, phase_at
@@ -70,3 +71,34 @@ def test_schedule_phases_and_lr_decay():
     assert lr_factor(0, 100, config) == 1.0
     assert lr_factor(10, 100, config) == pytest.approx(0.5)
     assert lr_factor(500, 100, config) == pytest.approx(0.5 ** 10)
+
+
+def test_grouped_mask_losses_supervise_the_union_of_a_merged_mask():
+    target = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0, 0.0]])
+    halves = torch.tensor([[0.99, 0.99, 0.01, 0.01, 0.01, 0.01],
+                           [0.01, 0.01, 0.99, 0.99, 0.01, 0.01]])
+    # one token per mask: token 0 alone is half wrong
+    single_dice, single_bce = matched_mask_losses(halves, target, [(0, 0)], 1.0)
+    same_dice, same_bce = grouped_mask_losses(halves, target, [(0, (0,))], 1.0)
+    assert same_dice.item() == single_dice.item() and same_bce.item() == single_bce.item()
+    assert single_dice.item() > 0.25
+    # the union 1 - (1 - m0)(1 - m1) of both tokens fits the merged mask
+    dice, bce = grouped_mask_losses(halves, target, [(0, (0, 1))], 1.0)
+    union = 1.0 - (1.0 - halves[0]) * (1.0 - halves[1])
+    expected = 1 - (2 * union[:4].sum() + 1) / (union.sum() + 4 + 1)
+    assert dice.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert dice.item() < 0.02 and bce.item() < 0.05
+    # gradients reach both tokens
+    pred = halves.clone().requires_grad_(True)
+    sum(grouped_mask_losses(pred, target, [(0, (0, 1))], 1.0)).backward()
+    assert pred.grad[0].abs().sum() > 0 and pred.grad[1].abs().sum() > 0
+
+
+def test_nll_with_more_right_columns():
+    probs = torch.tensor([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    target = torch.tensor([0, IGNORE])
+    also = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])  # the target's own column counts once
+    loss = probability_nll(probs, target, IGNORE, also_target=also)
+    assert loss.item() == pytest.approx(-math.log(0.7), rel=1e-5)
+    assert probability_nll(probs, target, IGNORE).item() == pytest.approx(-math.log(0.2),
+                                                                           rel=1e-5)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from panoptic_mapper.core.field.matching import UNMATCHED, assign_masks, bce_cost, dice_cost
+from panoptic_mapper.core.field.matching import (UNMATCHED, assign_masks, bce_cost,
+                                                 covered_tokens, dice_cost)
 
 
 def test_costs_hand_values():
@@ -75,3 +76,52 @@ def test_class_cost_breaks_a_tie():
     dice, bce = dice_cost(pred, masks, 1.0).numpy(), bce_cost(pred, masks).numpy()
     class_cost = np.array([[0.5, 0.0]])  # token 1 predicts the mask's class
     assert assign_masks(dice, bce, 0.9, class_cost).mask_to_token.tolist() == [1]
+
+
+def test_small_mask_on_a_large_token_raises_no_split_claim():
+    # token 0 is a desk (8 pixels) matched to the desk mask; a mug mask of 2 pixels on it has
+    # token 0 as its Dice-best token, with a Dice cost of ~0.6 (overlap 0.4): with the default
+    # claim bound of the token manager (0.6) it is no split signal, with 0.9 it is
+    masks = torch.tensor([[1.0] * 8 + [0.0] * 2,
+                          [0.0] * 6 + [1.0] * 2 + [0.0] * 2])
+    pred = torch.tensor([[0.95] * 8 + [0.02] * 2,
+                         [0.02] * 10])
+    dice, bce = dice_cost(pred, masks, 0.0).numpy(), bce_cost(pred, masks).numpy()
+    assert int(np.argmin(dice[1])) == 0 and 0.6 < dice[1, 0] < 0.9
+    assert assign_masks(dice, bce, 0.99).split_claims == [(0, 1)]
+    assert assign_masks(dice, bce, 0.99, claim_dice_cost=0.6).split_claims == []
+
+
+def _merged_frame():
+    """Two boxes the segmenter merged into one mask (pixels 0-5), a third object (6-9)."""
+    masks = torch.tensor([[1.0] * 6 + [0.0] * 4,
+                          [0.0] * 6 + [1.0] * 4])
+    pred = torch.tensor([[0.9] * 3 + [0.05] * 7,          # token 0: left box
+                         [0.05] * 3 + [0.9] * 3 + [0.05] * 4,  # token 1: right box
+                         [0.05] * 6 + [0.9] * 4,          # token 2: the third object
+                         [0.3] * 10])                     # token 3: everywhere (not inside)
+    return masks, pred
+
+
+def test_covered_tokens_find_tokens_inside_a_merged_mask():
+    masks, pred = _merged_frame()
+    dice, bce = dice_cost(pred, masks, 1.0).numpy(), bce_cost(pred, masks).numpy()
+    assignment = assign_masks(dice, bce, 0.9)
+    matched = dict(assignment.matched_pairs)
+    assert matched[1] == 2 and matched[0] in (0, 1)
+    other = 1 - matched[0]
+    inside, mass = (masks @ pred.T).numpy(), pred.sum(dim=1).numpy()
+    covered = covered_tokens(inside, mass, assignment, np.arange(4), 0.8, 1.0)
+    # the other box's token lies inside the merged mask; the diffuse token 3 does not (60 %)
+    assert covered == [(other, 0)]
+    assignment.covered = covered
+    assert dict(assignment.mask_groups) == {0: (matched[0], other), 1: (2,)}
+    # candidates limit the search; the mass inside must reach min_inside_mass (2.7 here)
+    assert covered_tokens(inside, mass, assignment, np.array([2, 3]), 0.8, 1.0) == []
+    assert covered_tokens(inside, mass, assignment, np.arange(4), 0.8, 3.0) == []
+    assert covered_tokens(inside, mass, assignment, np.arange(4), 0.5, 1.0) == [(other, 0),
+                                                                                  (3, 0)]
+    # a token of another class does not stand for part of the mask
+    compatible = np.ones((2, 4), bool)
+    compatible[0, other] = False
+    assert covered_tokens(inside, mass, assignment, np.arange(4), 0.8, 1.0, compatible) == []

@@ -178,6 +178,32 @@ def test_prior_seeds_tokens_and_distillation_targets(toy_scene):
     assert "prior_distill" in trainer.last_losses
 
 
+def test_merged_and_split_tokens_hand_over_their_prior_vertices(toy_scene, monkeypatch):
+    from panoptic_mapper.core.field.token_manager import TokenChange
+
+    refined = _integrated(toy_scene, _config(20))
+    refined.train_steps(1)
+    trainer = refined.trainer
+    table_a = toy_scene.mesh.instance_ids == 1
+    table_b = toy_scene.mesh.instance_ids == 2
+    assert set(trainer._distill_token_ids[table_a]) == {1}
+    assert set(trainer._distill_token_ids[table_b]) == {2}
+    # token 2 was one object with token 1: table B's prior vertices now distil token 1
+    monkeypatch.setattr(trainer.manager, "maintain",
+                        lambda *args, **kwargs: TokenChange(step=1, merged={2: 1}))
+    trainer._maintain_tokens()
+    assert set(trainer._distill_token_ids[table_a | table_b]) == {1}
+    # token 1 then split: the masks show two objects where the prior has one, so neither
+    # table's vertices are distilled into a token any more (classes still are)
+    monkeypatch.setattr(trainer.manager, "maintain",
+                        lambda *args, **kwargs: TokenChange(step=2, split={9: 1}))
+    trainer._maintain_tokens()
+    assert set(trainer._distill_token_ids[table_a | table_b]) == {0}
+    assert 1 in trainer._distill_token_classes
+    refined.train_steps(1)  # distillation runs without those vertices
+    assert np.isfinite(trainer.last_losses["prior_distill"])
+
+
 class _GrowingPrior(ToyPriorMap):
     """Confirms the cabinet only after the first training chunk."""
 

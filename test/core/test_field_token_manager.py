@@ -71,6 +71,68 @@ def test_tokens_out_of_view_are_not_judged():
     assert tokens.ids_list() == [10, 12, 13]
 
 
+def test_a_token_covered_by_merged_masks_is_in_use():
+    tokens, optimizer = _tokens_and_optimizer()
+    manager = TokenManager(TokenManagerConfig(min_visible_frames=2, split=False,
+                                              spawn_unmatched=False))
+    state = manager.initialize_state(tokens)
+    for _ in range(2):  # row 1 is never matched but lies inside mask 0 (merged with row 0)
+        assignment = _assignment([0])
+        assignment.covered = [(1, 0)]
+        manager.record(state, tokens, assignment, np.full((1, 3), np.nan),
+                       visible_rows=np.array([0, 1]))
+    change = manager.maintain(state, tokens, optimizer, None, step=3)
+    assert change.pruned_unused == []
+    assert tokens.ids_list() == [10, 11, 12, 13]
+
+
+def _frame_with_groups(groups):
+    """An assignment whose mask k stands for the token rows ``groups[k]`` (first: matched)."""
+    assignment = _assignment([rows[0] for rows in groups])
+    assignment.covered = [(row, mask) for mask, rows in enumerate(groups) for row in rows[1:]]
+    return assignment
+
+
+def test_tokens_one_mask_keeps_standing_for_are_merged():
+    tokens, optimizer = _tokens_and_optimizer()
+    manager = TokenManager(TokenManagerConfig(split=False, spawn_unmatched=False,
+                                              merge_ratio=0.8, merge_min_frames=3))
+    state = manager.initialize_state(tokens)
+    nowhere = np.full((2, 3), np.nan)
+    # rows 0 and 2 (ids 10, 12): one mask covers both in 4 of 5 frames (a fragment, or a
+    # split undone); rows 1 and 3 (ids 11, 13): together in 3 of 5 (touching objects that the
+    # segmenter merges now and then)
+    for frame in range(5):
+        together_a = frame < 4
+        together_b = frame < 3
+        groups = [[0, 2] if together_a else [0], [1, 3] if together_b else [1]]
+        if not together_a:
+            groups.append([2])
+        if not together_b:
+            groups.append([3])
+        manager.record(state, tokens, _frame_with_groups(groups), np.full((4, 3), np.nan))
+    # id 10 matched once more, alone in view
+    manager.record(state, tokens, _assignment([0]), nowhere[:1], visible_rows=np.array([0]))
+    assert state.cosegmented["10,12"] == [4, 1] and state.cosegmented["11,13"] == [3, 2]
+    change = manager.maintain(state, tokens, optimizer, None, step=9)
+    assert change.merged == {12: 10}  # the one matched less often goes
+    assert tokens.ids_list() == [10, 11, 13]
+    assert state.cosegmented == {}
+    restored = TokenManagerState.from_dict(state.to_dict())
+    assert restored == state
+
+
+def test_a_token_in_view_outside_the_mask_is_apart():
+    # the segmenter misses object B (id 11) in view while A's mask (id 10) is matched: that is
+    # evidence that they are two, not one
+    tokens, optimizer = _tokens_and_optimizer()
+    manager = TokenManager(TokenManagerConfig(split=False, spawn_unmatched=False))
+    state = manager.initialize_state(tokens)
+    manager.record(state, tokens, _assignment([0]), np.full((1, 3), np.nan),
+                   visible_rows=np.array([0, 1]))
+    assert state.cosegmented == {"10,11": [0, 1]}
+
+
 def test_occasional_claims_do_not_split():
     tokens, optimizer = _tokens_and_optimizer()
     manager = TokenManager(TokenManagerConfig(split_min_signals=2, split_min_claim_ratio=0.25,

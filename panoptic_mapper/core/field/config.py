@@ -174,6 +174,23 @@ class TokenManagerConfig(ConfigBase):
     split_min_claim_ratio: float = 0.25
     """... and they must be at least this share of the token's matches plus claims, so that a
     mask split in two by the segmenter now and then does not clone a token."""
+    split_max_dice_cost: float = 0.6
+    """A mask raises a split signal only when its Dice cost with the token it claims is at most
+    this (Dice overlap at least 0.4): one of two objects that the token covers does, while a
+    small mask on a large token (a mug on the desk's token, a false-positive blob) does not.
+    Above ``reject_dice_cost`` it changes nothing."""
+    merge: bool = True
+    """Remove one of two tokens that a single mask kept standing for (matched and covered):
+    undoes splits caused by over-segmenting frames, joins fragments (not in the paper)."""
+    merge_ratio: float = 0.8
+    """... when one mask stood for both in at least this share of the window's frames in which
+    masks stood for both ..."""
+    merge_min_frames: int = 3
+    """... and in at least this many frames."""
+    split_releases_prior: bool = True
+    """With a prior map: a token that splits stops being distilled from its prior instance
+    (the 2D masks show two objects where the prior has one; copying the prior would pull the
+    two tokens back together). Its class is still distilled."""
     grow_until: float = 0.7
     """Split and spawn only before this fraction of the step budget; later maintenances only
     prune, so that the final tokens have had time to converge."""
@@ -192,6 +209,14 @@ class TokenManagerConfig(ConfigBase):
     reject_dice_cost: float = 0.9
     """A mask-token match whose Dice cost exceeds this is rejected (code: 0.9); also the bound on
     the best Dice cost of a mask that may raise a split signal."""
+    union_containment: float = 0.8
+    """Under-segmentation (not in the paper): an unmatched token in view whose rendered mass on
+    a frame's rays lies at least this share inside one matched mask is trained with it: the
+    mask supervises the union of its tokens (instance and panoptic losses), so touching
+    objects that the segmenter often merges keep their own tokens. 0 = off (one token per
+    mask, as the paper)."""
+    union_min_rays: float = 3.0
+    """... and at least this much of its mass (in rays) must lie inside the mask."""
 
     def validate(self) -> None:
         require(0 <= self.start_fraction <= 1, "start_fraction", self.start_fraction,
@@ -200,7 +225,8 @@ class TokenManagerConfig(ConfigBase):
                 "must be in (0, 1]")
         require(self.min_assignments >= 0, "min_assignments", self.min_assignments,
                 "must be >= 0")
-        for name in ("mask_threshold", "iom_threshold", "reject_dice_cost"):
+        for name in ("mask_threshold", "iom_threshold", "reject_dice_cost",
+                     "split_max_dice_cost"):
             value = getattr(self, name)
             require(0 < value <= 1, name, value, "must be in (0, 1]")
         require(self.iom_voxel_size_m > 0, "iom_voxel_size_m", self.iom_voxel_size_m,
@@ -210,9 +236,13 @@ class TokenManagerConfig(ConfigBase):
                 "must be >= 1")
         require(self.min_visible_frames >= 0, "min_visible_frames", self.min_visible_frames,
                 "must be >= 0")
-        for name in ("split_min_claim_ratio", "grow_until"):
+        for name in ("split_min_claim_ratio", "grow_until", "union_containment"):
             value = getattr(self, name)
             require(0 <= value <= 1, name, value, "must be in [0, 1]")
+        require(self.union_min_rays >= 0, "union_min_rays", self.union_min_rays, "must be >= 0")
+        require(0 < self.merge_ratio <= 1, "merge_ratio", self.merge_ratio, "must be in (0, 1]")
+        require(self.merge_min_frames >= 1, "merge_min_frames", self.merge_min_frames,
+                "must be >= 1")
         require(self.spawn_min_count >= 1, "spawn_min_count", self.spawn_min_count,
                 "must be >= 1")
         require(self.spawn_voxel_size_m > 0, "spawn_voxel_size_m", self.spawn_voxel_size_m,

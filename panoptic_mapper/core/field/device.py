@@ -6,10 +6,16 @@ when the trainer is built: ``auto`` takes CUDA where torch sees it and the CPU o
 explicit CUDA device on a machine without one is a :class:`ConfigError`. The hash grids are
 checked against the resolved device at the same time (tiny-cuda-nn needs a CUDA device).
 
-Owns: :func:`resolve_device`, :func:`resolve_training_device`.
+Also :func:`seeded_init`: weights drawn from torch's global generator (``nn.Linear``, the hash
+tables) are drawn from a seed instead, without touching the caller's random state.
+
+Owns: :func:`resolve_device`, :func:`resolve_training_device`, :func:`seeded_init`.
 Does not own: placing tensors (the trainer) or the grid implementations (``encodings.py``).
 """
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import torch
 
@@ -63,3 +69,15 @@ def resolve_training_device(config: FieldTrainingConfig) -> torch.device:
                               f"{exc.reason} ({DEVICE_KEY} '{config.trainer.device}' means "
                               f"{device} here)") from exc
     return device
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int, device: torch.device) -> Iterator[None]:
+    """Inside, torch's global generators (the CPU's and ``device``'s when it is a CUDA device)
+    start from ``seed``; afterwards they are back where they were. Modules built inside
+    initialise their weights the same way on every run."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield

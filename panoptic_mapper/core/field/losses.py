@@ -85,13 +85,20 @@ def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.
 
 
 def probability_nll(probs: torch.Tensor, target: torch.Tensor, ignore_index: int,
-                    weights: torch.Tensor | None = None) -> torch.Tensor:
+                    weights: torch.Tensor | None = None,
+                    also_target: torch.Tensor | None = None) -> torch.Tensor:
     """Mean ``-log p[target]`` over rows whose target is not ``ignore_index`` (E32, E33),
-    weighted by ``weights`` [R] when given."""
+    weighted by ``weights`` [R] when given. ``also_target`` [R, K] (0/1) marks more columns
+    that count as right for a row: its loss is then ``-log(p[target] + sum of those)``."""
     keep = target != ignore_index
     if not bool(keep.any()):
         return probs.sum() * 0.0
-    nll = F.nll_loss(torch.log(probs[keep] + LOG_EPS), target[keep], reduction="none")
+    chosen = probs[keep].gather(1, target[keep][:, None])[:, 0]
+    if also_target is not None:
+        extra = also_target[keep].clone()
+        extra.scatter_(1, target[keep][:, None], 0.0)
+        chosen = chosen + (probs[keep] * extra).sum(dim=1)
+    nll = -torch.log(chosen + LOG_EPS)
     return _weighted_mean(nll, None if weights is None else weights[keep])
 
 
@@ -109,12 +116,33 @@ def matched_mask_losses(pred: torch.Tensor, target: torch.Tensor, pairs: list[tu
     Returns:
         (dice, bce), each the (weighted) mean over pairs (0 without pairs).
     """
-    if not pairs:
+    return grouped_mask_losses(pred, target, [(m, (t,)) for m, t in pairs], dice_eps,
+                               mask_weights)
+
+
+def grouped_mask_losses(pred: torch.Tensor, target: torch.Tensor,
+                        groups: list[tuple[int, tuple[int, ...]]], dice_eps: float,
+                        mask_weights: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """E30 where a mask may stand for several tokens: Dice and BCE of each mask against the
+    union ``1 - prod_n (1 - m_n)`` of its tokens' masks (one token: E30 itself).
+
+    Args:
+        pred: [N, X] rendered token masks on the frame's rays.
+        target: [L, X] binary 2D masks.
+        groups: (mask index, token rows) of accepted matches.
+        mask_weights: optional [L] weight of each mask.
+
+    Returns:
+        (dice, bce), each the (weighted) mean over groups (0 without groups).
+    """
+    if not groups:
         zero = pred.sum() * 0.0
         return zero, zero
-    masks = torch.tensor([m for m, _ in pairs], dtype=torch.long, device=pred.device)
-    tokens = torch.tensor([t for _, t in pairs], dtype=torch.long, device=pred.device)
-    p = pred[tokens].clamp(PROB_EPS, 1.0 - PROB_EPS)  # [K, X]
+    masks = torch.tensor([m for m, _ in groups], dtype=torch.long, device=pred.device)
+    unions = [pred[rows[0]] if len(rows) == 1
+              else 1.0 - torch.prod(1.0 - pred[list(rows)], dim=0) for _, rows in groups]
+    p = torch.stack(unions).clamp(PROB_EPS, 1.0 - PROB_EPS)  # [K, X]
     t = target[masks]
     dice = 1.0 - (2.0 * (p * t).sum(dim=1) + dice_eps) / (p.sum(dim=1) + t.sum(dim=1) + dice_eps)
     bce = F.binary_cross_entropy(p, t, reduction="none").mean(dim=1)

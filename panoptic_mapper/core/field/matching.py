@@ -10,7 +10,13 @@ On the sampled rays of one frame, with L binary 2D masks ``M_l`` and N rendered 
 A match whose Dice cost exceeds the rejection threshold is dropped (its pixels are ignored).
 A split signal is raised for token n when a mask's Dice-best token n is matched to another mask.
 
-Owns: the cost functions, :func:`assign_masks`, :class:`MaskAssignment`.
+Under-segmentation (not in the paper): a segmenter that merges touching objects gives one mask
+for several tokens, and one-to-one matching then teaches the matched token the union, so the
+tokens of a pair that is merged in most frames merge too. :func:`covered_tokens` finds, for each
+matched mask, the unmatched tokens in view whose rendered mass on the frame's rays lies mostly
+inside it; the trainer supervises the mask with the union of its matched and covered tokens.
+
+Owns: the cost functions, :func:`assign_masks`, :class:`MaskAssignment`, :func:`covered_tokens`.
 Does not own: the losses on matched pairs (``losses.py``) or what tokens do with split signals.
 """
 from __future__ import annotations
@@ -57,15 +63,28 @@ class MaskAssignment:
     split_claims: list[tuple[int, int]] = field(default_factory=list)
     """(token row, mask index) pairs: the token is the mask's Dice-best token but is matched to
     another mask (the paper's split signal)."""
+    covered: list[tuple[int, int]] = field(default_factory=list)
+    """(token row, mask index) pairs: an unmatched token that lies inside a matched mask (set by
+    :func:`covered_tokens`; the mask supervises the union of its tokens)."""
 
     @property
     def matched_pairs(self) -> list[tuple[int, int]]:
         """(mask index, token row) of accepted matches."""
         return [(m, int(t)) for m, t in enumerate(self.mask_to_token) if t != UNMATCHED]
 
+    @property
+    def mask_groups(self) -> list[tuple[int, tuple[int, ...]]]:
+        """(mask index, token rows) of accepted matches: the matched token first, then the
+        tokens the mask covers."""
+        extra: dict[int, list[int]] = {}
+        for row, mask in self.covered:
+            extra.setdefault(mask, []).append(row)
+        return [(m, (t, *extra.get(m, ()))) for m, t in self.matched_pairs]
+
 
 def assign_masks(dice: np.ndarray, bce: np.ndarray, reject_dice_cost: float,
-                 class_cost: np.ndarray | None = None) -> MaskAssignment:
+                 class_cost: np.ndarray | None = None,
+                 claim_dice_cost: float | None = None) -> MaskAssignment:
     """Hungarian assignment of L masks to N tokens on ``dice + bce (+ class_cost)``.
 
     Args:
@@ -73,6 +92,8 @@ def assign_masks(dice: np.ndarray, bce: np.ndarray, reject_dice_cost: float,
         bce: [L, N] BCE costs.
         reject_dice_cost: matches with a Dice cost above this are rejected.
         class_cost: optional [L, N] extra cost (the code's class term).
+        claim_dice_cost: a mask raises a split signal only if its Dice cost with its best
+            token is at most this (default: ``reject_dice_cost``).
 
     Returns:
         The assignment. With L > N only N masks can be matched; the rest stay unmatched.
@@ -93,10 +114,52 @@ def assign_masks(dice: np.ndarray, bce: np.ndarray, reject_dice_cost: float,
         else:
             mask_to_token[mask] = token
     owner = {int(t): int(m) for m, t in enumerate(mask_to_token) if t != UNMATCHED}
+    claim_limit = reject_dice_cost if claim_dice_cost is None else claim_dice_cost
     claims = []
     for mask in range(num_masks):
         best = int(np.argmin(dice[mask]))
-        if (best != mask_to_token[mask] and dice[mask, best] <= reject_dice_cost
+        if (best != mask_to_token[mask] and dice[mask, best] <= claim_limit
                 and owner.get(best, mask) != mask):
             claims.append((best, mask))
     return MaskAssignment(mask_to_token, rejected, cost, dice, claims)
+
+
+def covered_tokens(inside_mass: np.ndarray, token_mass: np.ndarray,
+                   assignment: MaskAssignment, candidate_rows: np.ndarray,
+                   min_containment: float, min_inside_mass: float,
+                   compatible: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """Unmatched tokens that lie inside a matched mask of the frame (under-segmentation).
+
+    A candidate token that no mask matched is covered by the matched mask holding the largest
+    share of its rendered mass on the frame's rays, when that share is at least
+    ``min_containment``, the mass inside is at least ``min_inside_mass`` (in rays) and the
+    token may stand for that mask (``compatible``, e.g. same class).
+
+    Args:
+        inside_mass: [L, N] sum over the frame's rays of token n's rendered mask inside mask l.
+        token_mass: [N] sum over the frame's rays of token n's rendered mask.
+        assignment: the frame's assignment (matched masks and tokens).
+        candidate_rows: token rows that may be covered (e.g. the tokens in view).
+        min_containment: share of the token's mass that must lie inside the mask, in (0, 1].
+        min_inside_mass: mass inside the mask needed, in rays.
+        compatible: optional [L, N] bool: token n may be covered by mask l (default: all).
+
+    Returns:
+        (token row, mask index) pairs, at most one per token.
+    """
+    matched_tokens = {t for _, t in assignment.matched_pairs}
+    matched_masks = np.array([m for m, _ in assignment.matched_pairs], np.int64)
+    if not len(matched_masks):
+        return []
+    covered = []
+    for row in np.asarray(candidate_rows, np.int64):
+        if int(row) in matched_tokens or token_mass[row] <= 0:
+            continue
+        inside = inside_mass[matched_masks, row]
+        best = int(np.argmax(inside))
+        if compatible is not None and not compatible[matched_masks[best], row]:
+            continue
+        if (inside[best] >= min_inside_mass
+                and inside[best] >= min_containment * token_mass[row]):
+            covered.append((int(row), int(matched_masks[best])))
+    return covered

@@ -14,6 +14,13 @@ The trainer calls :meth:`TokenManager.record` after every frame's Hungarian assi
 4. spawn (not in the paper, for keyframes that keep arriving): unmatched masks whose centroids
    gather in one voxel away from every token get a new token there.
 
+Between 2 and 3 (``merge``, not in the paper): two tokens that one mask kept standing for
+together (matched and covered, see ``matching.covered_tokens``) in at least ``merge_ratio`` of
+the window's frames that showed both with a mask standing for at least one of them (and at
+least ``merge_min_frames`` times) are one object: the one matched less often goes. This undoes a split that an over-segmenting frame
+caused, and joins a fragment to its object; two touching objects that the segmenter merges in
+some frames only are shown apart in the others and stay two.
+
 Split and spawn stop at ``grow_until`` of the budget (the caller says so with
 ``allow_growth``); pruning goes on.
 
@@ -51,6 +58,10 @@ class TokenManagerState:
     """Token id -> 3D centroids of the masks that claimed it while matched elsewhere."""
     unmatched_centroids: list[list[float]] = field(default_factory=list)
     """3D centroids of masks that got no token (or a rejected one) in the window."""
+    cosegmented: dict[str, list[int]] = field(default_factory=dict)
+    """``"a,b"`` (token ids, a < b) -> [frames in which one mask stood for both, frames in
+    which a mask stood for one of them and the other was in view but not in that mask]
+    within the window."""
     maintenance_count: int = 0
     """Maintenances done so far."""
 
@@ -65,6 +76,7 @@ class TokenManagerState:
         state.assignments = {int(k): int(v) for k, v in state.assignments.items()}
         state.visible = {int(k): int(v) for k, v in state.visible.items()}
         state.split_claims = {int(k): v for k, v in state.split_claims.items()}
+        state.cosegmented = {str(k): [int(c) for c in v] for k, v in state.cosegmented.items()}
         return state
 
 
@@ -77,11 +89,14 @@ class TokenChange:
     pruned_duplicate: list[int] = field(default_factory=list)
     split: dict[int, int] = field(default_factory=dict)
     """New token id -> id of the token it was cloned from."""
+    merged: dict[int, int] = field(default_factory=dict)
+    """Removed token id -> id of the token it was one object with."""
     spawned: list[int] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.pruned_unused or self.pruned_duplicate or self.split or self.spawned)
+        return bool(self.pruned_unused or self.pruned_duplicate or self.split or self.spawned
+                    or self.merged)
 
 
 @dataclass
@@ -111,7 +126,8 @@ class TokenManager:
         rows = range(len(ids)) if visible_rows is None else visible_rows
         for row in rows:
             state.visible[ids[int(row)]] = state.visible.get(ids[int(row)], 0) + 1
-        for _, row in assignment.matched_pairs:
+        # A token covered by a merged mask is in use as much as a matched one.
+        for row in [r for _, r in assignment.matched_pairs] + [r for r, _ in assignment.covered]:
             state.assignments[ids[row]] = state.assignments.get(ids[row], 0) + 1
         for row, mask in assignment.split_claims:
             centroid = mask_centroids_m[mask]
@@ -121,6 +137,19 @@ class TokenManager:
             centroid = mask_centroids_m[mask]
             if row == UNMATCHED and np.all(np.isfinite(centroid)):
                 state.unmatched_centroids.append(centroid.tolist())
+        # Pairs with at least one token that a mask stood for, the other one too or in view:
+        # together when one mask stood for both, else apart (a token in view that no mask
+        # stood for is apart from the one that a mask did).
+        group_of = {ids[row]: group for group, (_, rows) in enumerate(assignment.mask_groups)
+                    for row in rows}
+        seen = sorted(set(group_of) | {ids[int(row)] for row in rows})
+        for index, a in enumerate(seen):
+            for b in seen[index + 1:]:
+                if a not in group_of and b not in group_of:
+                    continue
+                together = a in group_of and group_of[a] == group_of.get(b)
+                counts = state.cosegmented.setdefault(f"{a},{b}", [0, 0])
+                counts[0 if together else 1] += 1
 
     def is_due(self, state: TokenManagerState, step: int, total_steps: int) -> bool:
         """Whether :meth:`maintain` should run at ``step`` (0-based, after the step)."""
@@ -156,6 +185,8 @@ class TokenManager:
             for row in self._duplicates(masks_on_points, keep):
                 keep[row] = False
                 change.pruned_duplicate.append(ids[row])
+        if self.config.merge:
+            self._merge_cosegmented(state, ids, keep, change)
         rows = [r for r in range(len(ids)) if keep[r]]
         new_ids = [ids[r] for r in rows]
         split_targets: list[tuple[int, np.ndarray]] = []
@@ -187,8 +218,33 @@ class TokenManager:
         state.visible = {}
         state.split_claims = {}
         state.unmatched_centroids = []
+        state.cosegmented = {}
         state.maintenance_count += 1
         return change
+
+    def _merge_cosegmented(self, state: TokenManagerState, ids: list[int], keep: np.ndarray,
+                           change: TokenChange) -> None:
+        """Drop (``keep[row] = False``) the less matched token of each pair that one mask kept
+        standing for; records ``change.merged``."""
+        row_of = {token_id: row for row, token_id in enumerate(ids)}
+        survivor: dict[int, int] = {}
+        for key, (together, apart) in sorted(state.cosegmented.items()):
+            if (together < self.config.merge_min_frames
+                    or together < self.config.merge_ratio * (together + apart)):
+                continue
+            a, b = (int(v) for v in key.split(","))
+            while a in survivor:
+                a = survivor[a]
+            while b in survivor:
+                b = survivor[b]
+            if a == b or a not in row_of or b not in row_of:
+                continue
+            if not (keep[row_of[a]] and keep[row_of[b]]):
+                continue
+            kept, dropped = sorted((a, b), key=lambda t: (-state.assignments.get(t, 0), t))
+            keep[row_of[dropped]] = False
+            survivor[dropped] = kept
+            change.merged[dropped] = kept
 
     def _duplicates(self, masks_on_points: torch.Tensor, keep: np.ndarray) -> list[int]:
         """Rows to drop as duplicates (smaller mask of a pair with high IoM), among ``keep``."""

@@ -42,17 +42,18 @@ import torch
 from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.field.classes import ClassSpace
 from panoptic_mapper.core.field.config import FieldTrainingConfig
-from panoptic_mapper.core.field.device import resolve_training_device
+from panoptic_mapper.core.field.device import resolve_training_device, seeded_init
 from panoptic_mapper.core.field.gaussian_tokens import InstanceTokens
 from panoptic_mapper.core.field.keyframes import (NO_MASK, Keyframe, KeyframeStore, RayBatch,
                                                   concat_ray_batches, make_ray_batch,
                                                   sample_geometry_rays,
                                                   sample_segmentation_pixels)
 from panoptic_mapper.core.field.losses import (IGNORE, LossName, depth_l1, eikonal,
-                                               matched_mask_losses, probability_nll,
+                                               grouped_mask_losses, matched_mask_losses,
+                                               probability_nll,
                                                query_separation, sdf_losses, token_class_loss)
 from panoptic_mapper.core.field.matching import (UNMATCHED, MaskAssignment, assign_masks,
-                                                 bce_cost, dice_cost)
+                                                 bce_cost, covered_tokens, dice_cost)
 from panoptic_mapper.core.field.panoptic_field import PanopticField, SceneBox
 from panoptic_mapper.core.field.panoptic_head import bayes_panoptic_probabilities
 from panoptic_mapper.core.field.rendering import (RayBundle, band_ranges, interval_midpoints,
@@ -225,8 +226,12 @@ class FieldTrainer:
                                            if c > 0 and seeds.prior_ids[i] > 0}
 
     def _build(self, box: SceneBox, tokens: InstanceTokens) -> None:
-        self.field = PanopticField(self.config.field, self.config.tokens, self.classes, box,
-                                   tokens, self.config.sampler.init_inv_s_per_m, self.device)
+        # Decoders and hash tables draw from torch's global generator: seed it, so that a run
+        # repeats (tokens already draw from self.generator).
+        with seeded_init(self.config.trainer.seed, self.device):
+            self.field = PanopticField(self.config.field, self.config.tokens, self.classes, box,
+                                       tokens, self.config.sampler.init_inv_s_per_m,
+                                       self.device)
         lr = self.config.optimizer
         f = self.field
         # The encodings' own leaf parameters: tiny-cuda-nn's table() is a view, which Adam
@@ -497,13 +502,18 @@ class FieldTrainer:
         if phase.semantic:
             losses[LossName.SEMANTIC] = probability_nll(rendered_semantic, rays.semantic_class,
                                                         0, ray_weights)
-        panoptic_target = self._match_frames(frames, batches, rays, rendered_masks, phase,
-                                             losses)
+        panoptic_target, covered_by_ray = self._match_frames(frames, batches, rays,
+                                                             rendered_masks, phase, losses)
         if phase.panoptic:
             panoptic = composite(bayes_panoptic_probabilities(semantic, masks,
                                                               self.classes.num_stuff))
+            also = None
+            if covered_by_ray is not None:
+                # A covered token is as right as the matched one on its mask's rays.
+                also = torch.zeros_like(panoptic)
+                also[:, 1 + self.classes.num_stuff:] = covered_by_ray
             losses[LossName.PANOPTIC] = probability_nll(panoptic, panoptic_target, IGNORE,
-                                                        ray_weights)
+                                                        ray_weights, also)
         if cfg.loss.query_separation > 0 and self.field.tokens.num_tokens > 1:
             queries = self.field.instance_module.queries(self.field.tokens.features)
             losses[LossName.QUERY_SEPARATION] = query_separation(
@@ -511,9 +521,12 @@ class FieldTrainer:
 
     def _match_frames(self, frames: list[Keyframe], batches: list[RayBatch], rays: RayBatch,
                       rendered_masks: torch.Tensor, phase: TrainingPhase,
-                      losses: dict[LossName, torch.Tensor]) -> torch.Tensor:
+                      losses: dict[LossName, torch.Tensor]
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Hungarian matching per frame, instance and class losses; returns the [R] panoptic
-        target (stuff class, 1 + S + token row, or IGNORE)."""
+        target (stuff class, 1 + S + matched token row, or IGNORE) and, when some mask covers
+        more tokens than its matched one, the [R, N] 0/1 covered tokens of each ray's mask
+        (else None)."""
         cfg = self.config
         num_stuff = self.classes.num_stuff
         semantic = rays.semantic_class
@@ -522,6 +535,7 @@ class FieldTrainer:
         num_tokens = self.field.tokens.num_tokens
         class_logits = self.field.token_class_logits() if num_tokens else None
         dice_terms, bce_terms, class_rows, class_targets, class_weights = [], [], [], [], []
+        covered_by_ray: torch.Tensor | None = None
         surface_points = rays.surface_points()
         surface = surface_points.cpu().numpy()
         in_view = self._tokens_in_view(surface_points, rendered_masks).cpu()
@@ -558,7 +572,20 @@ class FieldTrainer:
                     mask_classes = torch.as_tensor(keyframe.thing_classes[present_masks])
                     cost = -probs[:, mask_classes].T.numpy()  # [L, N]
                     class_cost = cfg.loss.match_class_cost * (cost - cost.min())
-            assignment = assign_masks(dice, bce, cfg.token_manager.reject_dice_cost, class_cost)
+            assignment = assign_masks(dice, bce, cfg.token_manager.reject_dice_cost, class_cost,
+                                      cfg.token_manager.split_max_dice_cost)
+            if cfg.token_manager.union_containment > 0:
+                with torch.no_grad():
+                    inside = (gt @ pred.T).cpu().numpy()  # [L, N]
+                    mass = pred.sum(dim=1).cpu().numpy()  # [N]
+                    # Only a token of the mask's class may stand for part of it.
+                    token_class = class_logits[:, 1:].argmax(dim=1).cpu().numpy() + 1
+                    same_class = (keyframe.thing_classes[present_masks][:, None]
+                                  == token_class[None, :])
+                assignment.covered = covered_tokens(inside, mass, assignment, visible,
+                                                    cfg.token_manager.union_containment,
+                                                    cfg.token_manager.union_min_rays,
+                                                    same_class)
             self.manager.record(self.manager_state, self.field.tokens, assignment, centroids,
                                 visible)
             pairs = assignment.matched_pairs
@@ -567,8 +594,8 @@ class FieldTrainer:
                 if cfg.loss.score_weighting:
                     scores = batch.score[None, :] * gt
                     mask_scores = scores.sum(dim=1) / gt.sum(dim=1).clamp_min(1.0)
-                dice_loss, bce_loss = matched_mask_losses(pred, gt, pairs, cfg.loss.dice_eps,
-                                                          mask_scores)
+                dice_loss, bce_loss = grouped_mask_losses(pred, gt, assignment.mask_groups,
+                                                          cfg.loss.dice_eps, mask_scores)
                 dice_terms.append(dice_loss)
                 bce_terms.append(bce_loss)
                 for mask, row in pairs:
@@ -577,6 +604,11 @@ class FieldTrainer:
                     class_weights.append(1.0 if mask_scores is None
                                          else float(mask_scores[mask]))
                     target[start:stop][local_masks == present[mask]] = 1 + num_stuff + row
+                for row, mask in assignment.covered:
+                    if covered_by_ray is None:
+                        covered_by_ray = torch.zeros(rays.num_rays, num_tokens,
+                                                     device=self.device)
+                    covered_by_ray[start:stop, row] = (local_masks == present[mask]).float()
             start = stop
         if bce_terms:
             if phase.dice:
@@ -585,7 +617,7 @@ class FieldTrainer:
             losses[LossName.TOKEN_CLASS] = token_class_loss(
                 class_logits, self._on_device(class_rows), self._on_device(class_targets),
                 self._on_device(class_weights))
-        return target
+        return target, covered_by_ray
 
     @torch.no_grad()
     def _tokens_in_view(self, surface_points: torch.Tensor,
@@ -609,8 +641,17 @@ class FieldTrainer:
                 # The manager's bookkeeping runs on the CPU (one decision per token pair).
                 masks = (masks > self.config.token_manager.mask_threshold).cpu()
         growth = self.step_count < self.config.token_manager.grow_until * self.total_steps
-        return self.manager.maintain(self.manager_state, tokens, self.optimizer, masks,
-                                     self.step_count, allow_growth=growth)
+        change = self.manager.maintain(self.manager_state, tokens, self.optimizer, masks,
+                                       self.step_count, allow_growth=growth)
+        if self._distill_token_ids is not None:
+            # A merged token's prior vertices belong to the token it was one object with.
+            for dropped, kept in change.merged.items():
+                self._distill_token_ids[self._distill_token_ids == dropped] = kept
+            if change.split and self.config.token_manager.split_releases_prior:
+                # The masks show two objects where the prior has one instance: stop copying it.
+                released = np.isin(self._distill_token_ids, list(change.split.values()))
+                self._distill_token_ids = np.where(released, 0, self._distill_token_ids)
+        return change
 
     def iom_points(self) -> np.ndarray:
         """[P, 3] surface points on which 3D token masks are compared (voxel-downsampled)."""
