@@ -440,7 +440,8 @@ class TrainerConfig(ConfigBase):
     torch_threads: int = 0
     """``torch.set_num_threads`` while training (process-wide); 0 leaves it unchanged."""
     seed: int = 0
-    """Seed of the ray sampling and token initialisation."""
+    """Seed of the ray sampling and of the token and weight initialisation: offline, on the CPU
+    with the same thread count, training on the same keyframes and prior repeats bit for bit."""
     device: str = "auto"
     """Torch device of the field, tokens, optimiser state and every per-step tensor: ``auto``
     (CUDA where torch sees a CUDA device, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
