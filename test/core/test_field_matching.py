@@ -78,18 +78,19 @@ def test_class_cost_breaks_a_tie():
     assert assign_masks(dice, bce, 0.9, class_cost).mask_to_token.tolist() == [1]
 
 
-def test_small_mask_on_a_large_token_raises_no_split_claim():
+def test_a_mask_of_another_class_raises_no_split_claim():
     # token 0 is a desk (8 pixels) matched to the desk mask; a mug mask of 2 pixels on it has
-    # token 0 as its Dice-best token, with a Dice cost of ~0.6 (overlap 0.4): with the default
-    # claim bound of the token manager (0.6) it is no split signal, with 0.9 it is
+    # token 0 as its Dice-best token: a split signal for the desk, unless masks may claim only
+    # tokens of their own class
     masks = torch.tensor([[1.0] * 8 + [0.0] * 2,
                           [0.0] * 6 + [1.0] * 2 + [0.0] * 2])
     pred = torch.tensor([[0.95] * 8 + [0.02] * 2,
                          [0.02] * 10])
     dice, bce = dice_cost(pred, masks, 0.0).numpy(), bce_cost(pred, masks).numpy()
-    assert int(np.argmin(dice[1])) == 0 and 0.6 < dice[1, 0] < 0.9
+    assert int(np.argmin(dice[1])) == 0 and dice[1, 0] < 0.9
     assert assign_masks(dice, bce, 0.99).split_claims == [(0, 1)]
-    assert assign_masks(dice, bce, 0.99, claim_dice_cost=0.6).split_claims == []
+    may_claim = np.array([[True, True], [False, True]])  # the mug mask, the desk token: no
+    assert assign_masks(dice, bce, 0.99, may_claim=may_claim).split_claims == []
 
 
 def _merged_frame():

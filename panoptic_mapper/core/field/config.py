@@ -174,19 +174,18 @@ class TokenManagerConfig(ConfigBase):
     split_min_claim_ratio: float = 0.25
     """... and they must be at least this share of the token's matches plus claims, so that a
     mask split in two by the segmenter now and then does not clone a token."""
-    split_max_dice_cost: float = 0.6
-    """A mask raises a split signal only when its Dice cost with the token it claims is at most
-    this (Dice overlap at least 0.4): one of two objects that the token covers does, while a
-    small mask on a large token (a mug on the desk's token, a false-positive blob) does not.
-    Above ``reject_dice_cost`` it changes nothing."""
     merge: bool = True
     """Remove one of two tokens that a single mask kept standing for (matched and covered):
     undoes splits caused by over-segmenting frames, joins fragments (not in the paper)."""
     merge_ratio: float = 0.8
-    """... when one mask stood for both in at least this share of the window's frames in which
-    masks stood for both ..."""
+    """... when one mask stood for both in at least this share of the window's frames that
+    showed both with a mask standing for at least one of them ..."""
     merge_min_frames: int = 3
     """... and in at least this many frames."""
+    split_same_class: bool = True
+    """A mask raises a split signal only for a token of its own class (argmax of ``h_SI``): one
+    of two boxes that a box token covers does, a mug lying on the desk's token does not (False:
+    any mask, as the paper)."""
     split_releases_prior: bool = True
     """With a prior map: a token that splits stops being distilled from its prior instance
     (the 2D masks show two objects where the prior has one; copying the prior would pull the
@@ -225,8 +224,7 @@ class TokenManagerConfig(ConfigBase):
                 "must be in (0, 1]")
         require(self.min_assignments >= 0, "min_assignments", self.min_assignments,
                 "must be >= 0")
-        for name in ("mask_threshold", "iom_threshold", "reject_dice_cost",
-                     "split_max_dice_cost"):
+        for name in ("mask_threshold", "iom_threshold", "reject_dice_cost"):
             value = getattr(self, name)
             require(0 < value <= 1, name, value, "must be in (0, 1]")
         require(self.iom_voxel_size_m > 0, "iom_voxel_size_m", self.iom_voxel_size_m,

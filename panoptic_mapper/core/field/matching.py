@@ -84,7 +84,7 @@ class MaskAssignment:
 
 def assign_masks(dice: np.ndarray, bce: np.ndarray, reject_dice_cost: float,
                  class_cost: np.ndarray | None = None,
-                 claim_dice_cost: float | None = None) -> MaskAssignment:
+                 may_claim: np.ndarray | None = None) -> MaskAssignment:
     """Hungarian assignment of L masks to N tokens on ``dice + bce (+ class_cost)``.
 
     Args:
@@ -92,8 +92,8 @@ def assign_masks(dice: np.ndarray, bce: np.ndarray, reject_dice_cost: float,
         bce: [L, N] BCE costs.
         reject_dice_cost: matches with a Dice cost above this are rejected.
         class_cost: optional [L, N] extra cost (the code's class term).
-        claim_dice_cost: a mask raises a split signal only if its Dice cost with its best
-            token is at most this (default: ``reject_dice_cost``).
+        may_claim: optional [L, N] bool: mask l may raise a split signal for token n (e.g. same
+            class); default: all.
 
     Returns:
         The assignment. With L > N only N masks can be matched; the rest stay unmatched.
@@ -114,11 +114,12 @@ def assign_masks(dice: np.ndarray, bce: np.ndarray, reject_dice_cost: float,
         else:
             mask_to_token[mask] = token
     owner = {int(t): int(m) for m, t in enumerate(mask_to_token) if t != UNMATCHED}
-    claim_limit = reject_dice_cost if claim_dice_cost is None else claim_dice_cost
     claims = []
     for mask in range(num_masks):
         best = int(np.argmin(dice[mask]))
-        if (best != mask_to_token[mask] and dice[mask, best] <= claim_limit
+        if may_claim is not None and not may_claim[mask, best]:
+            continue
+        if (best != mask_to_token[mask] and dice[mask, best] <= reject_dice_cost
                 and owner.get(best, mask) != mask):
             claims.append((best, mask))
     return MaskAssignment(mask_to_token, rejected, cost, dice, claims)

@@ -572,16 +572,17 @@ class FieldTrainer:
                     mask_classes = torch.as_tensor(keyframe.thing_classes[present_masks])
                     cost = -probs[:, mask_classes].T.numpy()  # [L, N]
                     class_cost = cfg.loss.match_class_cost * (cost - cost.min())
+            with torch.no_grad():
+                token_class = class_logits[:, 1:].argmax(dim=1).cpu().numpy() + 1
+            same_class = keyframe.thing_classes[present_masks][:, None] == token_class[None, :]
             assignment = assign_masks(dice, bce, cfg.token_manager.reject_dice_cost, class_cost,
-                                      cfg.token_manager.split_max_dice_cost)
+                                      same_class if cfg.token_manager.split_same_class
+                                      else None)
             if cfg.token_manager.union_containment > 0:
                 with torch.no_grad():
                     inside = (gt @ pred.T).cpu().numpy()  # [L, N]
                     mass = pred.sum(dim=1).cpu().numpy()  # [N]
-                    # Only a token of the mask's class may stand for part of it.
-                    token_class = class_logits[:, 1:].argmax(dim=1).cpu().numpy() + 1
-                    same_class = (keyframe.thing_classes[present_masks][:, None]
-                                  == token_class[None, :])
+                # Only a token of the mask's class may stand for part of it.
                 assignment.covered = covered_tokens(inside, mass, assignment, visible,
                                                     cfg.token_manager.union_containment,
                                                     cfg.token_manager.union_min_rays,
