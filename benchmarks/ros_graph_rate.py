@@ -174,7 +174,7 @@ def summarize(samples: list[dict], rate: float) -> dict:
 def run_rate(bag: Path, rate: float, work: Path, probe: Probe, with_mapper: bool,
              mapper_overrides: dict | None = None) -> dict:
     from panoptic_mapper.core.io.resources import config_path
-    from panoptic_mapper.ros.launch_plan import plan
+    from panoptic_mapper.runtime.launch_plan import plan
     from panoptic_mapper.tools.launch import GraphProcesses, node_commands, player_command
 
     planned = plan({"with_mapper": str(with_mapper).lower()}, str(config_path("mapper.yaml")))

@@ -2,7 +2,7 @@
 mapper.launch.py [name:=value ...]`` (``ros2 launch ... --show-args`` lists the arguments).
 
 Which nodes start, with which parameters and overrides, comes from
-``panoptic_mapper.ros.launch_plan`` - the same table ``panoptic-mapper launch`` uses in the pip
+``panoptic_mapper.runtime.launch_plan`` - the same table ``panoptic-mapper launch`` uses in the pip
 environment - so both launchers start the same graph: by default the segmenter, the instant
 semantics node and the mapper node (refined map), which serves the planner API under
 /panoptic_mapper. ``with_mapper:=false`` runs the instant map only (it then serves the API);
@@ -20,7 +20,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from panoptic_mapper.ros.launch_plan import LAUNCH_ARGUMENTS, PACKAGE, plan
+from panoptic_mapper.runtime.launch_plan import LAUNCH_ARGUMENTS, PACKAGE, plan
 
 
 def _nodes(context, *args, **kwargs):

@@ -4,11 +4,11 @@ Data flow: subscription callbacks only stamp-match the raw messages
 (``ros.sync.StampSynchronizer``); matched frames go through a keep-latest queue to one worker
 thread, which decodes them (``ros.conversions``), integrates them (``ros.map_session``) and,
 at ``output.rate_hz``, refreshes the map snapshot; a timer publishes a new snapshot on the
-latched map topics (``ros.map_outputs``); the planner services (``ros.services``) answer from
+latched map topics (``nodes.map_outputs``); the planner services (``nodes.planner_api``) answer from
 the snapshot when ``planner_api.serve`` is set. Bad input is logged once per kind and counted
 (diagnostics on ``/diagnostics``); the node keeps running.
 
-Parameters: ``InstantSemanticsNodeConfig`` (``ros/node_config.py``), documented in
+Parameters: ``InstantSemanticsNodeConfig`` (``runtime/node_config.py``), documented in
 ``config/mapper.yaml``. Lifecycle: see ``nodes/runtime.py``. ``mapper_node`` subclasses this
 node for the same input pipeline and outputs over another map (the hooks ``node_name``,
 ``config_class``, ``map_source``, ``voxel_size_m``, ``_create_session`` and
@@ -39,16 +39,16 @@ from panoptic_mapper.nodes.runtime import (PanopticLifecycleNode, load_registry,
 from panoptic_mapper.ros import conversions as conv
 from panoptic_mapper.ros.diagnostics import (DIAGNOSTICS_TOPIC, diagnostic_array, node_status,
                                              timing_values)
-from panoptic_mapper.ros.map_outputs import MapOutputs
-from panoptic_mapper.ros.map_session import MapSession
-from panoptic_mapper.ros.node_config import InstantSemanticsNodeConfig
-from panoptic_mapper.ros.node_stats import ProblemCounter, RollingTiming
+from panoptic_mapper.nodes.map_outputs import MapOutputs
+from panoptic_mapper.runtime.map_session import MapSession
+from panoptic_mapper.runtime.node_config import InstantSemanticsNodeConfig
+from panoptic_mapper.runtime.node_stats import ProblemCounter, RollingTiming
 from panoptic_mapper.ros.panoptic_conversions import segmentation_from_msg
 from panoptic_mapper.ros.params import ConfigParameters
-from panoptic_mapper.ros.services import PlannerApi, PlannerApiConflict
-from panoptic_mapper.ros.sync import (KeepLatestQueue, LatePartnerReport, MatchedFrame,
+from panoptic_mapper.nodes.planner_api import PlannerApi, PlannerApiConflict
+from panoptic_mapper.runtime.sync import (KeepLatestQueue, LatePartnerReport, MatchedFrame,
                                       StampSynchronizer, SyncDrop)
-from panoptic_mapper.ros.tf_pose import TfPoseSource
+from panoptic_mapper.nodes.tf_pose import TfPoseSource
 
 SILENCE_HINT_S = 10.0
 """After this long active with no message on any input, the node says what it listens to."""

@@ -5,7 +5,7 @@ It is the instant semantics node's pipeline over a :class:`RefinedPanopticMap`: 
 synchronised input stream (RGB, depth, camera_info, pose, PanopticSegmentation) goes through
 the same stamp matching, keep-latest queue and integration worker; the same latched map topics
 and planner services are served (``output``, ``planner_api``). On top of that, a training
-worker (``ros/training_worker.py``) trains the field in chunks in its own thread, with torch
+worker (``runtime/training_worker.py``) trains the field in chunks in its own thread, with torch
 limited to ``training.torch_threads`` CPU threads, on the device of
 ``map.training.trainer.device`` (``auto``: CUDA where present; the configure log line and the
 ``training_device`` diagnostics value say which), and ``~/training_control``
@@ -27,7 +27,7 @@ explores beyond the field's scene box, the field restarts on a grown box (``map.
 the previous field answers until the new one is ready, whose tokens keep the published ids. The
 log says so, and ``/diagnostics`` shows ``field_restarts`` and ``field_box``.
 
-Parameters: ``MapperNodeConfig`` (``ros/mapper_config.py``), documented in
+Parameters: ``MapperNodeConfig`` (``runtime/mapper_config.py``), documented in
 ``config/mapper.yaml``. Lifecycle: see ``nodes/runtime.py``.
 """
 from __future__ import annotations
@@ -45,10 +45,10 @@ from panoptic_mapper.core.mapping.base import create_map
 from panoptic_mapper.core.query.engine import create_query_engine
 from panoptic_mapper.nodes.instant_semantics_node import InstantSemanticsNode
 from panoptic_mapper.nodes.runtime import quietly, run_node
-from panoptic_mapper.ros.mapper_config import MapperNodeConfig
-from panoptic_mapper.ros.refined_session import RefinedMapSession
-from panoptic_mapper.ros.sync import MatchedFrame
-from panoptic_mapper.ros.training_worker import TrainingStatus, TrainingWorker
+from panoptic_mapper.runtime.mapper_config import MapperNodeConfig
+from panoptic_mapper.runtime.refined_session import RefinedMapSession
+from panoptic_mapper.runtime.sync import MatchedFrame
+from panoptic_mapper.runtime.training_worker import TrainingStatus, TrainingWorker
 from panoptic_mapper.srv import TrainingControl
 
 NODE_NAME = "mapper_node"

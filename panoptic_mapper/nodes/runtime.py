@@ -27,8 +27,8 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from panoptic_mapper.core.labels import LabelRegistry
-from panoptic_mapper.ros.node_config import QosConfig
-from panoptic_mapper.ros.sync import KeepLatestQueue
+from panoptic_mapper.runtime.node_config import QosConfig
+from panoptic_mapper.runtime.sync import KeepLatestQueue
 
 EXECUTOR_THREADS = 4
 """Executor threads: sensor callbacks, publishing timers and services each get one to spare

@@ -16,7 +16,7 @@ model backend (``backend.*``: device, preprocess/detect/segment/merge ms, box co
 problems go to ``/diagnostics``; a backend exception (e.g. CUDA out of memory) is counted as
 ``frames_failed`` and logged, and the worker goes on with the next frame.
 
-Parameters: ``SegmenterNodeConfig`` (``ros/node_config.py``), documented in
+Parameters: ``SegmenterNodeConfig`` (``runtime/node_config.py``), documented in
 ``config/mapper.yaml``. Lifecycle: see ``nodes/runtime.py``.
 """
 from __future__ import annotations
@@ -42,13 +42,13 @@ from panoptic_mapper.nodes.runtime import (PanopticLifecycleNode, load_registry,
 from panoptic_mapper.ros import conversions as conv
 from panoptic_mapper.ros.diagnostics import (DIAGNOSTICS_TOPIC, diagnostic_array, node_status,
                                              timing_values)
-from panoptic_mapper.ros.node_config import SegmenterNodeConfig
-from panoptic_mapper.ros.node_stats import ProblemCounter, RollingTiming
+from panoptic_mapper.runtime.node_config import SegmenterNodeConfig
+from panoptic_mapper.runtime.node_stats import ProblemCounter, RollingTiming
 from panoptic_mapper.ros.panoptic_conversions import (segmentation_from_msg,
                                                       segmentation_msg_from_core)
 from panoptic_mapper.ros.params import ConfigParameters
 from panoptic_mapper.ros.qos import SENSOR_QOS
-from panoptic_mapper.ros.sync import (KeepLatestQueue, LatePartnerReport, MatchedFrame,
+from panoptic_mapper.runtime.sync import (KeepLatestQueue, LatePartnerReport, MatchedFrame,
                                       StampSynchronizer, StreamSpec)
 
 NODE_NAME = "segmenter_node"

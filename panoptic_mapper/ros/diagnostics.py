@@ -2,7 +2,7 @@
 
 Owns: turning counters, problem counts and timings into a ``DiagnosticArray`` (the standard
 ``/diagnostics`` topic that rqt_robot_monitor and diagnostic aggregators read).
-Does not own: what is counted (the nodes, ``panoptic_mapper.ros.node_stats``).
+Does not own: what is counted (the nodes, ``panoptic_mapper.runtime.node_stats``).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Mapping
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from panoptic_mapper.ros.conversions import header_msg
-from panoptic_mapper.ros.node_stats import ProblemCounter, RollingTiming
+from panoptic_mapper.runtime.node_stats import ProblemCounter, RollingTiming
 
 DIAGNOSTICS_TOPIC = "/diagnostics"
 

@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 
 from panoptic_mapper.ros.diagnostics import DIAGNOSTICS_TOPIC
-from panoptic_mapper.ros.node_config import DEFAULT_API_NAMESPACE
+from panoptic_mapper.runtime.node_config import DEFAULT_API_NAMESPACE
 
 
 class GraphClient:

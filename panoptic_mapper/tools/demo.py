@@ -138,7 +138,7 @@ def _map_with_graph(args: argparse.Namespace, out: Path, scene: Path) -> list[st
     """Run the graph on the scene's bag; returns printable answers, None on failure."""
     from panoptic_mapper.core.io.resources import config_path
     from panoptic_mapper.ros.graph_client import GraphClient
-    from panoptic_mapper.ros.launch_plan import plan
+    from panoptic_mapper.runtime.launch_plan import plan
     from panoptic_mapper.srv import ExportMesh, ListInstances, QueryObjects, SaveMap
     from panoptic_mapper.tools.launch import (ACTIVE_LINE, STARTUP_TIMEOUT_S, GraphProcesses,
                                               node_commands, player_command)

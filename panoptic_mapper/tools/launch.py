@@ -1,7 +1,7 @@
 """Start the mapping graph without launch_ros: one process per node, like mapper.launch.py.
 
 ``ros2 launch`` is not available from PyPI. This starts the nodes that
-``launch/mapper.launch.py`` starts, from the same table (``panoptic_mapper.ros.launch_plan``),
+``launch/mapper.launch.py`` starts, from the same table (``panoptic_mapper.runtime.launch_plan``),
 each as ``python -m <node module> --ros-args --params-file <params> --params-file <overrides>
 -r __node:=<name>``, prefixes their output with the node name, and on Ctrl-C stops them with
 SIGINT (nodes configured to save their map do so), waiting ``--stop-timeout`` seconds before
@@ -22,7 +22,7 @@ With ``--bag`` the bag is played into the graph once every node listens (the rec
 segmentation goes to the replay segmenter; ``/clock`` is published when the nodes use sim time)
 and the graph keeps running afterwards. The bag is checked against the nodes' effective
 parameters (``--params`` and ``--arg`` included) before anything starts: a topic a node needs
-and the bag lacks is an error naming it (``panoptic_mapper.ros.launch_playback``).
+and the bag lacks is an error naming it (``panoptic_mapper.runtime.launch_playback``).
 """
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def launch_arguments(args: argparse.Namespace) -> dict[str, str]:
     """The launch argument values the command line asks for."""
-    from panoptic_mapper.ros.launch_plan import NODE_KEYS, PARAMS_FILE_ARG
+    from panoptic_mapper.runtime.launch_plan import NODE_KEYS, PARAMS_FILE_ARG
 
     values: dict[str, str] = {}
     for entry in args.arg:
@@ -95,7 +95,7 @@ def node_commands(planned, overrides_dir: Path) -> list[tuple[str, list[str]]]:
     """``[(node name, argv)]`` for planned nodes; writes each node's overrides file."""
     import yaml
 
-    from panoptic_mapper.ros.launch_plan import nested
+    from panoptic_mapper.runtime.launch_plan import nested
 
     commands = []
     for node in planned:
@@ -110,7 +110,7 @@ def node_commands(planned, overrides_dir: Path) -> list[tuple[str, list[str]]]:
 
 
 def playback_plan(bag: str, planned, bag_topics: Mapping[str, str] | None = None):
-    """:func:`panoptic_mapper.ros.launch_playback.plan_playback` for ``bag`` (its topics read
+    """:func:`panoptic_mapper.runtime.launch_playback.plan_playback` for ``bag`` (its topics read
     from the bag unless ``bag_topics`` gives them).
 
     Raises:
@@ -118,7 +118,7 @@ def playback_plan(bag: str, planned, bag_topics: Mapping[str, str] | None = None
         DataFormatError: the bag or a parameter file cannot be read.
     """
     from panoptic_mapper.core.io.bag import bag_info
-    from panoptic_mapper.ros.launch_playback import plan_playback
+    from panoptic_mapper.runtime.launch_playback import plan_playback
 
     if bag_topics is None:
         bag_topics = {topic: info.msgtype for topic, info in bag_info(bag).topics.items()}
@@ -227,7 +227,7 @@ def _interrupt(signum, frame) -> None:
 def run(args: argparse.Namespace) -> int:
     from panoptic_mapper.core.errors import InvalidInputError
     from panoptic_mapper.core.io.resources import config_path
-    from panoptic_mapper.ros.launch_plan import LAUNCH_ARGUMENTS, plan
+    from panoptic_mapper.runtime.launch_plan import LAUNCH_ARGUMENTS, plan
 
     if args.list_args:
         for arg in LAUNCH_ARGUMENTS:

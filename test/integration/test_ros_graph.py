@@ -25,7 +25,7 @@ from panoptic_mapper.core.types import CameraIntrinsics, PanopticSegmentation2D
 from panoptic_mapper.msg import PanopticMesh
 from panoptic_mapper.ros import conversions as conv
 from panoptic_mapper.ros.graph_client import GraphClient
-from panoptic_mapper.ros.launch_plan import plan
+from panoptic_mapper.runtime.launch_plan import plan
 from panoptic_mapper.ros.panoptic_conversions import segmentation_msg_from_core
 from panoptic_mapper.ros.qos import LATCHED_MAP_QOS, SENSOR_QOS
 from panoptic_mapper.srv import ExportMesh, ListInstances, LoadMap, QueryObjects, SaveMap

@@ -21,10 +21,10 @@ from panoptic_mapper.core.mapping.base import create_map
 from panoptic_mapper.core.types import OrientedBox
 from panoptic_mapper.msg import PanopticMesh
 from panoptic_mapper.ros.graph_client import GraphClient
-from panoptic_mapper.ros.launch_plan import plan
+from panoptic_mapper.runtime.launch_plan import plan
 from panoptic_mapper.ros.panoptic_conversions import map_instance_from_msg
 from panoptic_mapper.ros.qos import LATCHED_MAP_QOS
-from panoptic_mapper.ros.services import servers_of
+from panoptic_mapper.nodes.planner_api import servers_of
 from panoptic_mapper.srv import ListInstances, QueryObjects, TrainingControl
 from panoptic_mapper.tools.launch import ACTIVE_LINE, GraphProcesses, node_commands, player_command
 

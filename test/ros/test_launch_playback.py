@@ -13,8 +13,8 @@ import yaml
 
 from panoptic_mapper.core.errors import ConfigError
 from panoptic_mapper.core.io.resources import config_path
-from panoptic_mapper.ros.launch_plan import node_config, node_parameters, plan
-from panoptic_mapper.ros.launch_playback import SEGMENTATION_TYPE, plan_playback
+from panoptic_mapper.runtime.launch_plan import node_config, node_parameters, plan
+from panoptic_mapper.runtime.launch_playback import SEGMENTATION_TYPE, plan_playback
 from panoptic_mapper.tools import launch
 
 MAPPER_YAML = str(config_path("mapper.yaml"))

@@ -14,9 +14,9 @@ import yaml
 
 from panoptic_mapper.core.errors import ConfigError
 from panoptic_mapper.core.io.resources import config_path
-from panoptic_mapper.ros.launch_plan import LAUNCH_ARGUMENTS, NODES, nested, plan
+from panoptic_mapper.runtime.launch_plan import LAUNCH_ARGUMENTS, NODES, nested, plan
 from panoptic_mapper.ros.params import declare_config
-from panoptic_mapper.ros.params_yaml import node_config_classes, render_params_yaml
+from panoptic_mapper.runtime.params_yaml import node_config_classes, render_params_yaml
 from panoptic_mapper.tools.launch import node_commands, playback_plan, player_command
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def launch_file() -> Path:
 
 def test_mapper_yaml_is_the_generated_text():
     assert MAPPER_YAML.read_text(encoding="utf-8") == render_params_yaml(), \
-        "regenerate: python -m panoptic_mapper.ros.params_yaml --write config/mapper.yaml"
+        "regenerate: python -m panoptic_mapper.runtime.params_yaml --write config/mapper.yaml"
 
 
 @pytest.mark.parametrize("node_name", sorted(node_config_classes()))
@@ -62,7 +62,7 @@ def test_launch_file_compiles_and_takes_everything_from_the_plan():
     source = launch_file().read_text(encoding="utf-8")
     tree = ast.parse(compile(source, "mapper.launch.py", "exec", ast.PyCF_ONLY_AST))
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                and node.module == "panoptic_mapper.ros.launch_plan" for alias in node.names}
+                and node.module == "panoptic_mapper.runtime.launch_plan" for alias in node.names}
     assert {"LAUNCH_ARGUMENTS", "plan"} <= imported
     strings = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
                and isinstance(node.value, str)}
@@ -143,8 +143,8 @@ def test_launch_tool_dry_run_and_errors():
 
 
 def test_rviz_view_shows_the_map_topics_in_the_map_frame():
-    from panoptic_mapper.ros.map_outputs import TOPIC_NAMES
-    from panoptic_mapper.ros.node_config import DEFAULT_API_NAMESPACE, InstantSemanticsNodeConfig
+    from panoptic_mapper.nodes.map_outputs import TOPIC_NAMES
+    from panoptic_mapper.runtime.node_config import DEFAULT_API_NAMESPACE, InstantSemanticsNodeConfig
 
     view = yaml.safe_load(config_path("panoptic.rviz").read_text())["Visualization Manager"]
     assert view["Global Options"]["Fixed Frame"] == InstantSemanticsNodeConfig().map_frame

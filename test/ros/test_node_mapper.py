@@ -34,13 +34,13 @@ from panoptic_mapper.msg import PanopticMesh  # noqa: E402
 from panoptic_mapper.nodes.instant_semantics_node import InstantSemanticsNode  # noqa: E402
 from panoptic_mapper.nodes.mapper_node import MapperNode  # noqa: E402
 from panoptic_mapper.nodes.runtime import autostart  # noqa: E402
-from panoptic_mapper.ros.launch_plan import plan  # noqa: E402
-from panoptic_mapper.ros.mapper_config import MapperNodeConfig, TrainingWorkerConfig  # noqa: E402
+from panoptic_mapper.runtime.launch_plan import plan  # noqa: E402
+from panoptic_mapper.runtime.mapper_config import MapperNodeConfig, TrainingWorkerConfig  # noqa: E402
 from panoptic_mapper.ros.params import declare_config, parameter_descriptors  # noqa: E402
 from panoptic_mapper.ros.qos import LATCHED_MAP_QOS  # noqa: E402
-from panoptic_mapper.ros.refined_session import RefinedMapSession  # noqa: E402
-from panoptic_mapper.ros.services import servers_of  # noqa: E402
-from panoptic_mapper.ros.training_worker import TrainingState, TrainingWorker  # noqa: E402
+from panoptic_mapper.runtime.refined_session import RefinedMapSession  # noqa: E402
+from panoptic_mapper.nodes.planner_api import servers_of  # noqa: E402
+from panoptic_mapper.runtime.training_worker import TrainingState, TrainingWorker  # noqa: E402
 from panoptic_mapper.srv import (ListInstances, LoadMap, QueryObjects, SaveMap,  # noqa: E402
                                  TrainingControl)
 

@@ -10,7 +10,7 @@ from rclpy.parameter import Parameter
 
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.errors import ConfigError
-from panoptic_mapper.ros.node_config import InstantSemanticsNodeConfig, SegmenterNodeConfig
+from panoptic_mapper.runtime.node_config import InstantSemanticsNodeConfig, SegmenterNodeConfig
 from panoptic_mapper.ros.params import (ConfigParameters, declare_config, parameter_descriptors,
                                         type_description)
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from panoptic_mapper.core.errors import ConfigError
-from panoptic_mapper.ros.sync import (KeepLatestQueue, LatePartnerReport, StampSynchronizer,
+from panoptic_mapper.runtime.sync import (KeepLatestQueue, LatePartnerReport, StampSynchronizer,
                                       StreamSpec, SyncConfig)
 
 MS = 1_000_000  # ns

@@ -17,7 +17,7 @@ import ros_graph_helpers as helpers  # noqa: E402
 
 from panoptic_mapper.nodes.instant_semantics_node import InstantSemanticsNode  # noqa: E402
 from panoptic_mapper.ros import conversions as conv  # noqa: E402
-from panoptic_mapper.ros.tf_pose import TfPoseSource, tf2_available  # noqa: E402
+from panoptic_mapper.nodes.tf_pose import TfPoseSource, tf2_available  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -39,8 +39,8 @@ from std_srvs.srv import Trigger
 from panoptic_mapper.core.errors import InvalidInputError, PanopticMapperError
 from panoptic_mapper.core.query.engine import QueryResult
 from panoptic_mapper.core.types import MapInstance
-from panoptic_mapper.ros.map_session import ExportResult, MapSnapshot
-from panoptic_mapper.ros.node_config import PlannerApiConfig
+from panoptic_mapper.runtime.map_session import ExportResult, MapSnapshot
+from panoptic_mapper.runtime.node_config import PlannerApiConfig
 from panoptic_mapper.ros.panoptic_conversions import map_instance_msg_from_core
 from panoptic_mapper.srv import ExportMesh, ListInstances, LoadMap, QueryObjects, SaveMap
 

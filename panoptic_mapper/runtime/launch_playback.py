@@ -27,8 +27,8 @@ from typing import Mapping, Sequence
 
 from panoptic_mapper.core.errors import ConfigError
 from panoptic_mapper.core.io.bag import BagTopics
-from panoptic_mapper.ros.launch_plan import PlannedNode, node_config, node_parameters
-from panoptic_mapper.ros.node_config import SegmenterNodeConfig
+from panoptic_mapper.runtime.launch_plan import PlannedNode, node_config, node_parameters
+from panoptic_mapper.runtime.node_config import SegmenterNodeConfig
 
 SEGMENTATION_TYPE = "panoptic_mapper/msg/PanopticSegmentation"
 MAPPING_NODES = ("instant", "mapper")

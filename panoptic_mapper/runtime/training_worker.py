@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from panoptic_mapper.core.field.trainer import TrainingProgress
-from panoptic_mapper.ros.mapper_config import TrainingWorkerConfig
-from panoptic_mapper.ros.refined_session import RefinedMapSession, TrainedChunk
+from panoptic_mapper.runtime.mapper_config import TrainingWorkerConfig
+from panoptic_mapper.runtime.refined_session import RefinedMapSession, TrainedChunk
 
 IDLE_POLL_S = 0.2
 """How often an idle worker checks for keyframes (a start/stop wakes it at once)."""

@@ -33,9 +33,9 @@ from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.types import PanopticMesh
 from panoptic_mapper.msg import PanopticMesh as PanopticMeshMsg
 from panoptic_mapper.ros.conversions import PanopticCloud, cloud_msg_from_panoptic_cloud
-from panoptic_mapper.ros.map_session import MapSnapshot
+from panoptic_mapper.runtime.map_session import MapSnapshot
 from panoptic_mapper.ros.markers import instance_markers, mesh_marker
-from panoptic_mapper.ros.node_config import MapOutputConfig
+from panoptic_mapper.runtime.node_config import MapOutputConfig
 from panoptic_mapper.ros.panoptic_conversions import mesh_msg_from_core
 from panoptic_mapper.ros.qos import LATCHED_MAP_QOS
 

@@ -5,8 +5,8 @@ The parameter file holds one ``<node>: ros__parameters:`` section per node of
 attribute docstring as a comment, nested exactly like the dataclasses. It is generated, so it
 can never disagree with the code::
 
-    python -m panoptic_mapper.ros.params_yaml --write config/mapper.yaml
-    python -m panoptic_mapper.ros.params_yaml --check config/mapper.yaml
+    python -m panoptic_mapper.runtime.params_yaml --write config/mapper.yaml
+    python -m panoptic_mapper.runtime.params_yaml --check config/mapper.yaml
 
 ROS-free. Owns: the YAML text of the defaults. Does not own: the defaults themselves.
 """
@@ -23,13 +23,13 @@ from pathlib import Path
 import yaml
 
 from panoptic_mapper.core.config import ConfigBase, field_docs
-from panoptic_mapper.ros.launch_plan import NODES
+from panoptic_mapper.runtime.launch_plan import NODES
 
 HEADER = """\
 # panoptic_mapper parameters: one section per node, nested like the config dataclasses
 # (a ROS parameter is the dotted path, e.g. instant_semantics_node: map.tsdf.voxel_size_m).
 # GENERATED from the dataclasses by
-#   python -m panoptic_mapper.ros.params_yaml --write config/mapper.yaml
+#   python -m panoptic_mapper.runtime.params_yaml --write config/mapper.yaml
 # (a test checks that it matches). To change a setting for your robot, copy this file and pass
 # the copy: panoptic-mapper launch --params my.yaml / ros2 launch ... params_file:=my.yaml.
 """
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         if Path(args.check).read_text(encoding="utf-8") != text:
             print(f"{args.check} differs from the config dataclasses; regenerate it with "
-                  f"python -m panoptic_mapper.ros.params_yaml --write {args.check}",
+                  f"python -m panoptic_mapper.runtime.params_yaml --write {args.check}",
                   file=sys.stderr)
             return 1
         return 0

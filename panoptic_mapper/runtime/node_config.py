@@ -3,7 +3,7 @@
 A node's parameters are its root dataclass flattened: node-level settings (topics, frames,
 synchronisation, queue, outputs, planner API, lifecycle) plus the nested config of the core
 component it wraps (the map under ``map``, a segmenter backend under its name). The same
-dataclasses generate ``config/mapper.yaml`` (``panoptic_mapper.ros.params_yaml``).
+dataclasses generate ``config/mapper.yaml`` (``panoptic_mapper.runtime.params_yaml``).
 
 ROS-free on purpose, so the YAML generator, the launcher and tests import it without rclpy.
 
@@ -21,7 +21,7 @@ from panoptic_mapper.core.mapping.instant_map import InstantMapConfig
 from panoptic_mapper.core.query.engine import QueryConfig
 from panoptic_mapper.core.segmentation.emulator import GroundedSamEmulatorConfig
 from panoptic_mapper.core.segmentation.grounded_sam import GroundedSamConfig
-from panoptic_mapper.ros.sync import SyncConfig, SyncLimitsConfig
+from panoptic_mapper.runtime.sync import SyncConfig, SyncLimitsConfig
 
 DEFAULT_API_NAMESPACE = "/panoptic_mapper"
 """Where the planner-facing services and map topics live, whichever node serves them."""

@@ -10,7 +10,7 @@ right after a load or reset; answers are "as of the last refresh" (its stamp say
 
 ROS-free. Owns: the map object's lifetime (create, reset, load), the write lock, snapshots,
 mesh export. Does not own: how a map integrates (``core/mapping``), text matching
-(``core/query``), or messages (``panoptic_mapper.ros.services`` / ``map_outputs``).
+(``core/query``), or messages (``panoptic_mapper.nodes.planner_api`` / ``map_outputs``).
 """
 from __future__ import annotations
 

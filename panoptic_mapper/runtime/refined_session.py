@@ -21,7 +21,7 @@ from panoptic_mapper.core.field.trainer import TrainingProgress
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.refined_map import RefinedPanopticMap
 from panoptic_mapper.core.query.engine import QueryEngine
-from panoptic_mapper.ros.map_session import MapSession
+from panoptic_mapper.runtime.map_session import MapSession
 
 
 @dataclass(frozen=True)

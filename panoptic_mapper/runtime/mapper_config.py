@@ -7,7 +7,7 @@ node (the shared pieces of ``node_config``), and the refined map's own config un
 
 Owns: :class:`TrainingWorkerConfig`, :class:`MapperNodeConfig`.
 Does not own: the refined map's settings (``core/mapping/refined_map.py``) or the shared node
-pieces (``ros/node_config.py``).
+pieces (``runtime/node_config.py``).
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig
 from panoptic_mapper.core.query.engine import QueryConfig
-from panoptic_mapper.ros.node_config import (InstantInputConfig, MapOutputConfig,
+from panoptic_mapper.runtime.node_config import (InstantInputConfig, MapOutputConfig,
                                              PlannerApiConfig)
-from panoptic_mapper.ros.sync import SyncConfig
+from panoptic_mapper.runtime.sync import SyncConfig
 
 
 @dataclass
