@@ -65,9 +65,11 @@ def test_segmentation_size_and_unknown_labels(checker, label_registry):
 
 def test_pose_jump_is_rejected_then_a_stable_new_place_is_accepted(checker):
     checker.accept(_frame(0.0, 0.0))
+    # 0.3 m in 0.1 s is 3 m/s minus the tolerance: plausible.
     assert checker.check(_frame(0.3, 0.1), None).accepted
     jump = checker.check(_frame(2.0, 0.2), None)
-    assert "pose jumped 2.00 m" in jump.reject_reason
+    assert "pose jumped 2.00 m / 0.0 deg in 0.200 s" in jump.reject_reason
+    assert "max_speed_m_s" in jump.reject_reason
     assert "pose jumped" in checker.check(_frame(0.0, 0.2, yaw_deg=90.0), None).reject_reason
     # A long gap disables the check (the camera may have moved while nothing was integrated).
     assert checker.check(_frame(2.0, 5.0), None).accepted
@@ -75,3 +77,25 @@ def test_pose_jump_is_rejected_then_a_stable_new_place_is_accepted(checker):
     results = [checker.check(_frame(3.0 + 0.01 * k, 0.3 + 0.1 * k), None).accepted
                for k in range(InputChecksConfig().jump_recovery_frames)]
     assert results == [False] * (len(results) - 1) + [True]
+
+
+def test_motion_over_skipped_frames_is_judged_by_elapsed_time(checker):
+    """Frames a busy node skipped do not turn normal motion into a jump: 74 deg and 0.3 m
+    after 0.5 s (the gap of four skipped frames at 10 Hz) are within the rates, while the same
+    motion within one 0.1 s frame interval is not."""
+    checker.accept(_frame(0.0, 0.0))
+    assert checker.check(_frame(0.3, 0.5, yaw_deg=74.4), None).accepted
+    rejected = checker.check(_frame(0.3, 0.1, yaw_deg=74.4), None)
+    assert "74.4 deg in 0.100 s" in rejected.reject_reason
+    assert "max_turn_rate_deg_s" in rejected.reject_reason
+
+
+def test_motion_limits_follow_the_configured_rates(label_registry):
+    config = InputChecksConfig(max_speed_m_s=1.0, max_turn_rate_deg_s=90.0,
+                               jump_tolerance_m=0.0, jump_tolerance_deg=0.0)
+    checker = FrameChecker(config, label_registry, depth_min_m=0.1, depth_max_m=4.0)
+    checker.accept(_frame(0.0, 0.0))
+    assert checker.check(_frame(0.99, 1.0), None).accepted
+    assert not checker.check(_frame(1.01, 1.0), None).accepted
+    assert checker.check(_frame(0.0, 1.0, yaw_deg=89.0), None).accepted
+    assert not checker.check(_frame(0.0, 1.0, yaw_deg=91.0), None).accepted

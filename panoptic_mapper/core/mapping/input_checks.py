@@ -5,9 +5,14 @@ map must never be corrupted by what reaches it, so the checks are repeated here,
 the ones that need map context: enough valid depth in range, a segmentation of the same size,
 labels known to the registry, and a pose that does not jump away from the previous one.
 
-A jump is judged against the last accepted pose. If the camera really was relocated (a SLAM
-re-localisation), frames keep arriving at the new place: once ``jump_recovery_frames``
-consecutive rejected frames agree with each other, the new place is accepted.
+A jump is judged in velocity terms against the last accepted pose: the camera may have moved
+``jump_tolerance_m + max_speed_m_s * dt`` and turned ``jump_tolerance_deg + max_turn_rate_deg_s *
+dt``, where ``dt`` is the stamp time elapsed since that frame. So frames that a busy node skipped
+in between (or a slow sensor) never turn normal motion into a rejection, while a pose that leaps
+within one frame interval (a SLAM glitch) is still caught. If the camera really was relocated (a
+SLAM re-localisation), frames keep arriving at the new place: once ``jump_recovery_frames``
+consecutive rejected frames agree with each other (each within the per-frame tolerance of the
+one before, scaled by their own stamp gap), the new place is accepted.
 
 Owns: :class:`InputChecksConfig`, :class:`FrameChecker`. Does not own: integration.
 """
@@ -30,10 +35,18 @@ class InputChecksConfig(ConfigBase):
 
     min_valid_depth_fraction: float = 0.01
     """Reject frames where less than this share of pixels has depth in the integration range."""
-    max_translation_jump_m: float = 0.5
-    """Reject a frame whose camera moved more than this since the last accepted frame, m."""
-    max_rotation_jump_deg: float = 45.0
-    """Reject a frame whose camera turned more than this since the last accepted frame, deg."""
+    max_speed_m_s: float = 3.0
+    """Fastest plausible camera speed, m/s: a frame whose camera moved more than
+    ``jump_tolerance_m + max_speed_m_s * dt`` from the last accepted frame (``dt``: stamp time
+    between them) is rejected as a pose jump. 3 m/s is above hand-held scanning (0.2-1 m/s) and
+    indoor robots (<= 2 m/s)."""
+    max_turn_rate_deg_s: float = 360.0
+    """Fastest plausible camera turn rate, deg/s (same rule as ``max_speed_m_s``); one turn per
+    second is beyond hand-held and robot motion."""
+    jump_tolerance_m: float = 0.05
+    """Motion allowed whatever the elapsed time, m (pose noise, stamp jitter)."""
+    jump_tolerance_deg: float = 5.0
+    """Rotation allowed whatever the elapsed time, deg."""
     jump_check_max_gap_s: float = 2.0
     """No jump check when the last accepted frame is older than this, s (0 = always check)."""
     jump_recovery_frames: int = 5
@@ -43,10 +56,14 @@ class InputChecksConfig(ConfigBase):
     def validate(self) -> None:
         require(0.0 <= self.min_valid_depth_fraction <= 1.0, "min_valid_depth_fraction",
                 self.min_valid_depth_fraction, "must be in [0, 1]")
-        require(self.max_translation_jump_m > 0.0, "max_translation_jump_m",
-                self.max_translation_jump_m, "must be > 0 m")
-        require(0.0 < self.max_rotation_jump_deg <= 180.0, "max_rotation_jump_deg",
-                self.max_rotation_jump_deg, "must be in (0, 180] deg")
+        require(self.max_speed_m_s > 0.0, "max_speed_m_s", self.max_speed_m_s,
+                "must be > 0 m/s")
+        require(self.max_turn_rate_deg_s > 0.0, "max_turn_rate_deg_s",
+                self.max_turn_rate_deg_s, "must be > 0 deg/s")
+        require(self.jump_tolerance_m >= 0.0, "jump_tolerance_m", self.jump_tolerance_m,
+                "must be >= 0 m")
+        require(0.0 <= self.jump_tolerance_deg <= 180.0, "jump_tolerance_deg",
+                self.jump_tolerance_deg, "must be in [0, 180] deg")
         require(self.jump_check_max_gap_s >= 0.0, "jump_check_max_gap_s",
                 self.jump_check_max_gap_s, "must be >= 0 s")
         require(self.jump_recovery_frames >= 1, "jump_recovery_frames",
@@ -77,6 +94,12 @@ def _rotation_angle_deg(R: np.ndarray) -> float:  # noqa: N803
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
+def _motion(A: np.ndarray, B: np.ndarray) -> tuple[float, float]:  # noqa: N803
+    """(translation m, rotation deg) between two camera poses."""
+    return (float(np.linalg.norm(B[:3, 3] - A[:3, 3])),
+            _rotation_angle_deg(A[:3, :3].T @ B[:3, :3]))
+
+
 class FrameChecker:
     """Stateful checks (the pose-jump guard remembers the last accepted pose)."""
 
@@ -88,7 +111,8 @@ class FrameChecker:
         self.depth_max_m = depth_max_m
         self.last_pose: np.ndarray | None = None
         self.last_stamp_ns = 0
-        self._pending: list[np.ndarray] = []
+        self._pending: list[tuple[np.ndarray, int]] = []
+        """Consecutive rejected poses (with stamps) that agree with each other."""
 
     def check(self, frame: RgbdFrame,
               segmentation: PanopticSegmentation2D | None) -> CheckedInput:
@@ -161,26 +185,33 @@ class FrameChecker:
         cfg = self.config
         if self.last_pose is None:
             return ""
-        gap_s = (stamp_ns - self.last_stamp_ns) * 1e-9
-        if cfg.jump_check_max_gap_s > 0 and abs(gap_s) > cfg.jump_check_max_gap_s:
+        gap_s = abs(stamp_ns - self.last_stamp_ns) * 1e-9
+        if cfg.jump_check_max_gap_s > 0 and gap_s > cfg.jump_check_max_gap_s:
             return ""
-        moved = float(np.linalg.norm(T[:3, 3] - self.last_pose[:3, 3]))
-        turned = _rotation_angle_deg(self.last_pose[:3, :3].T @ T[:3, :3])
-        if moved <= cfg.max_translation_jump_m and turned <= cfg.max_rotation_jump_deg:
+        moved, turned = _motion(self.last_pose, T)
+        max_m, max_deg = self._allowed_motion(gap_s)
+        if moved <= max_m and turned <= max_deg:
             return ""
-        if self._pending and not self._close(self._pending[-1], T):
-            self._pending = []
-        self._pending.append(T)
+        if self._pending:
+            last_T, last_stamp = self._pending[-1]  # noqa: N806
+            step_m, step_deg = _motion(last_T, T)
+            allowed_m, allowed_deg = self._allowed_motion(abs(stamp_ns - last_stamp) * 1e-9)
+            if step_m > allowed_m or step_deg > allowed_deg:
+                self._pending = []
+        self._pending.append((T, int(stamp_ns)))
         if len(self._pending) >= cfg.jump_recovery_frames:
             return ""
-        return (f"T_world_cam: pose jumped {moved:.2f} m / {turned:.1f} deg from the last "
-                f"accepted frame (limits {cfg.max_translation_jump_m} m / "
-                f"{cfg.max_rotation_jump_deg} deg)")
+        return (f"T_world_cam: pose jumped {moved:.2f} m / {turned:.1f} deg in {gap_s:.3f} s "
+                f"from the last accepted frame ({moved / max(gap_s, 1e-9):.2f} m/s, "
+                f"{turned / max(gap_s, 1e-9):.0f} deg/s; allowed {max_m:.2f} m / "
+                f"{max_deg:.1f} deg: jump_tolerance_m + max_speed_m_s * dt, "
+                "jump_tolerance_deg + max_turn_rate_deg_s * dt)")
 
-    def _close(self, A: np.ndarray, B: np.ndarray) -> bool:  # noqa: N803
+    def _allowed_motion(self, gap_s: float) -> tuple[float, float]:
+        """(metres, degrees) the camera may move and turn in ``gap_s`` seconds."""
         cfg = self.config
-        return (float(np.linalg.norm(A[:3, 3] - B[:3, 3])) <= cfg.max_translation_jump_m
-                and _rotation_angle_deg(A[:3, :3].T @ B[:3, :3]) <= cfg.max_rotation_jump_deg)
+        return (cfg.jump_tolerance_m + cfg.max_speed_m_s * gap_s,
+                cfg.jump_tolerance_deg + cfg.max_turn_rate_deg_s * gap_s)
 
     def accept(self, frame: RgbdFrame) -> None:
         """Record an integrated frame as the new jump reference."""
