@@ -1,0 +1,1 @@
+"""Pictures of maps (off-screen, CPU only)."""
