@@ -99,6 +99,17 @@ def test_floor_is_labelled_from_geometry(segmenter, frames, label_registry):
     assert not (result.masks.any(axis=0) & floor).any()
 
 
+def test_a_frame_without_detections_gives_stuff_only(segmenter, frames, label_registry):
+    frame = frames[0][0]
+    blank = np.full_like(frame.rgb, 128)
+    result = segmenter.segment_with_stats(SegmentationRequest(
+        rgb=blank, depth_m=frame.depth_m, intrinsics=frame.intrinsics,
+        T_world_cam=frame.T_world_cam))
+    assert result.detections == [] and result.masks.shape == (0, *frame.depth_m.shape)
+    assert all(not s.is_thing for s in result.segmentation.segments)
+    assert result.stats.num_masks_empty == 0
+
+
 def test_without_depth_only_boxes_or_an_error(segmenter, frames):
     frame = frames[0][0]
     with pytest.raises(InvalidInputError, match="depth"):
@@ -123,7 +134,7 @@ def test_registry_name_and_missing_model(label_registry, tmp_path, frames):
 
 def test_config_validation():
     with pytest.raises(Exception, match="stuff_score"):
-        DetectorConfig(min_score=0.1, stuff_score=0.2)
+        DetectorConfig(stuff_score=0.0)
     with pytest.raises(Exception, match="class_overrides"):
         DetectorConfig(class_overrides=("Chair",))
     assert json.dumps(DetectorConfig().to_dict())

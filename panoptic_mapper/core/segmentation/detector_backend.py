@@ -15,8 +15,8 @@ Real 2D panoptic segmentation on a CPU with no model hub (``docs/real_data.md``)
    a thing;
 5. merge: a pixel claimed by several thing masks goes to the one with the smallest box
    (``overlap_priority``: a chair stands inside the box of the table behind it, and a depth band
-   cannot tell them apart) or the highest score; stuff (at ``stuff_score``) loses to every thing;
-   one segment per thing box and per stuff label (``grounded_sam_merge``).
+   cannot tell them apart) or the highest score; stuff loses every pixel a thing claims; one
+   segment per thing box and per stuff label (``grounded_sam_merge``).
 
 Per-stage timings and box counts come back in :class:`DetectorStats` (``last_stats``, which the
 segmenter node publishes as ``backend.*`` diagnostics).
@@ -89,9 +89,9 @@ class DetectorConfig(ConfigBase):
     score (the Grounded SAM rule)."""
     min_segment_area_fraction: float = 0.002
     """Segments covering less than this fraction of the image are removed after the merge."""
-    stuff_score: float = 0.05
-    """Score of the floor, wall and ceiling segments (below min_score: a detection's mask
-    wins a contested pixel)."""
+    stuff_score: float = 0.6
+    """Confidence of the geometric floor, wall and ceiling segments (the map weighs label
+    votes by it); they never take a pixel a thing mask claims."""
     masks: BoxMaskConfig = field(default_factory=BoxMaskConfig)
     """Box -> mask without SAM (depth band, optional GrabCut)."""
     stuff: StuffLabellerConfig = field(default_factory=StuffLabellerConfig)
@@ -117,8 +117,8 @@ class DetectorConfig(ConfigBase):
                 "must be >= 0")
         require(0.0 <= self.min_segment_area_fraction < 1.0, "min_segment_area_fraction",
                 self.min_segment_area_fraction, "must be in [0, 1)")
-        require(0.0 < self.stuff_score < self.min_score, "stuff_score", self.stuff_score,
-                "must be in (0, min_score)")
+        require(0.0 < self.stuff_score <= 1.0, "stuff_score", self.stuff_score,
+                "must be in (0, 1]")
         require(self.sam_box_batch_size >= 1, "sam_box_batch_size", self.sam_box_batch_size,
                 "must be >= 1")
         parse_overrides(self.class_overrides)
@@ -276,10 +276,11 @@ class DetectorSegmenter:
         masks = self._masks(rgb, depth, request, detections, stuff_ids)
         if cfg.overlap_priority == "smaller_box":
             masks = _smaller_box_first(masks, detections)
-        stats.num_masks_empty = int((~masks.reshape(len(masks), -1).any(axis=1)).sum())
+        stats.num_masks_empty = int((~masks.any(axis=(1, 2))).sum())
         t3 = time.perf_counter()
 
-        stuff_detections, stuff_masks = self._stuff_layers(stuff_ids)
+        stuff_detections, stuff_masks = self._stuff_layers(
+            np.where(masks.any(axis=0), 0, stuff_ids))
         min_area = int(np.ceil(cfg.min_segment_area_fraction * height * width))
         all_masks = np.concatenate([masks, stuff_masks], axis=0) if len(stuff_masks) else masks
         merged = merge_detection_masks(detections + stuff_detections, all_masks, self.registry,
