@@ -92,6 +92,11 @@ def plan_playback(planned: Sequence[PlannedNode], bag_topics: Mapping[str, str],
                                 "topics.ground_truth_labels"),
                           _Need(cfg.topics.ground_truth_instances, node.spec.name,
                                 "topics.ground_truth_instances")]
+            elif cfg.backend == "detector":
+                needs += [_Need(cfg.topics.depth, node.spec.name, "topics.depth"),
+                          _Need(cfg.topics.camera_info, node.spec.name, "topics.camera_info")]
+                if cfg.topics.pose:
+                    needs.append(_Need(cfg.topics.pose, node.spec.name, "topics.pose"))
         # The mapping nodes get the segmenter's output: a recorded segmentation played under
         # that name would reach them twice.
         mapping_inputs = {c.input.topics.segmentation for key, (_, c) in configs.items()

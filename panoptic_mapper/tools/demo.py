@@ -11,7 +11,11 @@
 4. ``panoptic-mapper eval`` scores the instant map on the same scene against its ground truth
    (scene-level PQ and more; the refined map is not scored here: eval would train it again).
 
-``--no-mapper`` runs the instant map only (it then serves the planner API).
+``--no-mapper`` runs the instant map only (it then serves the planner API). The map is drawn
+with ``panoptic-mapper render`` (PNG pictures, paths printed).
+
+``--real [DATASET_OR_BAG]`` maps a real sequence instead (default: the 7-Scenes kitchen in
+``../shared/data``) with the ``detector`` segmenter backend: see ``demo_real``.
 
 Prints where every output is. DDS stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE
 =LOCALHOST unless set) in a random ROS_DOMAIN_ID, so the demo never talks to another graph.
@@ -31,23 +35,32 @@ import time
 from pathlib import Path
 
 MAP_TIMEOUT_S = 600.0
+DEFAULT_FRAMES = 60
 TRAIN_STEPS_PER_FRAME = 5
 """Default step budget of the demo's refined field per frame of the walk."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "panoptic_mapper_demo"),
+    parser.add_argument("--real", nargs="?", const="", default=None, metavar="DATASET_OR_BAG",
+                        help="map a real RGB-D dataset folder or bag with the offline detector "
+                             "backend (default: the 7-Scenes kitchen in ../shared/data; needs "
+                             "`make models`)")
+    parser.add_argument("--out", default=None,
                         help="output folder; the outputs of an earlier demo there are replaced "
-                             "(default: %(default)s)")
+                             f"(default: {Path(tempfile.gettempdir()) / 'panoptic_mapper_demo'}"
+                             ", with --real: ..._demo_real)")
+    parser.add_argument("--labels", default="", metavar="YAML",
+                        help="label registry (--real only; default: the shipped one)")
     parser.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=60,
-                        help="frames of the camera walk (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames of the camera walk (default: 60); with --real: at most "
+                             "this many frames of the dataset (default: all)")
     parser.add_argument("--noise", choices=("clean", "medium", "hard"), default="medium",
                         help="emulated Grounded SAM noise level (default: %(default)s)")
     parser.add_argument("--scale", type=float, default=0.5,
                         help="image size relative to 640x480 (default: %(default)s)")
-    parser.add_argument("--rate", type=float, default=1.0,
-                        help="bag playback rate (default: %(default)s)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="bag playback rate (default: 1.0; with --real: 0.5)")
     parser.add_argument("--queries", nargs="+", metavar="TEXT",
                         help="queries to ask (default: the three most frequent object "
                              "classes of the map)")
@@ -59,13 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.real is not None:
+        from panoptic_mapper.tools import demo_real
+
+        args.rate = args.rate or 0.5
+        return demo_real.run(args)
+    args.rate = args.rate or 1.0
+    args.frames = args.frames or DEFAULT_FRAMES
     if args.frames < 2:
         print("error: --frames must be >= 2", file=sys.stderr)
         return 1
     if args.train_steps is not None and args.train_steps < 1:
         print("error: --train-steps must be >= 1", file=sys.stderr)
         return 1
-    out = Path(args.out).expanduser().resolve()
+    out = Path(args.out or Path(tempfile.gettempdir()) / "panoptic_mapper_demo")
+    out = out.expanduser().resolve()
     scene = out / "scene"
     try:
         _prepare(out)
@@ -87,12 +108,15 @@ def run(args: argparse.Namespace) -> int:
     answers = _map_with_graph(args, out, scene)
     if answers is None:
         return 1
-    print("[3/4] scoring the instant map on the same scene (panoptic-mapper eval) ...",
+    print("[3/4] scoring the instant map on the same scene (panoptic-mapper eval), drawing it ...",
           flush=True)
     if _cli(["eval", str(scene), "--method", "instant", "--out", str(out / "eval"),
              "--no-progress"], quiet=True) != 0:
         return 1
     row = json.loads((out / "eval" / "metrics.json").read_text())["rows"][0]
+    if _cli(["render", str(out / "mesh.ply"), "--labels", str(scene / "labels.yaml"),
+             "--out", str(out / "pictures")], quiet=True) != 0:
+        return 1
     print("[4/4] results")
     for line in answers:
         print(f"  {line}")
@@ -106,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  saved map            : {out / 'map.npz'}")
     print(f"  metrics              : {out / 'eval' / 'metrics.md'}")
     print(f"  node logs            : {out / 'logs'}")
+    print("  pictures             :")
+    for path in sorted((out / "pictures").glob("*.png")):
+        print(f"    {path}")
     return 0
 
 
@@ -118,7 +145,7 @@ def _prepare(out: Path) -> None:
             raise OSError(f"{scene} exists and is not a scene of an earlier demo; "
                           "choose another --out")
         shutil.rmtree(scene)
-    for name in ("eval", "logs"):
+    for name in ("eval", "logs", "pictures"):
         if (out / name).is_dir():
             shutil.rmtree(out / name)
     for name in ("mesh.ply", "map.npz"):

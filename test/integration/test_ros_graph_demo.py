@@ -28,6 +28,8 @@ def test_demo_maps_queries_and_scores_a_scene(tmp_path):
     assert f"mesh (PLY, semantic) : {out / 'mesh.ply'}" in text
     assert read_ply(out / "mesh.ply").num_vertices > 0
     assert (out / "map.npz").is_file() and (out / "eval" / "metrics.json").is_file()
+    pictures = sorted(p.name for p in (out / "pictures").glob("*.png"))
+    assert len(pictures) == 6 and all(f"    {out / 'pictures' / p}" in text for p in pictures)
     (out / "scene" / "scene.json").unlink()  # not a demo scene any more: never deleted
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1 and "choose another --out" in result.stderr
