@@ -19,7 +19,7 @@ from panoptic_mapper.core.field.config import (GRID_NAMES, FieldTrainingConfig, 
 from panoptic_mapper.core.field.device import (resolve_device, resolve_training_device,
                                                seeded_init)
 from panoptic_mapper.core.field.encodings import HashGridEncoding
-from panoptic_mapper.core.field.trainer import _match_state_shapes
+from panoptic_mapper.core.field.optimizer import match_state_shapes
 from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPanopticMap
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -260,7 +260,7 @@ def test_grid_checkpoints_move_between_tcnn_and_torch(monkeypatch):
     saved_optimizer.step()
     optimizer = torch.optim.Adam(fast.parameters())
     optimizer.load_state_dict(saved_optimizer.state_dict())
-    _match_state_shapes(optimizer)
+    match_state_shapes(optimizer)
     moments = optimizer.state[fast._tcnn.params]
     assert moments["exp_avg"].shape == fast._tcnn.params.shape
     torch.testing.assert_close(moments["exp_avg"].view_as(reference.table()),

@@ -171,9 +171,9 @@ def test_prior_seeds_tokens_and_distillation_targets(toy_scene):
     assert targets is not None and len(targets.points_m) == toy_scene.mesh.num_vertices
     # prior instance 101 + k seeded token k + 1 (seed order), with its class
     table = toy_scene.mesh.instance_ids == 1
-    assert set(trainer._distill_token_ids[table]) == {1}
+    assert set(trainer.distillation.token_ids[table]) == {1}
     classes = refined.classes
-    assert trainer._distill_token_classes[1] == int(classes.semantic_to_token_class(
+    assert trainer.distillation.token_classes[1] == int(classes.semantic_to_token_class(
         classes.label_to_semantic_class([11]))[0])
     assert "prior_distill" in trainer.last_losses
 
@@ -186,20 +186,20 @@ def test_merged_and_split_tokens_hand_over_their_prior_vertices(toy_scene, monke
     trainer = refined.trainer
     table_a = toy_scene.mesh.instance_ids == 1
     table_b = toy_scene.mesh.instance_ids == 2
-    assert set(trainer._distill_token_ids[table_a]) == {1}
-    assert set(trainer._distill_token_ids[table_b]) == {2}
+    assert set(trainer.distillation.token_ids[table_a]) == {1}
+    assert set(trainer.distillation.token_ids[table_b]) == {2}
     # token 2 was one object with token 1: table B's prior vertices now distil token 1
     monkeypatch.setattr(trainer.manager, "maintain",
                         lambda *args, **kwargs: TokenChange(step=1, merged={2: 1}))
     trainer._maintain_tokens()
-    assert set(trainer._distill_token_ids[table_a | table_b]) == {1}
+    assert set(trainer.distillation.token_ids[table_a | table_b]) == {1}
     # token 1 then split: the masks show two objects where the prior has one, so neither
     # table's vertices are distilled into a token any more (classes still are)
     monkeypatch.setattr(trainer.manager, "maintain",
                         lambda *args, **kwargs: TokenChange(step=2, split={9: 1}))
     trainer._maintain_tokens()
-    assert set(trainer._distill_token_ids[table_a | table_b]) == {0}
-    assert 1 in trainer._distill_token_classes
+    assert set(trainer.distillation.token_ids[table_a | table_b]) == {0}
+    assert 1 in trainer.distillation.token_classes
     refined.train_steps(1)  # distillation runs without those vertices
     assert np.isfinite(trainer.last_losses["prior_distill"])
 

@@ -1,4 +1,5 @@
-"""NeuS weights by hand; depth-guided and full volume rendering of an analytic plane."""
+"""NeuS weights by hand; depth-guided and full volume rendering of an analytic plane; the
+training samples and the render the geometry losses read (depth, SDF, gradients)."""
 import math
 
 import numpy as np
@@ -10,8 +11,9 @@ from panoptic_mapper.core.field.classes import ClassSpace
 from panoptic_mapper.core.field.config import PanopticFieldConfig, SamplerConfig, TokenConfig
 from panoptic_mapper.core.field.gaussian_tokens import InstanceTokens
 from panoptic_mapper.core.field.panoptic_field import PanopticField, SceneBox
-from panoptic_mapper.core.field.rendering import (RayBundle, RenderOutput, importance_ranges,
-                                                  neus_alpha, render_rays, stratified_ranges,
+from panoptic_mapper.core.field.rendering import (RayBundle, RenderOutput, geometry_ranges,
+                                                  importance_ranges, neus_alpha, render_rays,
+                                                  segmentation_ranges, stratified_ranges,
                                                   weights_from_alpha)
 
 PLANE_Z_M = 2.0
@@ -97,3 +99,58 @@ def test_importance_samples_gather_at_the_surface():
     near_surface = ((fine - PLANE_Z_M).abs() < 0.25).float().mean()
     assert near_surface > 0.8
     assert torch.all(fine[:, 1:] >= fine[:, :-1])
+
+
+# ---- the training path renders through render_rays --------------------------------------------
+def _real_field(label_registry) -> PanopticField:
+    """A randomly initialised field (hash grids and decoders), so every output has gradients."""
+    torch.manual_seed(0)
+    tokens = InstanceTokens.create(np.array([[0.0, 0.0, 2.0]]), np.ones((1, 3)), np.array([1]),
+                                   32, 32, torch.Generator().manual_seed(0))
+    return PanopticField(PanopticFieldConfig(), TokenConfig(),
+                         ClassSpace.from_registry(label_registry), SceneBox((0.0, 0.0, 1.0), 3.0),
+                         tokens, init_inv_s_per_m=20.0)
+
+
+def test_geometry_ranges_put_free_space_before_the_band():
+    config = SamplerConfig(band_m=0.1, geometry_band_samples=6, free_space_samples=2, near_m=0.3)
+    bundle = _rays(64, observed=0.0)
+    ranges = geometry_ranges(None, bundle, config, torch.Generator().manual_seed(3))
+    observed = bundle.observed_range_m[:, None]
+    assert ranges.shape == (64, 8)
+    assert torch.all(ranges[:, 1:] >= ranges[:, :-1])  # sorted along the ray
+    assert torch.all(ranges[:, :2] >= 0.3) and torch.all(ranges[:, :2] <= observed - 0.1)
+    assert torch.all((ranges[:, 2:] - observed).abs() <= 0.1)
+    # one sample per segmentation ray is the observed surface point itself (no draw)
+    single = segmentation_ranges(None, bundle, SamplerConfig(segmentation_band_samples=1), None)
+    torch.testing.assert_close(single, observed, rtol=0, atol=0)
+
+
+def test_render_rays_gives_the_training_depth_sdf_and_gradients(label_registry):
+    """The geometry losses read depth and SDF from render_rays: they equal the NeuS composite
+    written out by hand, and the depth carries the SDF's gradient while label outputs do not."""
+    field = _real_field(label_registry)
+    config = SamplerConfig()
+    bundle = _rays(16, observed=0.05)
+    ranges = geometry_ranges(field, bundle, config, torch.Generator().manual_seed(0))
+    out = render_rays(field, bundle, config, [RenderOutput.DEPTH, RenderOutput.SDF,
+                                              RenderOutput.POINTS, RenderOutput.WEIGHTS],
+                      ranges_m=ranges)
+    points = bundle.origins_m[:, None] + bundle.directions[:, None] * ranges[..., None]
+    sdf = field.sdf(points.reshape(-1, 3)).view(ranges.shape)
+    weights = weights_from_alpha(neus_alpha(sdf, field.inv_s()))
+    shifted = weights + 1e-6
+    mids = torch.cat([0.5 * (ranges[:, :-1] + ranges[:, 1:]), ranges[:, -1:]], dim=1)
+    depth = (shifted / shifted.sum(dim=1, keepdim=True) * mids).sum(dim=1)
+    torch.testing.assert_close(out[RenderOutput.DEPTH], depth, rtol=0, atol=0)
+    torch.testing.assert_close(out[RenderOutput.SDF], sdf, rtol=0, atol=0)
+    torch.testing.assert_close(out[RenderOutput.POINTS], points, rtol=0, atol=0)
+    out[RenderOutput.DEPTH].sum().backward()
+    assert field.sdf_decoder[0].weight.grad is not None and field.log_inv_s.grad is not None
+    labels = render_rays(field, bundle, SamplerConfig(segmentation_band_samples=4),
+                         [RenderOutput.SEMANTIC_PROBS, RenderOutput.PANOPTIC_PROBS])
+    field.zero_grad(set_to_none=True)
+    (labels[RenderOutput.PANOPTIC_PROBS].sum() + labels[RenderOutput.SEMANTIC_PROBS].sum()
+     ).backward()
+    assert field.semantic_decoder[0].weight.grad is not None  # the labels learn ...
+    assert field.sdf_decoder[0].weight.grad is None  # ... and never move the geometry

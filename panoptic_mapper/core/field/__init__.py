@@ -12,7 +12,10 @@ Modules, from the bottom up:
 * ``matching`` / ``losses``: Hungarian mask-token assignment and the loss terms;
 * ``token_init`` / ``token_manager``: where tokens start; prune / split / spawn with stable ids;
 * ``keyframes`` / ``schedule`` / ``trainer``: keyframe storage and rays, the loss schedule, the
-  resumable, thread-safe trainer;
+  resumable, thread-safe trainer, whose step is split into ``step_context`` (what the loss terms
+  share), ``geometry_losses``, ``prior_distill``, ``segmentation_losses`` with
+  ``frame_matching`` (per-frame Hungarian matching, covered tokens), ``token_maintenance``,
+  ``optimizer`` and ``checkpoint``;
 * ``instance_ids``: published ids that keep the prior map's ids; ``appearance``: the optional
   gsplat colour branch (CUDA only).
 

@@ -5,10 +5,11 @@ Two ways to place samples on a ray (``SamplerConfig.mode``):
 * ``volume`` (the paper, section 1.11): stratified samples in a band around the observed depth,
   stratified samples over ``[near, far]`` and NeuS importance samples drawn from a coarse pass
   with a fixed sharpness; without an observed depth (novel views) only the last two.
-* ``depth_guided``: stratified samples in a narrow band around the observed depth only. The
-  surface is where the depth says it is, so a handful of samples replaces 35 and CPU training
-  becomes feasible (``geometry-perf.md`` section 4). With a single sample the labels are read
-  at the observed surface point itself (weight 1).
+* ``depth_guided``: stratified samples in a narrow band around the observed depth only (geometry
+  rays add a few free-space samples between ``near_m`` and the band). The surface is where the
+  depth says it is, so a handful of samples replaces 35 and CPU training becomes feasible
+  (``geometry-perf.md`` section 4). With a single sample the labels are read at the observed
+  surface point itself (weight 1).
 
 Rendering weights follow PR++ Eq. 10-11 with S-density ``Phi(s) = sigmoid(xi s)``::
 
@@ -18,6 +19,10 @@ Rendering weights follow PR++ Eq. 10-11 with S-density ``Phi(s) = sigmoid(xi s)`
 so sample j carries the interval ``[rho_j, rho_{j+1}]`` (its depth is the interval midpoint) and
 the last sample carries nothing. Rendered quantities are normalised by ``sum_j w_j``: the samples
 cover the surface, and normalised renders are proper distributions for the label losses.
+
+:func:`render_rays` is the one place where NeuS weights are composited along rays: the trainer's
+geometry and segmentation losses render through it (with the ranges of
+:func:`geometry_ranges` / :func:`segmentation_ranges`) as inference does.
 
 Owns: :class:`RayBundle`, :class:`RenderOutput`, the samplers, :func:`neus_alpha`,
 :func:`render_rays`. Does not own: which rays are drawn (``keyframes.py``) or the losses.
@@ -33,6 +38,7 @@ import torch
 from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.field.config import SamplerConfig
 from panoptic_mapper.core.field.panoptic_field import FieldOutput, PanopticField
+from panoptic_mapper.core.field.panoptic_head import bayes_panoptic_probabilities
 
 ALPHA_EPS = 1e-5
 """Stabiliser of the NeuS opacity ratio (the code's value)."""
@@ -66,6 +72,10 @@ class RenderOutput(enum.Enum):
 
     RANGES = "ranges"
     """[R, S] sample ranges, metres."""
+    POINTS = "points"
+    """[R, S, 3] sample points, world frame, metres."""
+    SDF = "sdf"
+    """[R, S] signed distance at the samples, metres (what the geometry losses score)."""
     WEIGHTS = "weights"
     """[R, S] rendering weights w_j (not normalised)."""
     DEPTH = "depth"
@@ -171,18 +181,71 @@ def volume_ranges(field: PanopticField, bundle: RayBundle, config: SamplerConfig
     return torch.sort(torch.cat([coarse, fine], dim=1), dim=1).values
 
 
-def segmentation_ranges(field: PanopticField, bundle: RayBundle, config: SamplerConfig,
-                        generator: torch.Generator | None) -> torch.Tensor:
-    """[R, S] sample ranges for rendering labels in the configured mode."""
-    if config.mode == "volume":
-        return volume_ranges(field, bundle, config, generator)
+def _observed_ranges(bundle: RayBundle) -> torch.Tensor:
+    """[R] the bundle's observed ranges, or InvalidInputError when a ray lacks one."""
     observed = bundle.observed_range_m
     if observed is None or bool((observed <= 0).any()):
         raise InvalidInputError("observed_range_m", "missing or 0",
                                 "depth-guided rendering needs an observed range on every ray",
                                 kind="field")
+    return observed
+
+
+def free_space_ranges(observed_range_m: torch.Tensor, band_start_m: torch.Tensor,
+                      num_samples: int, near_m: float,
+                      generator: torch.Generator | None) -> torch.Tensor:
+    """[R, n] sorted uniform ranges between ``near_m`` and the start of the band [R] (evenly
+    spread without a generator), so the free-space loss sees the space in front of the
+    surface."""
+    near = torch.full_like(observed_range_m, near_m)
+    far = torch.maximum(band_start_m, near)
+    rays = observed_range_m.shape[0]
+    if generator is None:
+        fraction = ((torch.arange(num_samples, dtype=near.dtype, device=near.device) + 0.5)
+                    / num_samples).expand(rays, num_samples)
+    else:
+        fraction = torch.rand(rays, num_samples, generator=generator, dtype=near.dtype,
+                              device=generator.device).to(near.device).sort(1).values
+    return near[:, None] + (far - near)[:, None] * fraction
+
+
+def geometry_ranges(field: PanopticField, bundle: RayBundle, config: SamplerConfig,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """[R, S] sample ranges of the geometry losses: the paper's volume samples, or (depth
+    guided) ``free_space_samples`` between ``near_m`` and the band, then
+    ``geometry_band_samples`` in ``observed +- band_m``."""
+    if config.mode == "volume":
+        return volume_ranges(field, bundle, config, generator)
+    observed = _observed_ranges(bundle)
+    band = band_ranges(observed, config.band_m, config.geometry_band_samples, config.near_m,
+                       generator)
+    if not config.free_space_samples:
+        return band
+    free = free_space_ranges(observed, band[:, 0], config.free_space_samples, config.near_m,
+                             generator)
+    return torch.cat([free, band], dim=1)
+
+
+def segmentation_ranges(field: PanopticField, bundle: RayBundle, config: SamplerConfig,
+                        generator: torch.Generator | None) -> torch.Tensor:
+    """[R, S] sample ranges for rendering labels in the configured mode (depth guided with one
+    sample: the observed surface point itself)."""
+    if config.mode == "volume":
+        return volume_ranges(field, bundle, config, generator)
+    observed = _observed_ranges(bundle)
+    if config.segmentation_band_samples == 1:
+        return observed[:, None]
     return band_ranges(observed, config.segmentation_band_m, config.segmentation_band_samples,
                        config.near_m, generator)
+
+
+GEOMETRY_OUTPUTS = frozenset({RenderOutput.WEIGHTS, RenderOutput.DEPTH, RenderOutput.OPACITY,
+                              RenderOutput.SDF})
+"""Outputs that carry the SDF's gradient (the label outputs use detached weights)."""
+LABEL_OUTPUTS = {RenderOutput.SEMANTIC_PROBS: FieldOutput.SEMANTIC_PROBS,
+                 RenderOutput.TOKEN_MASKS: FieldOutput.TOKEN_MASKS,
+                 RenderOutput.PANOPTIC_PROBS: FieldOutput.PANOPTIC_PROBS}
+"""Label outputs and the field output each composites."""
 
 
 def render_rays(field: PanopticField, bundle: RayBundle, config: SamplerConfig,
@@ -193,7 +256,8 @@ def render_rays(field: PanopticField, bundle: RayBundle, config: SamplerConfig,
     Geometry weights come from the SDF at all samples; label quantities are evaluated at every
     sample but the last (which carries no weight) and composited with the normalised weights,
     detached, so segmentation never moves geometry (PR++ / code: "3D softmax" with detached
-    weights). Gradients flow where the caller's autograd mode allows.
+    weights). Gradients flow where the caller's autograd mode allows; when only label outputs
+    are asked for, the SDF is evaluated without a graph (it would receive no gradient).
 
     Args:
         field: the panoptic field.
@@ -201,39 +265,63 @@ def render_rays(field: PanopticField, bundle: RayBundle, config: SamplerConfig,
         config: sampler settings, including the mode.
         outputs: what to return.
         generator: random source for stratification (None: deterministic bin centres).
-        ranges_m: [R, S] sample ranges to use instead of sampling.
+        ranges_m: [R, S] sorted sample ranges to use instead of sampling (e.g. from
+            :func:`geometry_ranges`); by default :func:`segmentation_ranges`.
     """
     wanted = set(outputs)
     if ranges_m is None:
         ranges_m = segmentation_ranges(field, bundle, config, generator)
     rays, samples = ranges_m.shape
     points = bundle.points(ranges_m)  # [R, S, 3]
+    result: dict[RenderOutput, torch.Tensor] = {RenderOutput.RANGES: ranges_m,
+                                                RenderOutput.POINTS: points}
     if samples == 1:
         # One sample (depth-guided at the surface): it is the surface, with weight 1.
         weights = torch.ones_like(ranges_m)
-        norm = label_weights = weights
+        label_weights = weights
         label_points = points[:, 0]
-        result: dict[RenderOutput, torch.Tensor] = {RenderOutput.RANGES: ranges_m,
-                                                    RenderOutput.WEIGHTS: weights,
-                                                    RenderOutput.DEPTH: ranges_m[:, 0]}
+        result[RenderOutput.DEPTH] = ranges_m[:, 0]
+        if RenderOutput.SDF in wanted:
+            result[RenderOutput.SDF] = field.sdf(label_points).view(rays, 1)
     else:
-        sdf = field.sdf(points.reshape(-1, 3)).view(rays, samples)
-        weights = weights_from_alpha(neus_alpha(sdf, field.inv_s()))
-        result = {RenderOutput.RANGES: ranges_m, RenderOutput.WEIGHTS: weights}
-        norm = normalized_weights(weights)
-        result[RenderOutput.DEPTH] = (norm * interval_midpoints(ranges_m)).sum(dim=1)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and bool(wanted & GEOMETRY_OUTPUTS)):
+            sdf = field.sdf(points.reshape(-1, 3)).view(rays, samples)
+            weights = weights_from_alpha(neus_alpha(sdf, field.inv_s()))
+            norm = normalized_weights(weights)
+            result[RenderOutput.SDF] = sdf
+            result[RenderOutput.DEPTH] = (norm * interval_midpoints(ranges_m)).sum(dim=1)
         label_weights = norm[:, :-1].detach()
-        label_weights = label_weights / label_weights.sum(dim=1, keepdim=True)
         label_points = points[:, :-1].reshape(-1, 3)
+    result[RenderOutput.WEIGHTS] = weights
     result[RenderOutput.OPACITY] = weights.sum(dim=1)
-    field_outputs = {RenderOutput.SEMANTIC_PROBS: FieldOutput.SEMANTIC_PROBS,
-                     RenderOutput.TOKEN_MASKS: FieldOutput.TOKEN_MASKS,
-                     RenderOutput.PANOPTIC_PROBS: FieldOutput.PANOPTIC_PROBS}
-    requested = [field_outputs[key] for key in wanted if key in field_outputs]
-    if requested:
-        values = field(label_points, requested)
-        for key, field_key in field_outputs.items():
-            if key in wanted:
-                value = values[field_key].view(rays, label_weights.shape[1], -1)
-                result[key] = (label_weights[..., None] * value).sum(dim=1)
+    if wanted & LABEL_OUTPUTS.keys():
+        if samples > 1:
+            label_weights = label_weights / label_weights.sum(dim=1, keepdim=True)
+        result.update(_composite_labels(field, label_points, label_weights, wanted))
     return {key: value for key, value in result.items() if key in wanted}
+
+
+def _composite_labels(field: PanopticField, points_m: torch.Tensor, weights: torch.Tensor,
+                      wanted: set[RenderOutput]) -> dict[RenderOutput, torch.Tensor]:
+    """The wanted label outputs at [R * S', 3] points composited with [R, S'] weights.
+
+    The panoptic distribution is made per sample from the semantic probabilities and token
+    masks (the field's Bayes head) after those are composited: the order in which the
+    composites are built fixes the order in which backward sums gradients, so a run repeats bit
+    for bit only if it stays the same.
+    """
+    rays, samples = weights.shape
+    per_sample = (RenderOutput.SEMANTIC_PROBS, RenderOutput.TOKEN_MASKS)
+    panoptic = RenderOutput.PANOPTIC_PROBS in wanted
+    values = field(points_m, [LABEL_OUTPUTS[key] for key in per_sample
+                              if panoptic or key in wanted])
+
+    def composite(value: torch.Tensor) -> torch.Tensor:
+        return (weights[..., None] * value.view(rays, samples, -1)).sum(dim=1)
+
+    out = {key: composite(values[LABEL_OUTPUTS[key]]) for key in per_sample if key in wanted}
+    if panoptic:
+        out[RenderOutput.PANOPTIC_PROBS] = composite(bayes_panoptic_probabilities(
+            values[FieldOutput.SEMANTIC_PROBS], values[FieldOutput.TOKEN_MASKS],
+            field.classes.num_stuff))
+    return out
