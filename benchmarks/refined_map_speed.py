@@ -99,7 +99,7 @@ def training_steps(refined: RefinedPanopticMap, steps: int, rounds: int) -> dict
 def publishing(refined: RefinedPanopticMap, scene: Path, renders: int) -> dict:
     """Seconds to label the prior's mesh with the field; ms per label render, refined vs prior."""
     start = time.perf_counter()
-    refined._publish(refined.trainer)
+    refined.layer._publish(refined.trainer)
     publish_s = time.perf_counter() - start
     dataset = open_dataset(scene, max_frames=renders)
     poses = [(s.frame.T_world_cam, s.frame.intrinsics) for s in dataset.iter_samples()]

@@ -186,8 +186,8 @@ def test_previous_products_serve_until_the_restarted_field_is_ready(toy_scene):
             refined.render_labels(frame.T_world_cam, frame.intrinsics).label_ids, rendered)
     refined.train_steps(1)  # step 5: the restarted field is ready and replaces the previous
     assert refined.get_mesh() is not mesh
-    assert refined._published.trainer is refined.trainer
-    assert refined._published.box == refined.trainer.field.box
+    assert refined.layer._published.trainer is refined.trainer
+    assert refined.layer._published.box == refined.trainer.field.box
     assert refined.update_mesh().changed is False
 
 
@@ -205,7 +205,7 @@ def test_instance_ids_survive_the_restart(toy_scene):
     renumbered = ToyPriorMap(toy_scene, id_offset=200)
     refined.prior.mesh, refined.prior.id_offset = renumbered.mesh, 200
     refined.train_steps(10)  # ready again: the restarted field publishes
-    assert refined.field_restarts == 1 and refined._published.trainer is refined.trainer
+    assert refined.field_restarts == 1 and refined.layer._published.trainer is refined.trainer
     after = refined.get_mesh().instance_ids
     assert {i.id for i in refined.get_instances() if i.is_thing} == {101, 102, 103, 104}
     for instance_id in (101, 102, 103, 104):  # each id still names about the same surface
@@ -225,7 +225,7 @@ def test_save_and_load_during_and_after_a_restart(toy_scene, tmp_path):
     assert restored.field_restarts == 1 and restored.progress().field_restarts == 1
     assert restored.trainer.step_count == 2 and len(restored.store) == 17
     assert restored.trainer.field.box == refined.trainer.field.box
-    assert restored._published.box == refined._published.box != refined.trainer.field.box
+    assert restored.layer._published.box == refined.layer._published.box != refined.trainer.field.box
     points = toy_scene.mesh.vertices_m[::41]
     np.testing.assert_array_equal(restored.get_mesh().label_ids, refined.get_mesh().label_ids)
     np.testing.assert_array_equal(restored.get_mesh().instance_ids,
@@ -234,14 +234,14 @@ def test_save_and_load_during_and_after_a_restart(toy_scene, tmp_path):
         np.testing.assert_array_equal(a, b)
     for refined_map in (refined, restored):  # both switch to the restarted field alike
         refined_map.train_steps(3)
-        assert refined_map._published.trainer is refined_map.trainer
+        assert refined_map.layer._published.trainer is refined_map.trainer
     np.testing.assert_array_equal(restored.get_mesh().instance_ids,
                                   refined.get_mesh().instance_ids)
     path = tmp_path / "restarted.npz"
     refined.save(path)
     again = RefinedPanopticMap(toy_scene.registry, _config(5), prior=ToyPriorMap(toy_scene))
     again.load(path)
-    assert again.field_restarts == 1 and again._published.trainer is again.trainer
+    assert again.field_restarts == 1 and again.layer._published.trainer is again.trainer
     assert again.trainer.field.box == refined.trainer.field.box
 
 
@@ -275,7 +275,7 @@ def test_finalize_grows_the_box_to_cover_every_keyframe(toy_scene, shift_m):
     assert refined.progress().box_growth_due == (share == 1.0)
     refined.finalize()
     assert refined.field_restarts == 1 and refined.is_ready
-    assert refined._published.trainer is refined.trainer
+    assert refined.layer._published.trainer is refined.trainer
     assert refined.trainer.field.box.contains(points).all()
     assert refined.progress().done
 
@@ -288,7 +288,7 @@ def test_a_version_1_file_loads_with_no_restarts(toy_scene, tmp_path):
     with np.load(path) as data:
         members = {name: data[name] for name in data.files}
     meta = json.loads(bytes(members["meta"]).decode())
-    assert meta["format_version"] == 2 and meta["field_restarts"] == 0
+    assert meta["format_version"] == 3 and meta["field_restarts"] == 0
     meta["format_version"] = 1
     del meta["field_restarts"]  # what version 1 wrote
     members["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)

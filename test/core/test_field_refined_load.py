@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from panoptic_mapper.core.errors import DataFormatError
+from panoptic_mapper.core.mapping.refined_layer import RefinedLayer
 from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPanopticMap
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -154,12 +155,12 @@ def test_failed_publish_restores_the_prior_then_a_good_file_loads(saved, toy_sce
     points = toy_scene.mesh.vertices_m[::40]
     before = _answers(refined, points)
 
-    def fail(self, trainer):
-        assert self.prior.frames == 16  # the file's prior was loaded when publishing began
+    def fail(self, trainer, prior=None):
+        assert self.prior.map.frames == 16  # the file's prior was loaded when publishing began
         raise ValueError("no labels")
 
     with monkeypatch.context() as patch:
-        patch.setattr(RefinedPanopticMap, "_publish", fail)
+        patch.setattr(RefinedLayer, "_publish", fail)
         with pytest.raises(DataFormatError, match="publishing it.*no labels"):
             refined.load(path)
     _assert_unchanged(refined, before, points)

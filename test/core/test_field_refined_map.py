@@ -11,6 +11,7 @@ import pytest
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
 from panoptic_mapper.core.eval.metrics import scene_panoptic_quality
 from panoptic_mapper.core.mapping.base import IntegrationReport, PanopticMap, create_map
+from panoptic_mapper.core.field.panoptic_field import SceneBox
 from panoptic_mapper.core.mapping.refined_map import RefinedPanopticMap
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -294,7 +295,7 @@ def test_fragment_tokens_are_not_published(toy_scene):
     refined = RefinedPanopticMap(toy_scene.registry, _config(10, min_token_vertices=3),
                                  prior=ToyPriorMap(toy_scene))
     token_ids = np.array([0, 1, 1, 1, 2, 2, 3, 0])
-    np.testing.assert_array_equal(refined._fragment_vertices(token_ids),
+    np.testing.assert_array_equal(refined.layer.labeller.fragment_vertices(token_ids),
                                   [False, False, False, False, True, True, True, False])
     # No token wins a million vertices: the prior labels the whole mesh, even with no fallback.
     everything = _integrated(toy_scene, _config(10, ready_fraction=0.0,
@@ -317,9 +318,9 @@ def test_outside_the_field_box_the_prior_answers(toy_scene, monkeypatch):
     prior_mesh = toy_scene.mesh
     cut = float(np.median(prior_mesh.vertices_m[:, 0]))
     outside = prior_mesh.vertices_m[:, 0] > cut
-    box_contains = RefinedPanopticMap._box_contains
-    monkeypatch.setattr(RefinedPanopticMap, "_box_contains",
-                        lambda self, pts, box: box_contains(self, pts, box) & (pts[:, 0] <= cut))
+    box_contains = SceneBox.contains
+    monkeypatch.setattr(SceneBox, "contains",
+                        lambda box, pts: box_contains(box, pts) & (pts[:, 0] <= cut))
     refined.train_steps(1)
     refined.update_mesh()
     mesh = refined.get_mesh()

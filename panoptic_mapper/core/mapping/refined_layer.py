@@ -1,0 +1,668 @@
+"""The refined layer: a PanopticRecon++ field derived from a prior map, never integrating itself.
+
+Like nvblox's mesh and ESDF layers over its TSDF, the layer reads what the prior map integrated
+(``core/mapping/prior.py``: its labelled mesh, instance table and point labels) and keeps its
+own keyframe store; it serves labels and instances as a view over the prior:
+
+* ``observe_frame`` keeps a frame the prior accepted as a keyframe when the camera moved,
+  turned or waited enough (``KeyframeConfig``);
+* training starts from the prior: one token per prior thing instance (and later ones for
+  instances the prior confirms afterwards), and the prior's vertex labels are distilled into the
+  field while the 2D masks of all keyframes refine it jointly; ``train_steps(n)`` trains in
+  chunks (for a background worker), ``finish_training()`` to the end of the step budget;
+* until the field is ready (the schedule passed ``ready_fraction`` and the field was published)
+  every getter answers from the prior; afterwards ``update()`` relabels the prior's current mesh
+  with the field (``refined_labels.py``): labels from the Bayes panoptic head, instances from the
+  tokens, which inherit the prior's ids by 3D overlap;
+* the field's scene box is set at the first training call; when a keyframe later sees beyond it
+  (``scene_box``, ``core/field/box_growth.py``), the next training call restarts the field on a
+  grown box (tokens and distillation targets from the prior again). Until the restarted field is
+  ready, the previous field keeps labelling what the getters serve; its tokens then take the ids
+  published before (``rebind_tokens``). A user-given workspace box never grows;
+* ``save``/``load`` write one file with the prior's part, the keyframes and the field checkpoint
+  (``refined_persistence.py``); ``load`` is atomic (the prior's part is restored from a backup
+  when anything after it fails).
+
+Thread safety: ``observe_frame``, ``train_steps``, ``update`` and the getters may run on
+different threads (integration, training, refresh, services); the caller serialises ``save``,
+``load``, ``reset`` and ``train_steps`` among themselves (``runtime/refined_session.py``).
+
+Owns: :class:`RefinedLayer`. Does not own: the prior, the field (``core/field``), labelling a
+mesh (``refined_labels.py``), the file format (``refined_persistence.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from panoptic_mapper.core.errors import ConfigError, DataFormatError, InvalidInputError
+from panoptic_mapper.core.field.appearance import (GsplatAppearance,
+                                                  appearance_unavailable_reason)
+from panoptic_mapper.core.field.box_growth import (grown_box, keyframe_surface_sample,
+                                                   outside_share)
+from panoptic_mapper.core.field.classes import ClassSpace
+from panoptic_mapper.core.field.config import GRID_NAMES
+from panoptic_mapper.core.field.instance_ids import (IdBindingState, passthrough_ids,
+                                                     published_instance_ids)
+from panoptic_mapper.core.field.keyframes import Keyframe, KeyframeSelector, KeyframeStore
+from panoptic_mapper.core.field.panoptic_field import SceneBox
+from panoptic_mapper.core.field.schedule import phase_at
+from panoptic_mapper.core.field.token_init import seeds_from_prior
+from panoptic_mapper.core.field.trainer import FieldTrainer, PriorTargets, TrainingProgress
+from panoptic_mapper.core.labels import LabelRegistry
+from panoptic_mapper.core.mapping import refined_persistence as files
+from panoptic_mapper.core.mapping.prior import PriorSnapshot, PriorSource
+from panoptic_mapper.core.mapping.refined_config import RefinedLayerConfig
+from panoptic_mapper.core.mapping.refined_labels import (FieldLabeller, PublishedField,
+                                                         same_vertices)
+from panoptic_mapper.core.tracking.instance_geometry import InstanceSummaryConfig
+from panoptic_mapper.core.tsdf.raycast import MeshRaycaster
+from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraIntrinsics,
+                                        LabelRender, MapInstance, PanopticMesh,
+                                        PanopticSegmentation2D, RgbdFrame,
+                                        validate_rigid_transform)
+
+LOGGER = logging.getLogger(__name__)
+
+BUDGET_CHECK_STEPS = 10
+"""``finish_training`` re-fits the step budget to the time budget every this many steps."""
+BUDGET_SAFETY = 0.9
+"""Share of the remaining time the re-fitted budget plans to use (the rate fluctuates)."""
+
+
+@dataclass
+class KeyframeReport:
+    """What :meth:`RefinedLayer.observe_frame` did with a frame."""
+
+    kept: bool = False
+    """The frame became a keyframe."""
+    warnings: list[str] = field(default_factory=list)
+    evicted_stamp_ns: int | None = None
+    """Stamp of the keyframe dropped to make room (the store is bounded), if any."""
+    num_keyframes: int = 0
+
+
+class RefinedLayer:
+    """PanopticRecon++ over a prior source (see the module docstring).
+
+    Args:
+        registry: the label registry.
+        config: the layer's settings.
+        prior: the prior it derives from.
+        summary: box and colour rules of the published instances (the prior's own, so that a
+            planner sees no jump when the field takes over).
+    """
+
+    def __init__(self, registry: LabelRegistry, config: RefinedLayerConfig, prior: PriorSource,
+                 summary: InstanceSummaryConfig | None = None):
+        self.registry = registry
+        self.config = config
+        self.prior = prior
+        self.summary = summary or InstanceSummaryConfig()
+        self.classes = ClassSpace.from_registry(registry)
+        self.labeller = FieldLabeller(registry, self.classes, config, self.summary)
+        self._lock = threading.RLock()
+        self._publish_lock = threading.RLock()
+        self._prior_raycaster: tuple[int, MeshRaycaster] | None = None
+        self._build_state()
+
+    def _build_state(self) -> None:
+        keyframe_config = self.config.keyframes
+        if self.config.appearance.enabled:
+            keyframe_config = keyframe_config.replace(keep_rgb=True)
+        self.store = KeyframeStore(keyframe_config, self.config.training.sampler.near_m)
+        self.selector = KeyframeSelector(self.config.keyframes)
+        self.trainer = self._new_trainer()
+        self._published: PublishedField | None = None
+        self._restarts = 0
+        """Times the field was restarted on a grown box."""
+        self._box_checked: tuple[FieldTrainer | None, set[int]] = (None, set())
+        """(trainer, stamps of the keyframes that do not see beyond its box)."""
+        self._bindings = IdBindingState()
+        self._finalized = False
+        self.appearance: GsplatAppearance | None = None
+        self._seeded_prior_ids: set[int] = set()
+        """Prior thing instances that seeded a token (initially or later)."""
+
+    def _new_trainer(self) -> FieldTrainer:
+        try:
+            return FieldTrainer(self.config.training, self.classes, self.store)
+        except ConfigError as exc:  # the device or a grid does not fit this machine
+            raise ConfigError(f"training.{exc.field}", exc.value, exc.reason) from exc
+
+    def reset(self) -> None:
+        """Forget keyframes, field and bindings (the prior is not ours to reset)."""
+        with self._lock, self._publish_lock:
+            self._build_state()
+
+    # ---- keyframes -----------------------------------------------------------------------------
+    def observe_frame(self, frame: RgbdFrame,
+                      segmentation: PanopticSegmentation2D | None) -> KeyframeReport:
+        """Keep a frame the prior accepted as a keyframe when the selector says so."""
+        report = KeyframeReport()
+        with self._lock:
+            if self.selector.is_keyframe(frame.T_world_cam, frame.stamp_ns):
+                try:
+                    stored, warnings = Keyframe.from_frame(frame, segmentation, self.classes,
+                                                           self.registry, self.store.config)
+                except InvalidInputError as exc:
+                    report.warnings.append(f"refined map: frame not kept as keyframe: {exc}")
+                else:
+                    report.warnings.extend(warnings)
+                    report.evicted_stamp_ns = self.store.add(stored)
+                    self.selector.accept(frame.T_world_cam, frame.stamp_ns)
+                    report.kept = True
+            report.num_keyframes = len(self.store)
+        return report
+
+    def wants_keyframe(self, T_world_cam: np.ndarray, stamp_ns: int) -> bool:  # noqa: N803
+        """Whether a frame at this pose and stamp would be kept (read-only; lets a caller skip
+        decoding the images of frames that would not be)."""
+        with self._lock:
+            return self.selector.is_keyframe(T_world_cam, stamp_ns)
+
+    # ---- training ------------------------------------------------------------------------------
+    @property
+    def is_ready(self) -> bool:
+        """True once the field answers instead of the prior."""
+        return self._published is not None
+
+    def can_train(self) -> bool:
+        """Enough keyframes are stored to start (or continue) training."""
+        return self.trainer.is_setup or len(self.store) >= self.config.min_keyframes
+
+    @property
+    def field_restarts(self) -> int:
+        """Times the field was restarted on a grown scene box."""
+        return self._restarts
+
+    @property
+    def field_box(self) -> SceneBox | None:
+        """The scene box of the field in training (None before the first training call)."""
+        field_ = self.trainer.field
+        return field_.box if field_ is not None else None
+
+    @property
+    def serving_trainer(self) -> FieldTrainer | None:
+        """The trainer whose field labels what the getters serve (None while the prior
+        answers): the one in training, except during a restart on a grown box."""
+        published = self._published
+        return published.trainer if published is not None else None
+
+    @property
+    def published_step(self) -> int:
+        """Training step of the field that labelled what is served (-1: the prior answers)."""
+        published = self._published
+        return published.step if published is not None else -1
+
+    def train_steps(self, num_steps: int, deadline_s: float | None = None) -> TrainingProgress:
+        """Train up to ``num_steps`` steps (see :meth:`FieldTrainer.train_steps`), first
+        restarting the field on a grown box when a keyframe sees beyond the current one;
+        publishes the field in training once its schedule passes ``ready_fraction`` (the first
+        time, and after a restart, when it replaces the previous field).
+
+        Raises:
+            InvalidInputError: fewer than ``min_keyframes`` keyframes are stored.
+        """
+        self._ensure_setup()
+        self._grow_box_if_due()
+        self._seed_new_prior_instances()
+        trainer = self.trainer
+        progress = trainer.train_steps(num_steps, deadline_s)
+        if self._field_ready() and not self._serves(trainer):
+            self._publish(trainer)
+        return self._with_box_state(progress, trainer)
+
+    def progress(self) -> TrainingProgress:
+        """Training progress without training (restart count and box state included)."""
+        trainer = self.trainer  # once: a restart may replace it meanwhile
+        return self._with_box_state(trainer.progress(), trainer)
+
+    def _with_box_state(self, progress: TrainingProgress,
+                        trainer: FieldTrainer) -> TrainingProgress:
+        progress.field_restarts = self._restarts
+        progress.box_growth_due = self._keyframe_beyond_box(trainer) is not None
+        return progress
+
+    def _serves(self, trainer: FieldTrainer) -> bool:
+        return self.serving_trainer is trainer
+
+    def _seed_new_prior_instances(self) -> None:
+        """Give a token to every thing instance the prior confirmed since the last call."""
+        if not self.config.tokens_from_prior:
+            return
+        instances = [inst for inst in self.prior.get_prior_snapshot().instances
+                     if inst.is_thing and inst.id not in self._seeded_prior_ids]
+        if not instances:
+            return
+        self._seeded_prior_ids.update(inst.id for inst in instances)
+        ids = self.trainer.add_tokens(seeds_from_prior(instances, self.config.training.tokens))
+        LOGGER.info("refined map: %d tokens for new prior instances %s (token ids %s)",
+                    len(ids), [inst.id for inst in instances], ids)
+
+    def _field_ready(self) -> bool:
+        return (self.trainer.is_setup
+                and self.trainer.step_count >= self.config.ready_fraction
+                * self.trainer.total_steps)
+
+    def _ensure_setup(self) -> None:
+        if self.trainer.is_setup:
+            return
+        if len(self.store) < self.config.min_keyframes:
+            raise InvalidInputError("keyframes", len(self.store),
+                                    f"training needs at least {self.config.min_keyframes} "
+                                    "keyframes", kind="field")
+        self._setup(self.trainer, grow_from=None)
+
+    def _setup(self, trainer: FieldTrainer, grow_from: SceneBox | None) -> None:
+        """Set ``trainer`` up from the prior (tokens, distillation targets) on the user's fixed
+        box, a box grown from ``grow_from``, or (neither) the box around the keyframes and the
+        prior's mesh."""
+        prior = self.prior.get_prior_snapshot()
+        mesh = prior.mesh
+        seeds, targets = None, None
+        if self.config.tokens_from_prior:
+            self._seeded_prior_ids = {inst.id for inst in prior.instances if inst.is_thing}
+            seeds = seeds_from_prior(list(prior.instances), self.config.training.tokens)
+            if seeds.count == 0:
+                seeds = None
+        if seeds is not None and mesh.num_vertices:
+            targets = PriorTargets(mesh.vertices_m.astype(np.float32),
+                                   self.classes.label_to_semantic_class(mesh.label_ids),
+                                   mesh.instance_ids.astype(np.int64))
+        box = self.config.scene_box.fixed_box
+        if grow_from is not None:
+            box = grown_box(grow_from, np.concatenate([trainer.scene_points(), mesh.vertices_m]),
+                            self.config.training.field.scene_margin_m,
+                            self.config.scene_box.headroom)
+        trainer.setup(seeds, mesh.vertices_m, targets, box)
+
+    # ---- the scene box -------------------------------------------------------------------------
+    def _keyframe_beyond_box(self, trainer: FieldTrainer) -> tuple[Keyframe, float] | None:
+        """A stored keyframe that sees beyond the box of ``trainer``'s field, with the share of
+        its points beyond it; None when none does (or the box does not grow). Keyframes found
+        inside are remembered per field, so each is checked once."""
+        rule = self.config.scene_box
+        if not rule.grows or not trainer.is_setup:
+            return None
+        box = trainer.field.box
+        # No lock: status polls call this beside training and queries, and a race between two
+        # callers only checks a keyframe twice.
+        checked_for, inside = self._box_checked
+        if checked_for is not trainer:
+            inside = set()
+            self._box_checked = (trainer, inside)
+        for keyframe in self.store.snapshot():
+            if keyframe.stamp_ns in inside:
+                continue
+            share = outside_share(keyframe_surface_sample(keyframe, self.store.near_m), box,
+                                  rule.outside_tolerance_m)
+            if share > rule.outside_share:
+                return keyframe, share
+            inside.add(keyframe.stamp_ns)
+        return None
+
+    def _grow_box_if_due(self, cover_everything: bool = False) -> None:
+        """Restart the field on a grown box when a keyframe sees beyond the current one, or,
+        with ``cover_everything`` (``finish_training``), when any point of the keyframes or of
+        the prior's mesh lies beyond it. The new field is set up like the first one, with the
+        same step budget, from step 0; the published products stay until it is ready."""
+        previous = self.trainer
+        reason = self._growth_reason(previous, cover_everything)
+        if reason is None:
+            return
+        trainer = self._new_trainer()
+        trainer.set_total_steps(previous.total_steps)
+        self._setup(trainer, grow_from=previous.field.box)
+        with self._lock:
+            self.trainer = trainer
+            self._restarts += 1
+        LOGGER.info("refined map: %s; restart %d on a grown box: %s -> %s (%d steps; until the "
+                    "new field is ready at step %d, %s answers)", reason, self._restarts,
+                    previous.field.box, trainer.field.box, trainer.total_steps,
+                    int(np.ceil(self.config.ready_fraction * trainer.total_steps)),
+                    "the previous field" if self.is_ready else "the prior")
+
+    def _growth_reason(self, trainer: FieldTrainer, cover_everything: bool) -> str | None:
+        """Why ``trainer``'s box must grow (for the log), or None."""
+        if cover_everything and self.config.scene_box.grows and trainer.is_setup:
+            points = np.concatenate([trainer.scene_points(),
+                                     self.prior.get_prior_snapshot().mesh.vertices_m])
+            share = outside_share(points, trainer.field.box,
+                                  self.config.scene_box.outside_tolerance_m)
+            if share > 0:
+                return (f"{100 * share:.1f} % of the keyframes' points and the prior's mesh lie "
+                        "beyond the field's box")
+        beyond = self._keyframe_beyond_box(trainer)
+        if beyond is None:
+            return None
+        keyframe, share = beyond
+        return (f"the keyframe at {keyframe.stamp_ns} ns sees beyond the field's box "
+                f"({100 * share:.0f} % of its points)")
+
+    # ---- serving -------------------------------------------------------------------------------
+    def update(self) -> bool:
+        """Relabel the prior's current mesh with the serving field when the prior or the field
+        changed since it was last labelled; True when what the getters serve changed. The
+        serving field is the one in training, except during a restart on a grown box."""
+        published = self._published
+        if self._field_ready() and not self._serves(self.trainer):
+            self._publish(self.trainer)
+            return True
+        if published is None:
+            return False
+        prior = self.prior.get_prior_snapshot()
+        serving = published.trainer
+        if prior.version == published.prior_version and published.step == serving.step_count:
+            return False
+        self._publish(serving, prior)
+        return True
+
+    def get_mesh(self) -> PanopticMesh:
+        published = self._published
+        return published.mesh if published is not None else \
+            self.prior.get_prior_snapshot().mesh
+
+    def get_instances(self) -> list[MapInstance]:
+        published = self._published
+        return list(published.instances if published is not None
+                    else self.prior.get_prior_snapshot().instances)
+
+    def query_labels(self, points_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Label and instance ids at [N, 3] world points: from the field once ready (0 away
+        from its surface), else from the prior. Outside the field's scene box, and where the
+        field is unsure, the prior answers."""
+        points = np.asarray(points_m, np.float64)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise InvalidInputError("points_m", list(points.shape), "must be [N, 3]",
+                                    kind="query")
+        if not np.all(np.isfinite(points)):
+            raise InvalidInputError("points_m", "non-finite entries", "must be finite",
+                                    kind="query")
+        published = self._published
+        if published is None:
+            return self.prior.query_prior_labels(points)
+        with self._publish_lock:
+            published = self._published
+            answer = self.labeller.label_points(points, True, published.trainer)
+            bindings = IdBindingState.from_dict(self._bindings.to_dict())
+        labels, token_ids = answer.label_ids, answer.token_ids
+        inside = published.box.contains(points)
+        known = (np.abs(answer.sdf_m) <= self.config.query_max_abs_sdf_m) & inside
+        stuff = np.where(token_ids == 0, labels, 0)
+        instances = published_instance_ids(bindings, token_ids, stuff)
+        unbound = (token_ids != 0) & ~np.isin(token_ids, list(bindings.token_to_map))
+        instances[unbound] = NO_INSTANCE_ID
+        from_prior = (known & (answer.confidence < self.config.prior_fallback_confidence)) \
+            | ~inside
+        if from_prior.any():
+            prior_labels, prior_ids = self.prior.query_prior_labels(points[from_prior])
+            labels = labels.copy()
+            labels[from_prior] = prior_labels
+            instances[from_prior] = passthrough_ids(bindings, prior_ids, prior_labels,
+                                                    self.labeller.is_stuff)
+        known |= ~inside  # the prior's own answer there (void where it knows nothing)
+        labels = np.where(known, labels, VOID_LABEL_ID).astype(np.int32)
+        return labels, np.where(known, instances, NO_INSTANCE_ID).astype(np.int32)
+
+    def render_labels(self, T_world_cam: np.ndarray,  # noqa: N803
+                      intrinsics: CameraIntrinsics) -> LabelRender:
+        """Raycast the labelled mesh (once ready), else the prior's mesh."""
+        T = validate_rigid_transform(T_world_cam, "T_world_cam")  # noqa: N806
+        published = self._published
+        if published is not None:
+            return published.raycaster.render(T, intrinsics)
+        prior = self.prior.get_prior_snapshot()
+        cached = self._prior_raycaster
+        if cached is None or cached[0] != prior.version:
+            cached = (prior.version, MeshRaycaster(prior.mesh))
+            self._prior_raycaster = cached
+        return cached[1].render(T, intrinsics)
+
+    def _publish(self, trainer: FieldTrainer, prior: PriorSnapshot | None = None) -> None:
+        """Label the prior's mesh with ``trainer``'s field and swap in the products.
+
+        When ``trainer`` replaces the field that published so far (a restart on a grown box),
+        its tokens first take the ids published until now, on the current mesh: if the prior's
+        mesh changed since, the previous field labels it once more to give those ids."""
+        with self._publish_lock:
+            prior = prior or self.prior.get_prior_snapshot()
+            previous = self._published
+            if (previous is not None and previous.trainer is not trainer
+                    and not same_vertices(previous.mesh, prior.mesh)):
+                previous, self._bindings = self.labeller.publish(previous.trainer, prior,
+                                                                 self._bindings, previous)
+                self._published = previous
+            published, bindings = self.labeller.publish(trainer, prior, self._bindings,
+                                                         previous)
+            if previous is not None and previous.trainer is not trainer:
+                LOGGER.info("refined map: the field restarted on %s is ready at step %d and "
+                            "replaces the previous field (restart %d)", published.box,
+                            published.step, self._restarts)
+            self._bindings = bindings
+            self._published = published
+
+    # ---- to the end of the budget --------------------------------------------------------------
+    def finish_training(self) -> None:
+        """Train to the end of the step budget (within ``finalize_max_s``) and publish. With
+        too few keyframes the layer keeps answering from the prior.
+
+        A field set up earlier is first restarted on a grown box if any keyframe point or prior
+        mesh vertex lies beyond its box, so that the field of an offline run covers everything
+        it saw."""
+        if not self.can_train():
+            LOGGER.warning("refined map: %d keyframes (< %d), field not trained; answering "
+                           "from the prior", len(self.store), self.config.min_keyframes)
+            return
+        self._ensure_setup()
+        self._grow_box_if_due(cover_everything=True)
+        self._seed_new_prior_instances()
+        limit = self.config.finalize_max_s
+        started = (time.monotonic(), self.trainer.step_count)
+        deadline = started[0] + limit if limit > 0 else None
+        while self.trainer.step_count < self.trainer.total_steps:
+            if deadline is not None and time.monotonic() >= deadline:
+                LOGGER.warning("refined map: time budget of %.0f s reached at step %d of %d",
+                               limit, self.trainer.step_count, self.trainer.total_steps)
+                break
+            chunk = BUDGET_CHECK_STEPS if self.config.auto_budget else self.trainer.total_steps
+            self.trainer.train_steps(
+                min(chunk, self.trainer.total_steps - self.trainer.step_count), deadline)
+            if self.config.auto_budget and deadline is not None:
+                self._fit_budget(started, deadline)
+        self._publish(self.trainer)
+        self._finalized = True
+        if self.config.appearance.enabled:
+            self._train_appearance()
+
+    def _fit_budget(self, started: tuple[float, int], deadline: float) -> None:
+        """Re-fit the step budget so that the schedule ends by ``deadline`` at the step rate
+        measured since ``started`` (time, step). Phases are fractions of the budget, so a
+        shrunk schedule stays complete; the budget grows back (up to the configured one) only
+        where that does not return training to an earlier phase."""
+        trainer = self.trainer
+        now = time.monotonic()
+        done = trainer.step_count - started[1]
+        if done < BUDGET_CHECK_STEPS or now <= started[0]:
+            return
+        rate = done / (now - started[0])
+        affordable = int(BUDGET_SAFETY * rate * max(deadline - now, 0.0))
+        budget = min(max(trainer.step_count + affordable, trainer.step_count + 1),
+                     self.config.training.trainer.total_steps)
+        if budget == trainer.total_steps:
+            return
+        schedule = self.config.training.schedule
+        same_phase = (phase_at(trainer.step_count, budget, schedule)
+                      == phase_at(trainer.step_count, trainer.total_steps, schedule))
+        if budget < trainer.total_steps or same_phase:
+            LOGGER.info("refined map: step budget %d -> %d to fit %.0f s", trainer.total_steps,
+                        budget, self.config.finalize_max_s)
+            trainer.set_total_steps(budget)
+
+    # ---- appearance (gsplat, CUDA only) ---------------------------------------------------------
+    def _train_appearance(self) -> None:
+        """Train the gsplat colour branch on the field's device, or say why it is skipped."""
+        reason = appearance_unavailable_reason(self.trainer.device)
+        if reason is not None:
+            LOGGER.warning("refined map: %s", reason)
+            return
+        if self.appearance is None:
+            self.appearance = GsplatAppearance(self.config.appearance, self.store.snapshot(),
+                                               self.config.training.trainer.seed,
+                                               self.trainer.device)
+        remaining = self.config.appearance.steps - self.appearance.step_count
+        if remaining > 0:
+            self.appearance.train_steps(remaining)
+
+    def render_color(self, T_world_cam: np.ndarray,  # noqa: N803
+                     intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
+        """([H, W, 3] uint8 colour, [H, W] float32 depth) from the appearance branch.
+
+        Raises:
+            InvalidInputError: the branch was not trained (disabled, or no CUDA / gsplat).
+        """
+        if self.appearance is None:
+            reason = (appearance_unavailable_reason(self.trainer.device)
+                      or "it is disabled or not trained yet")
+            raise InvalidInputError("appearance", None, f"no appearance model: {reason}",
+                                    kind="appearance")
+        T = validate_rigid_transform(T_world_cam, "T_world_cam")  # noqa: N806
+        with torch.no_grad():
+            rgb, depth, _ = self.appearance.render(T, intrinsics)
+        return ((rgb.clamp(0, 1) * 255).round().byte().cpu().numpy(),
+                depth.float().cpu().numpy())
+
+    def _load_appearance(self, state: dict) -> None:
+        reason = appearance_unavailable_reason(self.trainer.device)
+        if reason is not None:
+            LOGGER.warning("refined map: the saved appearance model is not restored: %s", reason)
+            return
+        self.appearance = GsplatAppearance(self.config.appearance, self.store.snapshot(),
+                                           self.config.training.trainer.seed,
+                                           self.trainer.device)
+        self.appearance.load_state_dict(state)
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path, full_config: dict | None = None) -> None:
+        """Write the prior's part, the keyframes and the field checkpoint to one file (during
+        a restart on a grown box also the checkpoint of the previous field, which serves).
+        ``full_config``: the configuration to store (default: the layer's)."""
+        with self._lock, self._publish_lock:
+            with tempfile.TemporaryDirectory() as tmp:
+                prior_file = Path(tmp) / "prior.npz"
+                self.prior.save_prior(prior_file)
+                prior_bytes = prior_file.read_bytes()
+            state = self.trainer.state_dict()
+            if self.appearance is not None:
+                state["appearance"] = self.appearance.state_dict()
+            published = self._published
+            serving = None
+            if published is not None and published.trainer is not self.trainer:
+                serving = published.trainer.state_dict()
+            selector = self.selector
+            meta = {"config": full_config or self.config.to_dict(),
+                    "semantic_labels": self.classes.semantic_class_labels().tolist(),
+                    "bindings": self._bindings.to_dict(), "published": self.is_ready,
+                    "seeded_prior_ids": sorted(self._seeded_prior_ids),
+                    "finalized": self._finalized, "field_restarts": self._restarts,
+                    "prior_kind": self.prior.kind,
+                    "selector": {"last_stamp_ns": selector.last_stamp_ns,
+                                 "last_T_world_cam": None if selector.last_T_world_cam is None
+                                 else selector.last_T_world_cam.tolist()}}
+            keyframes = self.store.snapshot()
+        files.write_refined_file(path, meta, prior_bytes, state, serving, keyframes)
+
+    def load(self, path: str | Path) -> dict:
+        """Replace the state with one written by :meth:`save`, atomically; returns the file's
+        stored configuration (a dict).
+
+        The complete new state (keyframes, field checkpoint, id bindings) is built first. Then
+        the prior loads the file's prior part (its loader keeps its state on a bad file), the
+        loaded field is published over it (the previous field's, when the file was saved during
+        a restart on a grown box), and only then is the new state swapped in. If publishing
+        fails, the prior is restored from a backup written just before. The file's layer
+        settings are used except the machine-dependent ones, which stay this layer's:
+        ``training.trainer.device`` and the grids' ``implementation``.
+
+        Raises:
+            DataFormatError: the file is missing, truncated or corrupt in any part, holds
+                another method or format version, or was written with another label
+                registry; the message names the path and the part. The layer is unchanged.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise DataFormatError("path", str(path), "map file not found", kind="map_file")
+        saved = files.read_refined_file(path)
+        files.check_refined_meta(saved.meta, self.classes.semantic_class_labels().tolist())
+        fresh = self._restored(saved, path)
+        serving = fresh.trainer
+        if saved.serving_checkpoint is not None:
+            with files.file_part(path, "serving field checkpoint"):
+                serving = fresh._new_trainer()
+                serving.load_state_dict(saved.serving_checkpoint)
+        with self._lock, self._publish_lock, tempfile.TemporaryDirectory() as tmp:
+            backup = Path(tmp) / "current_prior.npz"
+            self.prior.save_prior(backup)
+            try:
+                with files.file_part(path, "prior"):
+                    prior_file = Path(tmp) / "prior.npz"
+                    prior_file.write_bytes(saved.prior_bytes)
+                    self.prior.load_prior(prior_file, saved.prior_kind)
+                if saved.meta["published"]:
+                    with files.file_part(path, "field checkpoint (publishing it)"):
+                        fresh._publish(serving)
+            except BaseException:
+                self.prior.load_prior(backup, self.prior.kind)
+                raise
+            state = dict(fresh.__dict__)
+            for name in ("_lock", "_publish_lock"):
+                del state[name]
+            self.__dict__.update(state)
+        return saved.meta["config"]
+
+    def _restored(self, saved: files.RefinedFile, path: Path) -> "RefinedLayer":
+        """A new layer over the same prior with the file's state except the prior's (not
+        published yet); raises :class:`DataFormatError` naming the failing part."""
+        meta = saved.meta
+        with files.file_part(path, "meta"):
+            # A file of the stand-alone map also holds its instant map's settings ("instant"),
+            # which a layer over another prior does not have.
+            known = {f.name for f in dataclasses.fields(self.config)}
+            config = type(self.config).from_dict({k: v for k, v in meta["config"].items()
+                                                  if k in known or k != "instant"})
+            keep_machine_settings(config, self.config)
+            fresh = RefinedLayer(self.registry, config, self.prior, self.summary)
+            selector = meta["selector"]
+            fresh.selector.last_stamp_ns = int(selector["last_stamp_ns"])
+            if selector["last_T_world_cam"] is not None:
+                fresh.selector.last_T_world_cam = validate_rigid_transform(
+                    np.asarray(selector["last_T_world_cam"], np.float64), "last_T_world_cam")
+            fresh._bindings = IdBindingState.from_dict(meta["bindings"])
+            fresh._finalized = bool(meta["finalized"])
+            fresh._seeded_prior_ids = {int(i) for i in meta.get("seeded_prior_ids", [])}
+            fresh._restarts = int(meta.get("field_restarts", 0))
+        with files.file_part(path, "keyframes"):
+            fresh.store.replace_all([files.keyframe_from_arrays(info, arrays) for info, arrays
+                                     in zip(meta["keyframes"], saved.keyframe_arrays)])
+        with files.file_part(path, "field checkpoint"):
+            fresh.trainer.load_state_dict(saved.checkpoint)
+            if "appearance" in saved.checkpoint:
+                fresh._load_appearance(saved.checkpoint["appearance"])
+        return fresh
+
+
+def keep_machine_settings(saved: RefinedLayerConfig, running: RefinedLayerConfig) -> None:
+    """Give a loaded map's config the running map's device and grid implementations: where a
+    field trained is no part of the map (a map trained on a GPU loads on a CPU)."""
+    saved.training.trainer.device = running.training.trainer.device
+    for name in GRID_NAMES:
+        getattr(saved.training.field, name).implementation = \
+            getattr(running.training.field, name).implementation
