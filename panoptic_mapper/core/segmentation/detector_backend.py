@@ -204,7 +204,7 @@ class DetectorSegmenter:
         if embedder is None and config.text_matching:
             from panoptic_mapper.core.query.text_matching import SentenceEmbedder
 
-            embedder = SentenceEmbedder(threads=1)
+            embedder = SentenceEmbedder()
         self.class_mapping: dict[str, ClassMapping] = map_detector_classes(
             [name for name in self._detector.class_names[1:]], registry,
             overrides=parse_overrides(config.class_overrides),
