@@ -7,7 +7,10 @@ Every component has one ``@dataclass`` config deriving from :class:`ConfigBase`:
   same text documents YAML files, CLI help and ROS ``ParameterDescriptor``\\ s;
 * ``validate()`` (called from ``__post_init__``) raises :class:`ConfigError` naming the field;
 * nested configs are fields whose type is another ``ConfigBase``; YAML nesting equals dataclass
-  nesting, and ROS parameters are the flattened dotted names (``tsdf.voxel_size_m``).
+  nesting, and ROS parameters are the flattened dotted names (``tsdf.voxel_size_m``);
+* unknown keys are errors, except the settings a config lists in its ``REMOVED_SETTINGS`` (name
+  -> what replaced it): those are ignored with a warning, so YAML files, parameter files and
+  saved maps written before a setting was removed still load.
 
 Owns: conversion between dataclasses, nested dicts, flat dotted dicts and YAML; docstring lookup.
 Does not own: ROS parameter declaration (``panoptic_mapper.ros.params``) or component logic.
@@ -17,21 +20,27 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import logging
 import textwrap
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
 from panoptic_mapper.core.errors import ConfigError
 
 C = TypeVar("C", bound="ConfigBase")
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class ConfigBase:
     """Base class of all config dataclasses (see module docstring)."""
+
+    REMOVED_SETTINGS: ClassVar[dict[str, str]] = {}
+    """Keys this config no longer has, each with what replaced it: :meth:`from_dict` ignores
+    them with a warning instead of rejecting them (a subclass lists its own)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -55,11 +64,15 @@ class ConfigBase:
 
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any] | None, path: str = "") -> C:
-        """Build from a nested dict; unknown keys and wrong types raise :class:`ConfigError`."""
+        """Build from a nested dict; unknown keys and wrong types raise :class:`ConfigError`
+        (removed settings, ``REMOVED_SETTINGS``, are dropped with a warning)."""
         data = dict(data or {})
         hints = typing.get_type_hints(cls)
         kwargs: dict[str, Any] = {}
         names = {f.name for f in dataclasses.fields(cls) if f.init}
+        for name in sorted(set(data) & set(cls.REMOVED_SETTINGS) - names):
+            LOGGER.warning("config key '%s' (value %r) was removed and is ignored: %s",
+                           _join(path, name), data.pop(name), cls.REMOVED_SETTINGS[name])
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(_join(path, unknown[0]), data[unknown[0]],

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import open3d as o3d
+import pytest
+import torch
 
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import IntegrationReport, MeshUpdate
@@ -210,16 +212,28 @@ class ToyPriorMap:
         self.frames = int(Path(path).read_text())
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread while a module's tests run (import it into a test module to use it).
+
+    The field trainer uses torch's thread count as the process set it; here the test process is
+    that owner. One thread, as the mapper node trains: on a loaded 2-core machine more threads
+    make training several times slower, and the tests with time budgets would fail."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def refined_config(total_steps: int, **changes):
-    """A ``RefinedMapConfig`` for the toy room: every frame a keyframe at full resolution, one
-    torch thread, ``total_steps`` steps; ``changes`` are top-level config fields."""
+    """A ``RefinedMapConfig`` for the toy room: every frame a keyframe at full resolution,
+    ``total_steps`` steps; ``changes`` are top-level config fields."""
     from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig
 
     config = RefinedMapConfig(**changes)
     config.keyframes.image_scale = 1.0
     config.keyframes.min_translation_m = 0.0
     config.training.trainer.total_steps = total_steps
-    config.training.trainer.torch_threads = 1
     return config
 
 

@@ -16,6 +16,7 @@ from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from field_toy_scene import ToyPriorMap, make_toy_scene  # noqa: E402
+from field_toy_scene import one_torch_thread  # noqa: E402,F401 (autouse)
 
 NO_GSPLAT = appearance_unavailable_reason()
 

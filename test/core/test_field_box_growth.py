@@ -19,6 +19,7 @@ from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from field_toy_scene import ToyPriorMap, make_toy_scene  # noqa: E402
+from field_toy_scene import one_torch_thread  # noqa: E402,F401 (autouse)
 from field_toy_scene import integrated_refined_map as _integrated  # noqa: E402
 from field_toy_scene import refined_config as _config  # noqa: E402
 

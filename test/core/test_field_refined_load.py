@@ -15,6 +15,7 @@ from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from field_toy_scene import ToyPriorMap, make_toy_scene  # noqa: E402
+from field_toy_scene import one_torch_thread  # noqa: E402,F401 (autouse)
 
 SAVED_STEP = 12
 CURRENT_STEP = 14
@@ -34,7 +35,6 @@ def saved(toy_scene, tmp_path_factory):
     config.keyframes.image_scale = 1.0
     config.keyframes.min_translation_m = 0.0
     config.training.trainer.total_steps = 40
-    config.training.trainer.torch_threads = 1
     refined = RefinedPanopticMap(toy_scene.registry, config, prior=ToyPriorMap(toy_scene))
     for frame, segmentation in zip(toy_scene.frames, toy_scene.segmentations):
         refined.integrate_frame(frame, segmentation)
@@ -167,3 +167,20 @@ def test_failed_publish_restores_the_prior_then_a_good_file_loads(saved, toy_sce
     refined.load(path)
     assert refined.progress().step == SAVED_STEP and refined.prior.frames == 16
     assert refined.is_ready and refined.get_mesh() is not before["mesh"]
+
+
+def test_a_file_naming_a_removed_setting_loads(saved, toy_scene, tmp_path, caplog):
+    _, path = saved
+
+    def change(members):  # what a file written before trainer.torch_threads was removed holds
+        meta = json.loads(bytes(members["meta"]).decode())
+        meta["config"]["training"]["trainer"]["torch_threads"] = 1
+        members["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+
+    old = _rewritten(path, tmp_path / "old.npz", change)
+    fresh = RefinedPanopticMap(toy_scene.registry, RefinedMapConfig(),
+                               prior=ToyPriorMap(toy_scene))
+    with caplog.at_level("WARNING"):
+        fresh.load(old)
+    assert "training.trainer.torch_threads" in caplog.text and "ignored" in caplog.text
+    assert fresh.progress().step == SAVED_STEP and fresh.is_ready

@@ -202,5 +202,15 @@ def test_create_query_engine_without_embeddings(label_registry):
     assert isinstance(eng, RegistryQueryEngine) and eng.config.min_score == 0.4
     with pytest.raises(ConfigError, match="query.min_score"):
         create_query_engine({"min_score": 2.0}, label_registry)
-    with pytest.raises(ConfigError, match="query.text.encode_threads"):
-        create_query_engine({"text": {"encode_threads": -1}}, label_registry)
+    with pytest.raises(ConfigError, match="query.text.no_such_key"):
+        create_query_engine({"text": {"no_such_key": 1}}, label_registry)
+
+
+def test_a_removed_setting_is_ignored_with_a_warning(label_registry, caplog):
+    # Files written before text.encode_threads was removed (torch's threads are the process's)
+    # still load.
+    with caplog.at_level("WARNING"):
+        eng = create_query_engine({"use_text_embeddings": False,
+                                   "text": {"encode_threads": 1}}, label_registry)
+    assert isinstance(eng, RegistryQueryEngine)
+    assert "query.text.encode_threads" in caplog.text and "removed" in caplog.text

@@ -418,7 +418,15 @@ class OptimizerConfig(ConfigBase):
 
 @dataclass
 class TrainerConfig(ConfigBase):
-    """What one training step draws and how long training runs."""
+    """What one training step draws and how long training runs.
+
+    The trainer uses torch's thread count as the process set it (the mapper node:
+    ``training.torch_threads``; a CLI or benchmark: its own option): a library setting that
+    changed the process-wide count while training raced with every other torch user.
+    """
+
+    REMOVED_SETTINGS = {"torch_threads": "torch's thread count is the process's (the mapper "
+                                         "node: training.torch_threads)"}
 
     total_steps: int = 1200
     """Step budget the schedule is scaled to (code: 6000-7500 on a GPU)."""
@@ -435,8 +443,6 @@ class TrainerConfig(ConfigBase):
     """Sample points given a finite-difference eikonal term per step."""
     eikonal_step_m: float = 0.01
     """Central-difference step of the eikonal gradient, metres."""
-    torch_threads: int = 0
-    """``torch.set_num_threads`` while training (process-wide); 0 leaves it unchanged."""
     seed: int = 0
     """Seed of the ray sampling and of the token and weight initialisation: offline, on the CPU
     with the same thread count, training on the same keyframes and prior repeats bit for bit."""
@@ -455,7 +461,6 @@ class TrainerConfig(ConfigBase):
         require(self.eikonal_points_per_step >= 0, "eikonal_points_per_step",
                 self.eikonal_points_per_step, "must be >= 0")
         require(self.eikonal_step_m > 0, "eikonal_step_m", self.eikonal_step_m, "must be > 0")
-        require(self.torch_threads >= 0, "torch_threads", self.torch_threads, "must be >= 0")
         require(DEVICE_PATTERN.fullmatch(self.device) is not None, "device", self.device,
                 "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
 

@@ -20,7 +20,9 @@ Every composite along rays goes through ``rendering.render_rays``. Checkpoints:
 ``checkpoint.py``.
 
 Thread safety: every step and every read of the field (:meth:`FieldTrainer.predict`) holds
-``FieldTrainer.lock``, so a ROS worker thread can train while service threads query.
+``FieldTrainer.lock``, so a ROS worker thread can train while service threads query. The trainer
+never changes torch's process-wide thread count: the process owner (node, CLI, benchmark) sets
+it once.
 
 Device (``TrainerConfig.device``, resolved once in the constructor by ``device.py``): the field,
 tokens and optimiser state live on :attr:`FieldTrainer.device`, and so does every per-step
@@ -256,29 +258,22 @@ class FieldTrainer:
     def train_steps(self, num_steps: int, deadline_s: float | None = None,
                     should_stop: Callable[[], bool] | None = None) -> TrainingProgress:
         """Run up to ``num_steps`` steps (stops early at ``deadline_s``, a ``time.monotonic``
-        value, or when ``should_stop()`` is true). Sets torch's thread count when configured."""
+        value, or when ``should_stop()`` is true), with torch's thread count as the process
+        set it."""
         if not self.is_setup:
             raise InvalidInputError("trainer", "not set up", "call setup() first", kind="field")
-        threads = self.config.trainer.torch_threads
-        previous_threads = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
         changes: list[TokenChange] = []
         start = time.monotonic()
         done = 0
-        try:
-            for _ in range(num_steps):
-                if deadline_s is not None and time.monotonic() >= deadline_s:
-                    break
-                if should_stop is not None and should_stop():
-                    break
-                change = self.step()
-                if change is not None and change.changed:
-                    changes.append(change)
-                done += 1
-        finally:
-            if threads:
-                torch.set_num_threads(previous_threads)
+        for _ in range(num_steps):
+            if deadline_s is not None and time.monotonic() >= deadline_s:
+                break
+            if should_stop is not None and should_stop():
+                break
+            change = self.step()
+            if change is not None and change.changed:
+                changes.append(change)
+            done += 1
         elapsed = time.monotonic() - start
         return self.progress(done / elapsed if elapsed > 0 else 0.0, elapsed, changes)
 

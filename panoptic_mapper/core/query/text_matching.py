@@ -47,10 +47,10 @@ class TextMatchConfig(ConfigBase):
     """Logistic weights turning similarity features into a match probability."""
     max_cached_queries: int = 1024
     """Query phrases whose label match is kept in memory."""
-    encode_threads: int = 1
-    """torch intra-op threads while embedding a query (0 = leave torch's setting). A short
-    phrase gains nothing from more threads, and on a busy CPU several threads cost 10x latency.
-    The setting is process-wide while an embedding runs (milliseconds)."""
+
+    REMOVED_SETTINGS = {"encode_threads": "torch's thread count is the process's (the nodes set "
+                                          "it once; one thread keeps a query's embedding fast "
+                                          "on a busy CPU)"}
 
     def validate(self) -> None:
         super().validate()
@@ -58,7 +58,6 @@ class TextMatchConfig(ConfigBase):
                 "need at least one generic negative")
         require(self.max_cached_queries >= 0, "max_cached_queries", self.max_cached_queries,
                 "must be >= 0")
-        require(self.encode_threads >= 0, "encode_threads", self.encode_threads, "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -91,8 +90,8 @@ class TextEmbedder(Protocol):
 _MODEL_CACHE: dict[tuple[str, str], object] = {}
 _MODEL_LOCK = threading.Lock()
 _ENCODE_LOCK = threading.Lock()
-"""Serialises encodes that change torch's process-wide thread count (so that two concurrent
-queries cannot leave it at the temporary value)."""
+"""Serialises encodes: a shared model's fast tokenizer rejects concurrent use ("Already
+borrowed"), and a multi-threaded ROS executor may run two queries at once."""
 
 
 def packaged_text_model_dir() -> Path:
@@ -109,8 +108,8 @@ def packaged_text_model_dir() -> Path:
 class SentenceEmbedder:
     """A sentence-transformers model from a local directory, loaded once per process."""
 
-    def __init__(self, model_dir: str = "", device: str = "cpu", threads: int = 0):
-        """Load (or reuse) the model; ``threads`` > 0 caps torch threads while encoding.
+    def __init__(self, model_dir: str = "", device: str = "cpu"):
+        """Load (or reuse) the model. Encoding uses torch's thread count as the process set it.
 
         Raises:
             DataFormatError: the directory does not exist.
@@ -123,7 +122,6 @@ class SentenceEmbedder:
             raise DataFormatError("query.text.model_dir", str(path),
                                   "text model directory not found", kind="model_weights")
         self.device = resolve_device(device, "query.text.device")
-        self.threads = int(threads)
         key = (str(path.resolve()), self.device)
         with _MODEL_LOCK:
             if key not in _MODEL_CACHE:
@@ -135,18 +133,9 @@ class SentenceEmbedder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """[N, D] float32 unit-length embeddings of ``texts``."""
-        import torch
-
         with _ENCODE_LOCK:
-            previous = torch.get_num_threads()
-            if self.threads:
-                torch.set_num_threads(self.threads)
-            try:
-                out = self._model.encode(list(texts), normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=False)
-            finally:
-                if self.threads:
-                    torch.set_num_threads(previous)
+            out = self._model.encode(list(texts), normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(out, np.float32).reshape(len(texts), -1)
 
 
@@ -195,8 +184,7 @@ class EmbeddingLabelMatcher:
         """Embed every label text and the generic negatives once."""
         self.registry = registry
         self.config = config or TextMatchConfig()
-        self.embedder = embedder or SentenceEmbedder(self.config.model_dir, self.config.device,
-                                                     self.config.encode_threads)
+        self.embedder = embedder or SentenceEmbedder(self.config.model_dir, self.config.device)
         pairs = label_texts(registry, self.config)
         self.texts: tuple[str, ...] = tuple(t for t, _ in pairs)
         self._text_label_index = np.array(
