@@ -155,11 +155,11 @@ def test_grabcut_recovers_a_coloured_object_from_a_rough_seed():
 
 
 # ---- stuff labeller -----------------------------------------------------------------------------
-def _room_view():
+def _room_view(pitch_deg=15.0, ceiling_m=None):
     """A camera 1.5 m above a floor (z = 0), looking along +y and 15 deg down, a wall at
     y = 3 m. Depth ray-cast analytically; returns depth, intrinsics, T_world_cam, truth."""
     k = CameraIntrinsics(160, 120, 120.0, 120.0, 79.5, 59.5)
-    pitch = np.radians(15)
+    pitch = np.radians(pitch_deg)
     # camera axes in world: x right = +x, z forward = (0, cos, -sin), y down = z x x
     z_axis = np.array([0, np.cos(pitch), -np.sin(pitch)])
     x_axis = np.array([1.0, 0, 0])
@@ -172,10 +172,16 @@ def _room_view():
     rays = rays_cam @ T[:3, :3].T
     t_floor = np.where(rays[..., 2] < -1e-6, -1.5 / np.minimum(rays[..., 2], -1e-6), np.inf)
     t_wall = np.where(rays[..., 1] > 1e-6, 3.0 / np.maximum(rays[..., 1], 1e-6), np.inf)
-    depth = np.minimum(t_floor, t_wall)  # z-depth, since rays_cam has z = 1
-    floor = t_floor < t_wall
+    top = 4.0 if ceiling_m is None else ceiling_m  # the wall's height
+    t_ceiling = np.where(rays[..., 2] > 1e-6, (top - 1.5) / np.maximum(rays[..., 2], 1e-6),
+                         np.inf) if ceiling_m is not None else np.full(t_floor.shape, np.inf)
+    depth = np.minimum(np.minimum(t_floor, t_wall), t_ceiling)  # z-depth: rays_cam has z = 1
+    floor = t_floor <= depth
+    ceiling = t_ceiling <= depth
     hits = T[:3, 3] + rays * depth[..., None]
-    depth = np.where(hits[..., 2] < 4.0, depth, 0.0).astype(np.float32)  # wall 4 m tall
+    depth = np.where(hits[..., 2] <= top + 1e-6, depth, 0.0).astype(np.float32)
+    if ceiling_m is not None:
+        return depth, k, T, ceiling & (depth > 0)
     return depth, k, T, floor & (depth > 0), ~floor & (depth > 0)
 
 
@@ -198,6 +204,18 @@ def test_floor_and_wall_from_depth_and_gravity(label_registry):
     after = labeller.label(table.astype(np.float32), k, T)
     assert after.floor_height_m == pytest.approx(0.0, abs=0.02)
     assert not (after.label_ids == floor_id).any()
+
+
+def test_ceiling_is_a_large_down_facing_region_above_the_camera(label_registry):
+    depth, k, T, ceiling = _room_view(pitch_deg=-20.0, ceiling_m=2.6)  # looking up
+    ceiling_id = label_registry.by_name("ceiling").id
+    result = StuffLabeller(StuffLabellerConfig(grid_step_px=2), label_registry).label(depth, k, T)
+    predicted = result.label_ids == ceiling_id
+    assert ceiling.mean() > 0.2
+    assert (predicted & ceiling).sum() / (predicted | ceiling).sum() > 0.85
+    small_only = StuffLabellerConfig(grid_step_px=2, min_ceiling_area_fraction=0.95)
+    assert not (StuffLabeller(small_only, label_registry).label(depth, k, T).label_ids
+                == ceiling_id).any()
 
 
 def test_stuff_labels_must_exist(label_registry):

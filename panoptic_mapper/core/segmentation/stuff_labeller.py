@@ -13,7 +13,9 @@ camera intrinsics and the direction of gravity, they follow from geometry:
   up-facing cells at least ``min_floor_below_camera_m`` below the camera; with a pose it is
   remembered across frames (a higher estimate, e.g. a table top when the floor is out of view,
   does not replace a lower one);
-* **ceiling**: down-facing cells at least ``min_ceiling_above_camera_m`` above the camera;
+* **ceiling**: 8-connected regions of down-facing cells at least ``min_ceiling_above_camera_m``
+  above the camera, covering at least ``min_ceiling_area_fraction`` of the image (the underside
+  of a shelf or a wall cabinet is small);
 * **wall**: 8-connected regions of vertical cells (normal within ``max_tilt_deg`` of
   horizontal, no depth jump between neighbours) covering at least ``min_wall_area_fraction`` of
   the image and, when the floor height is known, reaching ``min_wall_top_above_floor_m`` above
@@ -70,6 +72,8 @@ class StuffLabellerConfig(ConfigBase):
     """Share of the low up-facing cells a height band needs to be taken as the floor."""
     min_ceiling_above_camera_m: float = 0.3
     """The ceiling lies at least this far above the camera, metres."""
+    min_ceiling_area_fraction: float = 0.05
+    """Down-facing regions smaller than this fraction of the image are not the ceiling."""
     min_wall_area_fraction: float = 0.02
     """Vertical regions smaller than this fraction of the image are not walls."""
     min_wall_top_above_floor_m: float = 1.4
@@ -88,7 +92,8 @@ class StuffLabellerConfig(ConfigBase):
         for name in ("max_depth_step", "floor_band_m", "min_floor_cells_fraction"):
             require(getattr(self, name) > 0.0, name, getattr(self, name), "must be > 0")
         for name in ("min_floor_below_camera_m", "min_ceiling_above_camera_m",
-                     "min_wall_area_fraction", "min_wall_top_above_floor_m"):
+                     "min_ceiling_area_fraction", "min_wall_area_fraction",
+                     "min_wall_top_above_floor_m"):
             require(getattr(self, name) >= 0.0, name, getattr(self, name), "must be >= 0")
 
 
@@ -113,6 +118,16 @@ def _block_mean_depth(depth_m: np.ndarray, step: int) -> np.ndarray:
     count = valid.sum(axis=(1, 3))
     total = np.where(valid, block, 0.0).sum(axis=(1, 3))
     return np.where(count > step * step // 2, total / np.maximum(count, 1), 0.0)
+
+
+def _large_regions(mask: np.ndarray, min_cells: float) -> np.ndarray:
+    """The 8-connected regions of ``mask`` with at least ``min_cells`` cells."""
+    components, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
+    if count == 0:
+        return np.zeros(mask.shape, bool)
+    keep = np.bincount(components.ravel(), minlength=count + 1) >= min_cells
+    keep[0] = False
+    return keep[components]
 
 
 def depth_normals(depth_m: np.ndarray, intrinsics: CameraIntrinsics, step: int,
@@ -212,7 +227,8 @@ class StuffLabeller:
             cells[up_facing & (np.abs(heights - floor_height) <= cfg.floor_band_m)] = \
                 self.label_ids["floor"]
         if "ceiling" in self.label_ids:
-            cells[down_facing & (heights >= camera_height + cfg.min_ceiling_above_camera_m)] = \
+            high = down_facing & (heights >= camera_height + cfg.min_ceiling_above_camera_m)
+            cells[_large_regions(high, cfg.min_ceiling_area_fraction * ok.size)] = \
                 self.label_ids["ceiling"]
         if "wall" in self.label_ids:
             cells[self._walls(vertical, heights, floor_height, ok.size)] = self.label_ids["wall"]

@@ -215,7 +215,7 @@ class _Caster:
             rgb = colors[corners[np.arange(len(prim)), weights.argmax(axis=1)]].astype(float)
         normals = hits["primitive_normals"][hit].astype(np.float64)
         lambert = np.abs(normals @ light)
-        image[hit] = rgb * (0.6 + 0.4 * lambert)[:, None]
+        image[hit] = rgb * (0.7 + 0.3 * lambert)[:, None]
         return np.clip(image, 0, 255).astype(np.uint8), hit
 
 
