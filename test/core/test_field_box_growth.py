@@ -1,5 +1,6 @@
-"""The refined map's scene box follows a robot that explores: the growth rule and the grown box
-against hand values, one restart on a grown box when a keyframe sees far beyond it (none near
+"""The refined map's scene box follows a robot that explores: the per-axis box (normalisation,
+containment, minimum size and aspect ratio), the growth rule and the grown box against hand
+values (only the crossed faces move), one restart on a grown box when a keyframe sees far beyond it (none near
 its edge), the previous products served until the restarted field is ready, instance ids kept
 across the restart, save/load in the middle of a restart, a fixed workspace box that never
 grows, ``finalize`` growing the box to cover every keyframe, and version 1 map files."""
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from panoptic_mapper.core.errors import ConfigError
+from panoptic_mapper.core.errors import ConfigError, InvalidInputError
 from panoptic_mapper.core.field.box_growth import SceneBoxConfig, grown_box, outside_share
 from panoptic_mapper.core.field.instance_ids import IdBindingState, rebind_tokens
-from panoptic_mapper.core.field.panoptic_field import SceneBox
+from panoptic_mapper.core.field.panoptic_field import MAX_ASPECT_RATIO, MIN_HALF_SIZE_M, SceneBox
+from panoptic_mapper.core.field.trainer import FieldTrainer
 from panoptic_mapper.core.mapping.refined_map import RefinedMapConfig, RefinedPanopticMap
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,8 +31,11 @@ MARGIN_M = 0.5
 ROOM_LOW = np.array([-0.1, -0.1, -0.1])
 ROOM_HIGH = np.array([3.1, 3.1, 2.2])
 """Bounds of the toy room's mesh (walls 0.1 m thick around a 3 m floor, 2.2 m high)."""
-FIRST_BOX = SceneBox((1.5, 1.5, 1.05), 1.6 + MARGIN_M)
-"""The box of the first setup: the room's mesh (which holds every keyframe point) + margin."""
+FIRST_BOX = SceneBox((1.5, 1.5, 1.05), (1.6 + MARGIN_M, 1.6 + MARGIN_M, 1.15 + MARGIN_M))
+"""The box of the first setup: the room's mesh (which holds every keyframe point) + margin, per
+axis (the room is lower than it is wide)."""
+HEADROOM = 0.25
+"""``scene_box.headroom_fraction`` (default)."""
 
 
 @pytest.fixture(scope="module")
@@ -56,41 +62,92 @@ def _add_shifted_frame(refined, scene, shift_m, index: int = 0) -> np.ndarray:
 
 def _assert_box(box: SceneBox, expected: SceneBox):
     np.testing.assert_allclose(box.center_m, expected.center_m, atol=1e-6)
-    assert box.half_size_m == pytest.approx(expected.half_size_m, abs=1e-6)
+    np.testing.assert_allclose(box.half_size_m, expected.half_size_m, atol=1e-6)
 
 
-# ---- the rule and the grown box, by hand --------------------------------------------------------
+# ---- the per-axis box, the rule and the grown box, by hand --------------------------------------
+def test_scene_box_is_per_axis():
+    box = SceneBox((1.0, 2.0, 0.5), (2.0, 1.0, 0.5))  # [-1, 3] x [1, 3] x [0, 1]
+    low, high = box.bounds_m
+    np.testing.assert_allclose(low, [-1.0, 1.0, 0.0])
+    np.testing.assert_allclose(high, [3.0, 3.0, 1.0])
+    np.testing.assert_allclose(box.size_m, [4.0, 2.0, 1.0])
+    assert str(box) == "[-1.00, 1.00, 0.00] .. [3.00, 3.00, 1.00] m"
+    # each axis maps to [0, 1] on its own: the corners go to the unit cube's corners
+    corners = torch.tensor([[-1.0, 1.0, 0.0], [3.0, 3.0, 1.0], [1.0, 2.0, 0.5],
+                            [0.0, 2.5, 0.75]], dtype=torch.float64)
+    torch.testing.assert_close(box.normalize(corners), torch.tensor(
+        [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0.25, 0.75, 0.75]],
+        dtype=torch.float64))
+    inside = box.contains(np.array([[2.9, 2.9, 0.9], [0.0, 2.0, 1.1], [3.0, 3.0, 1.0],
+                                    [-1.5, 2.0, 0.5]]))
+    np.testing.assert_array_equal(inside, [True, False, True, False])
+    np.testing.assert_allclose(box.outside_distance_m(np.array([[0.0, 2.0, 1.1],
+                                                                [1.0, 2.0, 0.5]])), [0.1, -0.5])
+    # a cube (one number, as checkpoints before per-axis boxes held) is the same box
+    assert SceneBox((0.0, 0.0, 0.0), 2.0) == SceneBox((0.0, 0.0, 0.0), (2.0, 2.0, 2.0))
+    with pytest.raises(InvalidInputError, match="scene_box"):
+        SceneBox((0.0, 0.0, 0.0), (1.0, 0.0, 1.0))
+
+
+def test_scene_box_from_points_keeps_size_and_aspect_bounds():
+    room = SceneBox.from_points(np.array([[0.0, 0.0, 0.0], [5.9, 5.5, 2.7]]), margin_m=0.5)
+    _assert_box(room, SceneBox((2.95, 2.75, 1.35), (3.45, 3.25, 1.85)))  # no cube: 6.9 m
+    # a flat cloud (a floor) gets a z axis of a quarter of the longest axis, about its centre
+    floor = SceneBox.from_points(np.array([[0.0, 0.0, 1.0], [8.0, 2.0, 1.0]]), margin_m=0.0)
+    _assert_box(floor, SceneBox((4.0, 1.0, 1.0), (4.0, 1.0, 1.0)))
+    point = SceneBox.from_points(np.array([[1.0, 2.0, 3.0]]), margin_m=0.0)
+    _assert_box(point, SceneBox((1.0, 2.0, 3.0), MIN_HALF_SIZE_M))
+    assert MAX_ASPECT_RATIO == 4.0
+    with pytest.raises(InvalidInputError, match="points_m"):
+        SceneBox.from_points(np.zeros((0, 3)), 0.5)
+
+
 def test_outside_share_counts_points_beyond_the_tolerance():
-    box = SceneBox((0.0, 0.0, 0.0), 1.0)
+    box = SceneBox((0.0, 0.0, 0.0), (1.0, 2.0, 1.0))
     points = np.array([[0.0, 0.0, 0.0],     # inside
                        [1.2, 0.0, 0.0],     # 0.2 m beyond a face: within the tolerance
-                       [0.0, -1.3, 0.0],    # 0.3 m beyond
-                       [2.0, 2.0, 2.0]])    # far beyond
-    assert outside_share(points, box, 0.25) == pytest.approx(0.5)
-    assert outside_share(points, box, 0.0) == pytest.approx(0.75)
+                       [0.0, -2.3, 0.0],    # 0.3 m beyond (y is longer)
+                       [0.0, 1.9, 1.5],     # inside on y, 0.5 m beyond on z
+                       [0.0, 1.2, 0.0]])    # inside (beyond the x half size, not the y one)
+    assert outside_share(points, box, 0.25) == pytest.approx(0.4)
+    assert outside_share(points, box, 0.0) == pytest.approx(0.6)
     assert outside_share(np.zeros((0, 3)), box, 0.25) == 0.0
 
 
-def test_grown_box_covers_box_and_points_with_margin_and_headroom():
+def test_grown_box_moves_only_the_crossed_faces_with_margin_and_headroom():
     box = SceneBox((0.0, 0.0, 0.0), 1.0)  # [-1, 1]^3
-    grown = grown_box(box, np.array([[5.0, 0.0, 0.0]]), margin_m=0.5, headroom=1.5)
-    # covered: x in [-1, 5], y and z in [-1, 1] -> centre (2, 0, 0), half 3 + 0.5 margin
-    _assert_box(grown, SceneBox((2.0, 0.0, 0.0), 3.5 * 1.5))
+    points = np.array([[3.0, 0.0, 0.0], [0.0, 0.5, -1.5], [0.0, 0.9, 0.0]])
+    grown = grown_box(box, points, margin_m=0.5, headroom_fraction=0.25)
+    # +x crossed: needs [-1, 3.5] (4.5 m), so the face goes to 3.5 + 0.25 * 4.5 = 4.625;
+    # -z crossed: needs [-2, 1] (3 m): -2 - 0.75 = -2.75; y (0.9 + margin is inside) and the
+    # -x, +z faces stay
+    low, high = grown.bounds_m
+    np.testing.assert_allclose(low, [-1.0, -1.0, -2.75])
+    np.testing.assert_allclose(high, [4.625, 1.0, 1.0])
+    assert np.all(grown.contains(points)) and np.all(grown.contains(np.array(box.bounds_m)))
+    assert grown.half_size_m[1] == 1.0 and grown.center_m[1] == 0.0  # y did not grow
+    # nothing crossed: the box stays
+    assert grown_box(box, np.array([[0.9, 0.9, 0.9]]), 0.5, 0.25) == box
 
 
-def test_scene_box_config_fixed_box_and_validation():
+def test_scene_box_config_fixed_box_and_validation(caplog):
     config = SceneBoxConfig()
     assert config.fixed_box is None and config.grows
+    assert config.headroom_fraction == HEADROOM and config.headroom == HEADROOM
     fixed = SceneBoxConfig(fixed_min_m=(-1.0, 0.0, 0.0), fixed_max_m=(4.0, 2.0, 3.0))
-    _assert_box(fixed.fixed_box, SceneBox((1.5, 1.0, 1.5), 2.5))
+    _assert_box(fixed.fixed_box, SceneBox((1.5, 1.0, 1.5), (2.5, 1.0, 1.5)))
     assert not fixed.grows
     assert not SceneBoxConfig(growth=False).grows
     with pytest.raises(ConfigError, match="fixed_max_m"):
         SceneBoxConfig(fixed_min_m=(0.0, 0.0, 0.0), fixed_max_m=(1.0, -1.0, 1.0))
-    with pytest.raises(ConfigError, match="headroom"):
-        SceneBoxConfig(headroom=0.9)
+    with pytest.raises(ConfigError, match="headroom_fraction"):
+        SceneBoxConfig(headroom_fraction=-0.1)
     with pytest.raises(ConfigError, match="scene_box.outside_share"):
         RefinedMapConfig.from_dict({"scene_box": {"outside_share": 1.0}})
+    with caplog.at_level("WARNING"):  # a file written when the box was a cube x headroom
+        old = RefinedMapConfig.from_dict({"scene_box": {"headroom": 1.5}})
+    assert old.scene_box.headroom_fraction == HEADROOM and "scene_box.headroom" in caplog.text
 
 
 def test_rebind_tokens_keeps_published_ids_including_fresh_ones():
@@ -111,7 +168,8 @@ def test_rebind_tokens_keeps_published_ids_including_fresh_ones():
 def test_setup_box_then_far_keyframe_grows_it_once(toy_scene, caplog):
     refined = _integrated(toy_scene, _config(20))
     refined.train_steps(1)
-    _assert_box(refined.trainer.field.box, FIRST_BOX)
+    first_box = refined.trainer.field.box
+    _assert_box(first_box, FIRST_BOX)
     assert refined.progress().field_restarts == 0 and not refined.progress().box_growth_due
     points = _add_shifted_frame(refined, toy_scene, [6.0, 0.0, 0.0])
     progress = refined.progress()
@@ -121,12 +179,17 @@ def test_setup_box_then_far_keyframe_grows_it_once(toy_scene, caplog):
     assert progress.field_restarts == 1 and refined.field_restarts == 1
     assert progress.step == 2 and progress.total_steps == 20  # a new schedule from step 0
     assert not progress.box_growth_due
-    # The cube around the first box (which holds the room's mesh) and the new keyframe's
-    # points, plus the margin, times the headroom (1.5).
-    low = np.minimum(FIRST_BOX.bounds_m[0], points.min(axis=0))
-    high = np.maximum(FIRST_BOX.bounds_m[1], points.max(axis=0))
-    expected = SceneBox(tuple((low + high) / 2), ((high - low).max() / 2 + MARGIN_M) * 1.5)
-    _assert_box(progress.box, expected)
+    # The first box (which holds the room's mesh) with its +x face moved beyond the new
+    # keyframe's points by the margin and the headroom; its y and z lie inside the first box.
+    low, high = first_box.bounds_m
+    assert np.all(points[:, 1:].min(axis=0) >= low[1:]) and np.all(points[:, 1:].max(axis=0)
+                                                                    <= high[1:])
+    needed_x = points[:, 0].max() + MARGIN_M
+    high = high.copy()
+    high[0] = needed_x + HEADROOM * (needed_x - low[0])
+    _assert_box(progress.box, SceneBox.around_bounds(low, high))
+    assert progress.box.half_size_m[1:] == first_box.half_size_m[1:]  # exactly: not grown
+    assert progress.box.center_m[1:] == first_box.center_m[1:]
     assert progress.box.contains(points).all()
     assert "restart 1 on a grown box" in caplog.text and str(FIRST_BOX) in caplog.text
     assert refined.trainer.field.tokens.num_tokens == 4  # seeded from the prior again
@@ -139,7 +202,7 @@ def test_keyframe_near_the_edge_does_not_grow_the_box(toy_scene):
     refined = _integrated(toy_scene, _config(20))
     refined.train_steps(1)
     points = _add_shifted_frame(refined, toy_scene, [-0.7, 0.0, 0.0])  # frame 0 looks to -x
-    beyond = np.abs(points - FIRST_BOX.center_m).max() - FIRST_BOX.half_size_m
+    beyond = FIRST_BOX.outside_distance_m(points).max()
     assert 0.0 < beyond < 0.25  # past the face, within the tolerance
     assert not refined.progress().box_growth_due
     refined.train_steps(1)
@@ -249,14 +312,15 @@ def test_save_and_load_during_and_after_a_restart(toy_scene, tmp_path):
 def test_a_fixed_workspace_box_never_grows(toy_scene):
     config = _config(20)
     config.scene_box = SceneBoxConfig(fixed_min_m=(-1.0, -1.0, -0.5), fixed_max_m=(4.0, 4.0, 2.5))
+    workspace = SceneBox((1.5, 1.5, 1.0), (2.5, 2.5, 1.5))
     refined = _integrated(toy_scene, config)
     refined.train_steps(1)
-    _assert_box(refined.trainer.field.box, SceneBox((1.5, 1.5, 1.0), 2.5))
+    _assert_box(refined.trainer.field.box, workspace)
     _add_shifted_frame(refined, toy_scene, [6.0, 0.0, 0.0])
     assert not refined.progress().box_growth_due
     refined.train_steps(1)
     assert refined.field_restarts == 0
-    _assert_box(refined.trainer.field.box, SceneBox((1.5, 1.5, 1.0), 2.5))
+    _assert_box(refined.trainer.field.box, workspace)
     no_growth = _integrated(toy_scene, _config(20, scene_box=SceneBoxConfig(growth=False)))
     no_growth.train_steps(1)
     _add_shifted_frame(no_growth, toy_scene, [6.0, 0.0, 0.0])
@@ -299,3 +363,21 @@ def test_a_version_1_file_loads_with_no_restarts(toy_scene, tmp_path):
     assert restored.field_restarts == 0 and restored.is_ready
     np.testing.assert_array_equal(restored.get_mesh().instance_ids,
                                   refined.get_mesh().instance_ids)
+
+
+def test_a_checkpoint_with_a_cube_box_loads(toy_scene):
+    config = _config(4)
+    config.scene_box = SceneBoxConfig(fixed_min_m=(-1.0, -1.0, -1.5), fixed_max_m=(4.0, 4.0, 3.5))
+    refined = _integrated(toy_scene, config)
+    refined.train_steps(2)
+    state = refined.trainer.state_dict()
+    assert state["box_half_size_m"] == [2.5, 2.5, 2.5]
+    state["box_half_size_m"] = 2.5  # what a checkpoint held before the box was per axis
+    trainer = FieldTrainer(config.training, refined.classes, refined.store)
+    trainer.load_state_dict(state)
+    assert trainer.field.box == refined.trainer.field.box
+    points = toy_scene.mesh.vertices_m[::50]
+    loaded, trained = trainer.predict(points), refined.trainer.predict(points)
+    for a, b in zip((loaded.sdf_m, loaded.semantic_probs, loaded.token_masks),
+                    (trained.sdf_m, trained.semantic_probs, trained.token_masks)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

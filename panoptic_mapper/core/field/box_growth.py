@@ -1,16 +1,20 @@
 """The neural field's scene box: a fixed workspace, or a box that grows with the keyframes.
 
-The hash grids cover one cube (:class:`SceneBox`) chosen when the field is created, and a grid
-cannot be re-mapped to another cube cheaply. A robot that explores beyond the cube gets no
-refinement there, so the refined map restarts its field on a larger cube when a keyframe sees
-beyond the current one (``core/mapping/refined_map.py``). This module holds the rule:
+The hash grids cover one axis-aligned box (:class:`SceneBox`, per-axis half sizes) chosen when
+the field is created, and a grid cannot be re-mapped to another box cheaply. A robot that
+explores beyond the box gets no refinement there, so the refined map restarts its field on a
+larger box when a keyframe sees beyond the current one (``core/mapping``). This module holds the
+rule:
 
 * a keyframe sees beyond the box when more than ``outside_share`` of its surface points lie
-  farther than ``outside_tolerance_m`` outside it (a share, so that a few far depth readings do
-  not restart the field; a tolerance, so that walls just past the margin do not either);
-* the grown box covers the previous box, all keyframes and the prior's mesh plus the scene
-  margin, and then ``headroom`` times more, so that a robot that keeps exploring restarts the
-  field a number of times logarithmic in the explored extent.
+  farther than ``outside_tolerance_m`` outside it on some axis (a share, so that a few far depth
+  readings do not restart the field; a tolerance, so that walls just past the margin do not
+  either);
+* the grown box keeps every face that no point crossed and moves a crossed face out to the
+  farthest point plus the scene margin plus ``headroom_fraction`` of the extent the box then
+  needs along that axis. Only the axes and sides the robot explored grow (a room does not get taller because
+  the robot drove along a corridor), and the headroom is a share of the extent, so a robot that
+  keeps exploring restarts the field a number of times logarithmic in the explored extent.
 
 Owns: :class:`SceneBoxConfig`, :func:`keyframe_surface_sample`, :func:`outside_share`,
 :func:`grown_box`. Does not own: :class:`SceneBox` (``panoptic_field.py``) or the restart.
@@ -30,6 +34,10 @@ from panoptic_mapper.core.field.panoptic_field import SceneBox
 class SceneBoxConfig(ConfigBase):
     """Where the field's scene box lies: given by the user, or grown as the robot explores."""
 
+    REMOVED_SETTINGS = {"headroom": "the box grows per axis; scene_box.headroom_fraction (a "
+                                    "share of the extent on each grown side) replaces the "
+                                    "whole cube's x headroom"}
+
     growth: bool = True
     """Restart the field on a larger box when a keyframe sees beyond the current one (the
     previous field keeps answering until the new one is ready); false = the box stays where the
@@ -41,14 +49,18 @@ class SceneBoxConfig(ConfigBase):
     """A surface point lies beyond the box when it is farther than this outside the box's
     faces, metres (the box already has ``training.field.scene_margin_m`` around what it was
     made for)."""
-    headroom: float = 1.5
-    """A grown box's half size is this multiple of the half size that covers the previous box,
-    all keyframes and the prior's mesh (plus ``training.field.scene_margin_m``). Larger: fewer
-    restarts, but coarser hash-grid cells (the grids' resolution is per box edge)."""
+    headroom_fraction: float = 0.25
+    """When the box grows, a face that points crossed moves beyond the farthest point plus
+    ``training.field.scene_margin_m`` by this share of the extent the box then needs along that
+    axis; faces no point crossed stay. 0.25 leaves the room ahead that the former ``headroom: 1.5`` (the whole
+    cube's half size x 1.5) left on each side, but only where the robot explores. Larger: fewer
+    restarts, but coarser hash-grid cells along that axis (the grids' resolution is per box
+    axis)."""
     fixed_min_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Minimum corner of a known workspace, world frame, metres. When it differs from
-    ``fixed_max_m``, the field's box is the smallest cube around that workspace from the start
-    and never grows (``growth`` is ignored); equal corners = no fixed box."""
+    ``fixed_max_m``, the field's box is that workspace from the start (an axis shorter than a
+    quarter of the longest is widened about its centre, see ``SceneBox``) and never grows
+    (``growth`` is ignored); equal corners = no fixed box."""
     fixed_max_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Maximum corner of the known workspace, world frame, metres (see ``fixed_min_m``)."""
 
@@ -57,7 +69,8 @@ class SceneBoxConfig(ConfigBase):
                 "must be in [0, 1)")
         require(self.outside_tolerance_m >= 0, "outside_tolerance_m", self.outside_tolerance_m,
                 "must be >= 0")
-        require(self.headroom >= 1, "headroom", self.headroom, "must be >= 1")
+        require(0 <= self.headroom_fraction <= 4, "headroom_fraction", self.headroom_fraction,
+                "must be in [0, 4]")
         for name in ("fixed_min_m", "fixed_max_m"):
             value = getattr(self, name)
             require(len(value) == 3 and all(np.isfinite(v) for v in value), name, value,
@@ -69,8 +82,14 @@ class SceneBoxConfig(ConfigBase):
                     "corners = no fixed box)")
 
     @property
+    def headroom(self) -> float:
+        """Deprecated name of :attr:`headroom_fraction`, for callers that still pass it to
+        :func:`grown_box`; remove once none does."""
+        return self.headroom_fraction
+
+    @property
     def fixed_box(self) -> SceneBox | None:
-        """The cube around the user's workspace, or None when there is none."""
+        """The box of the user's workspace, or None when there is none."""
         if tuple(self.fixed_min_m) == tuple(self.fixed_max_m):
             return None
         return SceneBox.around_bounds(np.asarray(self.fixed_min_m), np.asarray(self.fixed_max_m))
@@ -96,18 +115,33 @@ def keyframe_surface_sample(keyframe: Keyframe, near_m: float,
 
 
 def outside_share(points_m: np.ndarray, box: SceneBox, tolerance_m: float) -> float:
-    """Share of ``points_m`` [N, 3] farther than ``tolerance_m`` outside ``box`` (0 for none)."""
+    """Share of ``points_m`` [N, 3] farther than ``tolerance_m`` outside ``box`` on some axis (0
+    for none)."""
     points = np.asarray(points_m, np.float64).reshape(-1, 3)
     if len(points) == 0:
         return 0.0
-    offset = np.abs(points - np.asarray(box.center_m)).max(axis=1)
-    return float(np.mean(offset > box.half_size_m + tolerance_m))
+    return float(np.mean(box.outside_distance_m(points) > tolerance_m))
 
 
-def grown_box(box: SceneBox, points_m: np.ndarray, margin_m: float, headroom: float) -> SceneBox:
-    """The cube around ``box`` and ``points_m`` [N, 3] plus ``margin_m``, its half size then
-    multiplied by ``headroom`` (same centre)."""
+def grown_box(box: SceneBox, points_m: np.ndarray, margin_m: float,
+              headroom_fraction: float) -> SceneBox:
+    """``box`` with each face that a point of ``points_m`` [N, 3] lies beyond moved out to the
+    farthest such point + ``margin_m`` + ``headroom_fraction`` x the extent needed along that
+    axis (``box`` and the points plus the margin); the other faces stay, so the result contains
+    ``box`` (then widened to ``SceneBox``'s minimum size and aspect ratio)."""
+    points = np.asarray(points_m, np.float64).reshape(-1, 3)
     low, high = box.bounds_m
-    covered = SceneBox.from_points(np.concatenate([np.asarray(points_m, np.float64)
-                                                   .reshape(-1, 3), [low, high]]), margin_m)
-    return SceneBox(covered.center_m, covered.half_size_m * headroom)
+    if len(points) == 0:
+        return box
+    needed_low = np.minimum(low, points.min(axis=0) - margin_m)
+    needed_high = np.maximum(high, points.max(axis=0) + margin_m)
+    extent = needed_high - needed_low
+    crossed_low = points.min(axis=0) < low
+    crossed_high = points.max(axis=0) > high
+    new_low = np.where(crossed_low, needed_low - headroom_fraction * extent, low)
+    new_high = np.where(crossed_high, needed_high + headroom_fraction * extent, high)
+    # Axes no point crossed keep their exact centre and half size (no round trip via bounds).
+    grows = crossed_low | crossed_high
+    center = np.where(grows, (new_low + new_high) / 2.0, box.center_m)
+    half = np.where(grows, (new_high - new_low) / 2.0, box.half_size_m)
+    return SceneBox.widened(center, half)

@@ -4,7 +4,8 @@ CUDA, and with either hash-grid implementation).
 
 Keys: ``step``, ``total_steps``, ``rng`` (numpy bit-generator state), ``generator`` (torch CPU
 generator state), ``last_losses``, ``setup``; once set up also ``box_center_m`` [3],
-``box_half_size_m``, ``num_tokens``, ``field`` (module state dict), ``optimizer``,
+``box_half_size_m`` ([3] per axis; one number, a cube, in checkpoints written before the box was
+per axis), ``num_tokens``, ``field`` (module state dict), ``optimizer``,
 ``manager`` (token-manager state); with a prior also ``prior_targets``
 (:meth:`PriorDistillation.to_state`).
 
@@ -51,7 +52,7 @@ def encode_state(step: int, total_steps: int, rng: np.random.Generator,
              "setup": field is not None}
     if field is not None:
         state.update({"box_center_m": list(field.box.center_m),
-                      "box_half_size_m": field.box.half_size_m,
+                      "box_half_size_m": list(field.box.half_size_m),
                       "num_tokens": field.tokens.num_tokens,
                       "field": cpu_copy(field.state_dict()),
                       "optimizer": cpu_copy(optimizer.state_dict()),
@@ -98,7 +99,9 @@ def decode_state(state: dict, key_dim: int) -> DecodedState:
     decoded.tokens = InstanceTokens.create(np.zeros((count, 3)), np.ones((count, 3)),
                                            np.arange(1, count + 1), key_dim, key_dim,
                                            torch.Generator())
-    decoded.box = SceneBox(tuple(state["box_center_m"]), float(state["box_half_size_m"]))
+    half = state["box_half_size_m"]  # one number before the box was per axis: a cube
+    decoded.box = SceneBox(tuple(state["box_center_m"]),
+                           float(half) if np.ndim(half) == 0 else tuple(half))
     decoded.field_state = state["field"]
     decoded.optimizer_state = state["optimizer"]
     decoded.manager_state = TokenManagerState.from_dict(state["manager"])

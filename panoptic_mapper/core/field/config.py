@@ -34,9 +34,11 @@ class HashGridConfig(ConfigBase):
     log2_hashmap_size: int = 17
     """log2 of the entries per level T (the code uses 22 on a GPU; 15-17 is what a CPU affords)."""
     base_resolution: int = 16
-    """Grid cells along each axis of the scene box at the coarsest level."""
+    """Grid cells along each axis of the scene box at the coarsest level (each box axis is
+    mapped to the unit interval on its own, so cells are finer along a shorter axis)."""
     max_resolution: int = 1024
-    """Grid cells along each axis at the finest level (scene box 6 m -> about 6 mm cells)."""
+    """Grid cells along each axis of the scene box at the finest level (a 6 m axis -> about
+    6 mm cells)."""
     interpolation: Literal["linear", "smoothstep"] = "linear"
     """Corner weights: trilinear, or tiny-cuda-nn's Smoothstep (the released code's choice)."""
     implementation: Literal["auto", "torch", "tcnn"] = "auto"
@@ -96,8 +98,9 @@ class PanopticFieldConfig(ConfigBase):
     class_head_hidden_dim: int = 128
     """Hidden width of the token class head h_SI (Linear -> ReLU -> Linear)."""
     scene_margin_m: float = 0.5
-    """Margin added around the observed points when fixing the scene box, metres. Points
-    outside the box are clamped to its faces."""
+    """Margin added around the observed points on every side when fixing the scene box (an
+    axis-aligned box, sized per axis), metres. Points outside the box are clamped to its
+    faces."""
 
     def validate(self) -> None:
         require(self.decoder_hidden_dim >= 8, "decoder_hidden_dim", self.decoder_hidden_dim,

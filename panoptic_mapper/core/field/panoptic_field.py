@@ -5,7 +5,8 @@ Three hash-grid volumes (PR++ section 1.3-1.6): ``s(p) = h_G(Psi_G(p))`` (metres
 and the token-side networks. The S-density sharpness ``xi = exp(log_inv_s)`` lives here too,
 since it belongs to the geometry.
 
-Owns: :class:`SceneBox` (world <-> unit cube), :class:`FieldOutput`, :class:`PanopticField`.
+Owns: :class:`SceneBox` (world <-> unit cube, per axis), :class:`FieldOutput`,
+:class:`PanopticField`.
 Does not own: ray sampling and rendering (``rendering.py``), losses, training.
 """
 from __future__ import annotations
@@ -45,39 +46,85 @@ class FieldOutput(enum.Enum):
     """[P, 1 + S + N] Bayes panoptic distribution."""
 
 
+MIN_HALF_SIZE_M = 0.05
+"""Smallest half size of the scene box on any axis, metres (a flat or single-point cloud would
+otherwise give a box so thin that depth noise lands outside it)."""
+MAX_ASPECT_RATIO = 4.0
+"""A box axis is at least 1 / this of the longest axis. Each axis maps to the unit cube on its
+own, so a short axis gets proportionally finer hash-grid cells; the bound keeps the finest level
+at most this anisotropic, and the cells a wall touches (hash collisions at the fine levels) at
+most this many times those of the cube around the same box. A room (about 2:1) is not
+affected."""
+
+
+def _half_sizes(value) -> tuple[float, float, float]:
+    """[3] half sizes from one number (a cube) or three."""
+    values = np.broadcast_to(np.asarray(value, np.float64), (3,))
+    return tuple(float(v) for v in values)
+
+
 @dataclass(frozen=True)
 class SceneBox:
-    """An axis-aligned cube in the world frame that the hash grids cover (uniform scale)."""
+    """An axis-aligned box in the world frame that the hash grids cover.
+
+    Each axis is mapped to [0, 1] on its own (:meth:`normalize`), so the grids' resolution is per
+    box axis: a box shorter along z has finer z cells. Built from points or bounds, a box keeps
+    every axis at least :data:`MIN_HALF_SIZE_M` and 1 / :data:`MAX_ASPECT_RATIO` of its longest
+    axis. ``half_size_m`` may be given as one number (a cube: checkpoints written before the
+    box was per axis).
+    """
 
     center_m: tuple[float, float, float]
-    """Cube centre, metres."""
-    half_size_m: float
-    """Half edge length, metres."""
+    """Box centre, metres."""
+    half_size_m: tuple[float, float, float]
+    """Half edge length per axis (x, y, z), metres."""
+
+    def __post_init__(self) -> None:
+        center = tuple(float(c) for c in np.asarray(self.center_m, np.float64).reshape(3))
+        half = _half_sizes(self.half_size_m)
+        if not (all(np.isfinite(center)) and all(np.isfinite(h) and h > 0 for h in half)):
+            raise InvalidInputError("scene_box", f"{list(center)} +- {list(half)}",
+                                    "needs a finite centre and positive finite half sizes",
+                                    kind="field")
+        object.__setattr__(self, "center_m", center)
+        object.__setattr__(self, "half_size_m", half)
 
     @classmethod
     def from_points(cls, points_m: np.ndarray, margin_m: float) -> "SceneBox":
-        """The smallest cube around ``points_m`` [N, 3] (N >= 1) plus ``margin_m``."""
+        """The smallest box around ``points_m`` [N, 3] (N >= 1) plus ``margin_m`` on every side
+        (then widened to the minimum size and aspect ratio)."""
         points = np.asarray(points_m, np.float64).reshape(-1, 3)
         if len(points) == 0 or not np.all(np.isfinite(points)):
             raise InvalidInputError("points_m", len(points),
                                     "need finite points to fix the scene box", kind="field")
-        low, high = points.min(axis=0), points.max(axis=0)
-        center = (low + high) / 2.0
-        half = float((high - low).max() / 2.0 + margin_m)
-        return cls(tuple(float(c) for c in center), max(half, 1e-3))
+        return cls.around_bounds(points.min(axis=0) - margin_m, points.max(axis=0) + margin_m)
 
     @classmethod
     def around_bounds(cls, min_m: np.ndarray, max_m: np.ndarray) -> "SceneBox":
-        """The smallest cube around the axis-aligned box ``min_m`` .. ``max_m`` ([3] each)."""
+        """The box ``min_m`` .. ``max_m`` ([3] each), widened about its centre where an axis is
+        below :data:`MIN_HALF_SIZE_M` or 1 / :data:`MAX_ASPECT_RATIO` of the longest axis."""
         low, high = np.asarray(min_m, np.float64), np.asarray(max_m, np.float64)
-        return cls(tuple(float(c) for c in (low + high) / 2.0),
-                   max(float((high - low).max() / 2.0), 1e-3))
+        return cls.widened((low + high) / 2.0, (high - low) / 2.0)
+
+    @classmethod
+    def widened(cls, center_m: np.ndarray, half_size_m: np.ndarray) -> "SceneBox":
+        """The box ``center_m`` +- ``half_size_m`` ([3] each) with every axis at least
+        :data:`MIN_HALF_SIZE_M` and 1 / :data:`MAX_ASPECT_RATIO` of the longest axis (about the
+        same centre; axes that need no widening keep their exact half size)."""
+        half = np.maximum(np.asarray(half_size_m, np.float64), MIN_HALF_SIZE_M)
+        half = np.maximum(half, half.max() / MAX_ASPECT_RATIO)
+        return cls(tuple(center_m), tuple(half))
 
     @property
     def bounds_m(self) -> tuple[np.ndarray, np.ndarray]:
         """([3] min corner, [3] max corner), metres."""
-        center = np.asarray(self.center_m)
-        return center - self.half_size_m, center + self.half_size_m
+        center, half = np.asarray(self.center_m), np.asarray(self.half_size_m)
+        return center - half, center + half
+
+    @property
+    def size_m(self) -> np.ndarray:
+        """[3] edge lengths, metres."""
+        return 2.0 * np.asarray(self.half_size_m)
 
     def __str__(self) -> str:
         low, high = self.bounds_m
@@ -85,14 +132,21 @@ class SceneBox:
                 f"[{', '.join(f'{v:.2f}' for v in high)}] m")
 
     def normalize(self, points_m: torch.Tensor) -> torch.Tensor:
-        """[N, 3] world points -> unit-cube coordinates (not clamped)."""
+        """[N, 3] world points -> unit-cube coordinates, each axis on its own (not clamped)."""
         center = torch.as_tensor(self.center_m, dtype=points_m.dtype, device=points_m.device)
-        return (points_m - center) / (2.0 * self.half_size_m) + 0.5
+        half = torch.as_tensor(self.half_size_m, dtype=points_m.dtype, device=points_m.device)
+        return (points_m - center) / (2.0 * half) + 0.5
+
+    def outside_distance_m(self, points_m: np.ndarray) -> np.ndarray:
+        """[N] how far each point lies outside the box, metres: the largest excess over the
+        half size on any axis (<= 0 inside)."""
+        offset = np.abs(np.asarray(points_m, np.float64).reshape(-1, 3) - np.asarray(self.center_m))
+        return (offset - np.asarray(self.half_size_m)).max(axis=1)
 
     def contains(self, points_m: np.ndarray) -> np.ndarray:
-        """[N] bool: points inside the cube."""
+        """[N] bool: points inside the box (faces included)."""
         offset = np.abs(np.asarray(points_m, np.float64) - np.asarray(self.center_m))
-        return np.all(offset <= self.half_size_m, axis=-1)
+        return np.all(offset <= np.asarray(self.half_size_m), axis=-1)
 
 
 def _decoder(in_dim: int, hidden_dim: int, out_dim: int, beta: float) -> nn.Sequential:
@@ -108,7 +162,7 @@ class PanopticField(nn.Module):
         config: encodings and decoders.
         token_config: mask constants and the Gaussian-prior switch.
         classes: semantic and token class spaces.
-        box: the cube the grids cover.
+        box: the box the grids cover.
         tokens: the instance tokens (may hold zero tokens); moved to ``device``.
         init_inv_s_per_m: initial S-density sharpness, 1/m.
         device: where every parameter lives and the field computes (None: the CPU); the
