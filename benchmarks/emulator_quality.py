@@ -27,6 +27,7 @@ import numpy as np
 
 from panoptic_mapper.core.eval.metrics import (ConfusionMatrix, image_wise_panoptic_quality,
                                                panoptic_image_from_segmentation)
+from panoptic_mapper.core.geometry.camera import open3d_pinhole_K
 from panoptic_mapper.core.scene import (RenderConfig, SceneConfig, SceneRenderer, TrajectoryConfig,
                                         generate_scene, generate_trajectory, render_sequence)
 from panoptic_mapper.core.segmentation.emulator import GroundedSamEmulator, emulator_preset
@@ -110,7 +111,7 @@ def render_cost(num_frames: int) -> None:
 
     raycaster = renderer._raycaster  # noqa: SLF001 (the same BVH, for the reference)
     k = renderer.intrinsics
-    K = o3d.core.Tensor(np.array([[k.fx, 0, k.cx + 0.5], [0, k.fy, k.cy + 0.5], [0, 0, 1.0]]))
+    K = o3d.core.Tensor(open3d_pinhole_K(k))  # noqa: N806
     started = time.perf_counter()
     for T in trajectory.T_world_cam:
         rays = raycaster.create_rays_pinhole(K, o3d.core.Tensor(np.linalg.inv(T)), k.width,

@@ -41,13 +41,13 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "7scenes_redkitchen_stride4"
 
 def synthetic_segmentation(frame, registry, rng):
     """World-consistent synthetic 2D panoptic input for one frame (see module docstring)."""
+    from panoptic_mapper.core.geometry.camera import back_project_to_world
     from panoptic_mapper.core.types import PanopticSegmentation2D, Segment
 
     intr = frame.intrinsics
     depth = frame.depth_m
     v, u = np.mgrid[0:intr.height, 0:intr.width]
-    cam = np.stack([(u - intr.cx) / intr.fx * depth, (v - intr.cy) / intr.fy * depth, depth], -1)
-    world = cam @ frame.T_world_cam[:3, :3].T + frame.T_world_cam[:3, 3]
+    world = back_project_to_world(frame.T_world_cam, intr, u, v, depth)
     labels = registry.labels
     cls_cell = np.floor(world / 0.5).astype(np.int64)
     inst_cell = np.floor(world / 0.3).astype(np.int64)

@@ -45,6 +45,7 @@ import numpy as np
 from panoptic_mapper.core.eval.oracle import MeshLabelRenderer
 from panoptic_mapper.core.eval.runner import EvalConfig, MethodSpec, evaluate
 from panoptic_mapper.core.eval.surface import closest_surface_points
+from panoptic_mapper.core.geometry.camera import back_project_to_world
 from panoptic_mapper.core.io.ply import read_ply
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import IntegrationReport, create_map
@@ -138,11 +139,8 @@ class _GroundTruthLabelsPerPixel(_GroundTruthLabelsOnMap):
         v, u = np.mgrid[0:h, 0:w]
         depth_m = render.depth_m.astype(np.float64)
         hit = depth_m > 0
-        points_cam = np.stack([(u[hit] - intrinsics.cx) / intrinsics.fx,
-                               (v[hit] - intrinsics.cy) / intrinsics.fy,
-                               np.ones(int(hit.sum()))], 1) * depth_m[hit][:, None]  # [N, 3]
-        T = np.asarray(T_world_cam, np.float64)  # noqa: N806
-        points_world = points_cam @ T[:3, :3].T + T[:3, 3]
+        points_world = back_project_to_world(T_world_cam, intrinsics, u[hit], v[hit],
+                                             depth_m[hit])  # [N, 3]
         nearest = closest_surface_points(points_world, self.gt_mesh.vertices_m,
                                          self.gt_mesh.triangles).nearest_vertex
         label_ids = np.zeros((h, w), np.int32)

@@ -47,12 +47,12 @@ QUERY = "chair"
 
 def synthetic_segmentation(frame, registry, rng):
     """World-consistent 2D panoptic input for one frame (see the module docstring)."""
+    from panoptic_mapper.core.geometry.camera import back_project_to_world
     from panoptic_mapper.core.types import PanopticSegmentation2D, Segment
 
     intr, depth = frame.intrinsics, frame.depth_m
     v, u = np.mgrid[0:intr.height, 0:intr.width]
-    cam = np.stack([(u - intr.cx) / intr.fx * depth, (v - intr.cy) / intr.fy * depth, depth], -1)
-    world = cam @ frame.T_world_cam[:3, :3].T + frame.T_world_cam[:3, 3]
+    world = back_project_to_world(frame.T_world_cam, intr, u, v, depth)
     primes = np.array([73856093, 19349663, 83492791])
     labels = registry.labels
     cls = (np.floor(world / 1.0).astype(np.int64) * primes).sum(-1) % len(labels)

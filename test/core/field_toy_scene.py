@@ -18,6 +18,7 @@ import open3d as o3d
 import pytest
 import torch
 
+from panoptic_mapper.core.geometry.camera import world_rays
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import IntegrationReport, MeshUpdate
 from panoptic_mapper.core.types import (CameraIntrinsics, GroundTruthLabels, LabelRender,
@@ -100,16 +101,16 @@ def make_toy_scene(num_frames: int = 16, width: int = 64, height: int = 48,
     focal = 0.6 * width
     intrinsics = CameraIntrinsics(width, height, focal, focal, (width - 1) / 2, (height - 1) / 2)
     u, v = np.meshgrid(np.arange(width), np.arange(height))
-    d_cam = np.stack([(u - intrinsics.cx) / focal, (v - intrinsics.cy) / focal,
-                      np.ones_like(u, float)], axis=-1).reshape(-1, 3)
     frames, segmentations, truths = [], [], []
     for i in range(num_frames):
         angle = 2 * np.pi * i / num_frames
         eye = np.array([1.5 + 1.2 * np.cos(angle), 1.5 + 1.2 * np.sin(angle), 1.7])
         target = np.array([1.5 - 0.6 * np.cos(angle), 1.5 - 0.6 * np.sin(angle), 0.4])
         T = look_at(eye, target)
-        directions = d_cam @ T[:3, :3].T
-        rays = np.concatenate([np.broadcast_to(eye, directions.shape), directions], axis=1)
+        # Camera-frame z = 1: the hit distance is the z-depth.
+        origins, directions, _ = world_rays(T, intrinsics, u.reshape(-1), v.reshape(-1),
+                                            unit=False)
+        rays = np.concatenate([origins, directions], axis=1)
         hit = scene.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
         depth = hit["t_hit"].numpy().reshape(height, width)
         geometry = hit["geometry_ids"].numpy().reshape(height, width).astype(np.int64)

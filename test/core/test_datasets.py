@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
+from panoptic_mapper.core.geometry.camera import back_project_to_world
 from panoptic_mapper.core.io.datasets import detect_layout, open_dataset, write_scannet_layout
 from panoptic_mapper.core.io.ply import read_ply
 from panoptic_mapper.core.types import (CameraIntrinsics, DatasetSample, GroundTruthLabels,
@@ -54,8 +55,7 @@ def _world_points(frame, T_world_cam, step=6):
     v, u = np.mgrid[0:k.height:step, 0:k.width:step]
     z = frame.depth_m[v, u]
     valid = z > 0
-    points = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], axis=-1)[valid]
-    return points @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+    return back_project_to_world(T_world_cam, k, u[valid], v[valid], z[valid])
 
 
 def _median_gap(points, reference):

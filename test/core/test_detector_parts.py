@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from panoptic_mapper.core.errors import ConfigError, DataFormatError
+from panoptic_mapper.core.geometry.camera import world_rays
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.segmentation import detector_models as dm
 from panoptic_mapper.core.segmentation.box_masks import (BoxMaskConfig, cut_masks,
@@ -168,14 +169,13 @@ def _room_view(pitch_deg=15.0, ceiling_m=None):
     T[:3, :3] = np.stack([x_axis, y_axis, z_axis], 1)
     T[:3, 3] = [0, 0, 1.5]
     v, u = np.mgrid[0:120, 0:160]
-    rays_cam = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones(u.shape)], -1)
-    rays = rays_cam @ T[:3, :3].T
+    rays = world_rays(T, k, u, v, unit=False)[1]  # camera z = 1: a hit parameter is z-depth
     t_floor = np.where(rays[..., 2] < -1e-6, -1.5 / np.minimum(rays[..., 2], -1e-6), np.inf)
     t_wall = np.where(rays[..., 1] > 1e-6, 3.0 / np.maximum(rays[..., 1], 1e-6), np.inf)
     top = 4.0 if ceiling_m is None else ceiling_m  # the wall's height
     t_ceiling = np.where(rays[..., 2] > 1e-6, (top - 1.5) / np.maximum(rays[..., 2], 1e-6),
                          np.inf) if ceiling_m is not None else np.full(t_floor.shape, np.inf)
-    depth = np.minimum(np.minimum(t_floor, t_wall), t_ceiling)  # z-depth: rays_cam has z = 1
+    depth = np.minimum(np.minimum(t_floor, t_wall), t_ceiling)  # z-depth: camera z = 1 on the rays
     floor = t_floor <= depth
     ceiling = t_ceiling <= depth
     hits = T[:3, 3] + rays * depth[..., None]

@@ -12,6 +12,7 @@ from panoptic_mapper.core.eval.runner import (EvalConfig, EvalSource, MethodSpec
 from panoptic_mapper.core.eval.surface import (SurfaceSamples, VisibilityAccumulator,
                                                closest_surface_points, point_to_mesh_distance_m,
                                                sample_surface)
+from panoptic_mapper.core.geometry.camera import project
 from panoptic_mapper.core.mapping.base import IntegrationReport, MeshUpdate
 from panoptic_mapper.core.types import (CameraIntrinsics, DatasetSample, GroundTruthLabels,
                                         LabelRender, PanopticMesh, PanopticSegmentation2D,
@@ -281,8 +282,8 @@ def test_pixel_grid_camera_projects_onto_strided_pixels():
     image = np.arange(47 * 65).reshape(47, 65)
     assert pixel_grid(image, 3).shape == grid.shape
     point = np.array([0.3, -0.2, 2.0])
-    u, v = K.fx * point[0] / point[2] + K.cx, K.fy * point[1] / point[2] + K.cy
-    u3, v3 = grid.fx * point[0] / point[2] + grid.cx, grid.fy * point[1] / point[2] + grid.cy
+    u, v, _ = project(K, point)
+    u3, v3, _ = project(grid, point)
     assert (3 * u3 + 1, 3 * v3 + 1) == (pytest.approx(u), pytest.approx(v))
     assert pixel_grid_camera(K, 1) is K
 

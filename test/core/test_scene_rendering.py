@@ -3,6 +3,7 @@ import numpy as np
 import open3d as o3d
 import pytest
 
+from panoptic_mapper.core.geometry.camera import back_project_to_world, world_rays
 from panoptic_mapper.core.scene import (CameraConfig, DepthNoiseConfig, RenderConfig, SceneConfig,
                                         SceneRenderer, TrajectoryConfig, apply_depth_noise,
                                         generate_scene, generate_trajectory, render_sequence)
@@ -33,9 +34,7 @@ def clean_renderer(scene):
 def _back_project(depth_m, T_world_cam, intrinsics):
     v, u = np.nonzero(depth_m > 0)
     z = depth_m[v, u].astype(np.float64)
-    cam = np.stack([(u - intrinsics.cx) / intrinsics.fx * z,
-                    (v - intrinsics.cy) / intrinsics.fy * z, z], 1)
-    return cam @ T_world_cam[:3, :3].T + T_world_cam[:3, 3], v, u
+    return back_project_to_world(T_world_cam, intrinsics, u, v, z), v, u
 
 
 def test_depth_equals_an_independent_raycast_of_the_gt_mesh(scene, trajectory, clean_renderer):
@@ -45,13 +44,12 @@ def test_depth_equals_an_independent_raycast_of_the_gt_mesh(scene, trajectory, c
     mesh.add_triangles(o3d.core.Tensor(scene.gt_mesh.vertices_m),
                        o3d.core.Tensor(scene.gt_mesh.triangles.astype(np.uint32)))
     v, u = np.mgrid[0:k.height, 0:k.width]
-    d_cam = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones(u.shape)], -1)
-    d_cam /= np.linalg.norm(d_cam, axis=-1, keepdims=True)
     for i in (0, 30, 59):
         T = trajectory.T_world_cam[i]
-        rays = np.concatenate([np.broadcast_to(T[:3, 3], d_cam.shape), d_cam @ T[:3, :3].T], -1)
+        origins, directions, range_per_depth = world_rays(T, k, u, v)
+        rays = np.concatenate([origins, directions], -1)
         t_hit = mesh.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))["t_hit"].numpy()
-        expected = t_hit * d_cam[..., 2]
+        expected = t_hit / range_per_depth
         view = clean_renderer.render(T, i)
         assert np.isfinite(expected).all() and (view.depth_m > 0).all()  # closed room
         np.testing.assert_allclose(view.depth_m, expected, atol=2e-4)

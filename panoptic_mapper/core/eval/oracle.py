@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from panoptic_mapper.core.errors import InvalidInputError
+from panoptic_mapper.core.geometry.camera import pixel_grid, world_rays
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import IntegrationReport, MeshUpdate
 from panoptic_mapper.core.types import (CameraIntrinsics, LabelRender, MapInstance, PanopticMesh,
@@ -48,13 +49,10 @@ class MeshLabelRenderer:
         import open3d as o3d
 
         h, w = intrinsics.shape
-        u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-        # Camera-frame directions with z = 1, so the hit distance is the z-depth.
-        directions_cam = np.stack([(u - intrinsics.cx) / intrinsics.fx,
-                                   (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)], -1)
-        T = np.asarray(T_world_cam, np.float64)  # noqa: N806
-        directions = directions_cam.reshape(-1, 3) @ np.ascontiguousarray(T[:3, :3].T)
-        origins = np.broadcast_to(T[:3, 3], directions.shape)
+        u, v = pixel_grid(intrinsics)
+        # Directions with camera-frame z = 1, so the hit distance is the z-depth.
+        origins, directions, _ = world_rays(T_world_cam, intrinsics, u.reshape(-1),
+                                            v.reshape(-1), unit=False)
         rays = np.ascontiguousarray(np.concatenate([origins, directions], 1), np.float32)
         hits = self._scene.cast_rays(o3d.core.Tensor(rays))
         depth = hits["t_hit"].numpy()

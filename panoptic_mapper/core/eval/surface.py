@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from panoptic_mapper.core.errors import InvalidInputError
+from panoptic_mapper.core.geometry.camera import pixel_indices, project_world
 from panoptic_mapper.core.types import CameraIntrinsics, PanopticMesh
 
 
@@ -182,20 +183,14 @@ class VisibilityAccumulator:
         T = np.asarray(T_world_cam, np.float64)  # noqa: N806
         # Samples observed before need no ray: consecutive frames mostly see the same surface.
         pending = np.flatnonzero(~self.observed)
-        offsets = self.points_m[pending] - T[:3, 3]  # camera centre -> sample, world frame
-        # A contiguous rotation keeps numpy on its fast small-matrix path.
-        p_cam = offsets @ np.ascontiguousarray(T[:3, :3])
-        z = p_cam[:, 2]
-        front = np.flatnonzero(z > 1e-6)
-        col = np.rint(intrinsics.fx * p_cam[front, 0] / z[front] + intrinsics.cx).astype(np.int64)
-        row = np.rint(intrinsics.fy * p_cam[front, 1] / z[front] + intrinsics.cy).astype(np.int64)
-        inside = (col >= 0) & (col < intrinsics.width) & (row >= 0) & (row < intrinsics.height)
-        candidates = front[inside]
-        candidates = candidates[depth[row[inside], col[inside]] > 0]
+        u, v, _ = project_world(T, intrinsics, self.points_m[pending])
+        row, col, inside = pixel_indices(intrinsics, u, v)
+        candidates = np.flatnonzero(inside)
+        candidates = candidates[depth[row[candidates], col[candidates]] > 0]
         if candidates.size == 0:
             return 0
-        rays = np.concatenate([np.broadcast_to(T[:3, 3], (candidates.size, 3)),
-                               offsets[candidates]], axis=1)
+        offsets = self.points_m[pending[candidates]] - T[:3, 3]  # camera centre -> sample
+        rays = np.concatenate([np.broadcast_to(T[:3, 3], (candidates.size, 3)), offsets], axis=1)
         hits = self._scene.cast_rays(o3d.core.Tensor(np.ascontiguousarray(rays, np.float32)))
         first = hits["primitive_ids"].numpy().astype(np.int64)
         seen = pending[candidates[first == self._triangle_ids[pending[candidates]]]]

@@ -20,6 +20,7 @@ import torch
 from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.field.classes import ClassSpace
 from panoptic_mapper.core.field.config import KeyframeConfig
+from panoptic_mapper.core.geometry.camera import world_rays
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.types import (NO_SEGMENT_ID, CameraIntrinsics,
                                         PanopticSegmentation2D, RgbdFrame)
@@ -167,15 +168,10 @@ class Keyframe:
 
     def camera_rays(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """World origins [R, 3], unit directions [R, 3] and observed ranges [R] of flat pixels."""
-        width = self.intrinsics.width
-        v, u = np.divmod(pixels, width)
-        k = self.intrinsics
-        d_cam = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones(len(u))], axis=1)
-        norm = np.linalg.norm(d_cam, axis=1)
-        directions = (d_cam / norm[:, None]) @ self.T_world_cam[:3, :3].T
-        ranges = self.depth_m.reshape(-1)[pixels] * norm
-        origins = np.broadcast_to(self.T_world_cam[:3, 3], directions.shape)
-        return origins, directions, ranges
+        v, u = np.divmod(pixels, self.intrinsics.width)
+        origins, directions, range_per_depth = world_rays(self.T_world_cam, self.intrinsics,
+                                                          u, v)
+        return origins, directions, self.depth_m.reshape(-1)[pixels] * range_per_depth
 
     def surface_points(self, pixels: np.ndarray) -> np.ndarray:
         """[R, 3] world points observed at flat pixels (depth back-projected)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from panoptic_mapper.core.config import ConfigBase, require
+from panoptic_mapper.core.geometry.camera import open3d_pinhole_K, pixel_directions
 from panoptic_mapper.core.scene.depth_noise import DepthNoiseConfig, apply_depth_noise
 from panoptic_mapper.core.scene.generator import SyntheticScene
 from panoptic_mapper.core.types import (CameraIntrinsics, GroundTruthLabels,
@@ -122,12 +123,11 @@ class SceneRenderer:
             o3d.core.Tensor(scene.vertices_m.astype(np.float32)),
             o3d.core.Tensor(scene.triangles.astype(np.uint32)))
         k = self.intrinsics
-        # Open3D puts pixel centres at (u + 0.5, v + 0.5); ours are at (u, v).
-        self._K_o3d = o3d.core.Tensor(np.array([[k.fx, 0.0, k.cx + 0.5], [0.0, k.fy, k.cy + 0.5],
-                                                [0.0, 0.0, 1.0]]))
+        self._K_o3d = o3d.core.Tensor(open3d_pinhole_K(k))
         v, u = np.mgrid[0:k.height, 0:k.width].astype(np.float32)
-        self._inv_ray_length = 1.0 / np.sqrt(((u - k.cx) / k.fx) ** 2 + ((v - k.cy) / k.fy) ** 2
-                                             + 1.0).reshape(-1)  # [H*W]
+        # z-depth over range of each pixel's ray (float32, like the shading).
+        self._inv_ray_length = 1.0 / np.linalg.norm(pixel_directions(k, u, v),
+                                                    axis=-1).reshape(-1)  # [H*W]
         key = np.asarray(self.config.key_light_direction, np.float32)
         self._key_dir = key / np.linalg.norm(key)
         # Per-frame RGB noise is a random window of one pre-drawn Gaussian bank: drawing 3 values

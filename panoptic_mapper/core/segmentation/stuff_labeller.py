@@ -35,6 +35,7 @@ from scipy import ndimage
 
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.errors import ConfigError
+from panoptic_mapper.core.geometry.camera import back_project
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.types import CameraIntrinsics
 
@@ -142,9 +143,7 @@ def depth_normals(depth_m: np.ndarray, intrinsics: CameraIntrinsics, step: int,
     h, w = depth.shape
     u = (np.arange(w) + 0.5) * step - 0.5
     v = (np.arange(h) + 0.5) * step - 0.5
-    x = (u[None, :] - intrinsics.cx) / intrinsics.fx * depth
-    y = (v[:, None] - intrinsics.cy) / intrinsics.fy * depth
-    points = np.stack([x, y, depth], axis=-1)
+    points = back_project(intrinsics, u[None, :], v[:, None], depth)
     du = np.zeros_like(points)
     dv = np.zeros_like(points)
     du[:, 1:-1] = points[:, 2:] - points[:, :-2]

@@ -14,6 +14,7 @@ import numpy as np
 import open3d as o3d
 import open3d.core as o3c
 
+from panoptic_mapper.core.geometry.camera import open3d_pinhole_K
 from panoptic_mapper.core.types import CameraIntrinsics, LabelRender, PanopticMesh
 
 
@@ -51,13 +52,10 @@ class MeshRaycaster:
         if self.mesh.num_triangles == 0:
             return LabelRender(np.zeros((h, w), np.int32), np.zeros((h, w), np.int32),
                                np.zeros((h, w), np.float32))
-        # Open3D casts pixel (u, v) through (u + 0.5, v + 0.5); our pixel centres (and the
-        # ground truth's, core/scene/renderer.py) are at (u, v): shift the principal point.
-        K = np.array(intrinsics.K, np.float64)  # noqa: N806
-        K[0, 2] += 0.5
-        K[1, 2] += 0.5
+        # Through our pixel centres (u, v), as the back-projection and the ground truth.
         rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(
-            o3c.Tensor(K), o3c.Tensor(np.linalg.inv(T_world_cam)), w, h)
+            o3c.Tensor(open3d_pinhole_K(intrinsics)), o3c.Tensor(np.linalg.inv(T_world_cam)),
+            w, h)
         hit = self._get_scene().cast_rays(rays)
         t_hit = hit["t_hit"].numpy()
         prim = hit["primitive_ids"].numpy().astype(np.int64)
