@@ -41,6 +41,7 @@ setup(
             "segmenter_node = panoptic_mapper.nodes.segmenter_node:main",
             "instant_semantics_node = panoptic_mapper.nodes.instant_semantics_node:main",
             "mapper_node = panoptic_mapper.nodes.mapper_node:main",
+            "mapping_process = panoptic_mapper.nodes.mapping_process:main",
         ],
     },
     zip_safe=False,

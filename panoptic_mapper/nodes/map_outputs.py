@@ -12,7 +12,11 @@ mesh               panoptic_mapper/PanopticMesh    full mesh with colours, label
 mesh_marker        visualization_msgs/Marker       TRIANGLE_LIST coloured per ``mesh_color_mode``
 instances          visualization_msgs/MarkerArray  oriented boxes + "label #id confidence" texts
 cloud              sensor_msgs/PointCloud2         mesh vertices: x, y, z, rgb, label, instance
+instance_table     panoptic_mapper/MapInstanceArray  the instances as MapInstance messages
 =================  ==============================  ===========================================
+
+``mesh`` and ``instance_table`` of an instant node are what a mapper node on another machine
+takes as its prior (``runtime/prior_sources.py``).
 
 Owns: topic names, when to publish (only topics with subscribers, only content newer than
 what was last sent on them, or a colour mode change), decimation of very large marker meshes.
@@ -31,16 +35,19 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.types import PanopticMesh
+from panoptic_mapper.msg import MapInstanceArray
 from panoptic_mapper.msg import PanopticMesh as PanopticMeshMsg
-from panoptic_mapper.ros.conversions import PanopticCloud, cloud_msg_from_panoptic_cloud
-from panoptic_mapper.runtime.map_session import MapSnapshot
+from panoptic_mapper.ros.conversions import (PanopticCloud, cloud_msg_from_panoptic_cloud,
+                                             header_msg)
+from panoptic_mapper.runtime.served_map import MapSnapshot
 from panoptic_mapper.ros.markers import instance_markers, mesh_marker
 from panoptic_mapper.runtime.node_config import MapOutputConfig
-from panoptic_mapper.ros.panoptic_conversions import mesh_msg_from_core
+from panoptic_mapper.ros.panoptic_conversions import (map_instance_msg_from_core,
+                                                      mesh_msg_from_core)
 from panoptic_mapper.ros.qos import LATCHED_MAP_QOS
 
 TOPIC_NAMES = {"mesh": "mesh", "mesh_marker": "mesh_marker", "instances": "instances",
-               "cloud": "cloud"}
+               "cloud": "cloud", "instance_table": "instance_table"}
 """Output -> topic name relative to the output namespace."""
 
 
@@ -89,7 +96,8 @@ class MapOutputs:
         wanted = {"mesh": (config.publish_mesh, PanopticMeshMsg),
                   "mesh_marker": (config.publish_mesh_marker, Marker),
                   "instances": (config.publish_instance_markers, MarkerArray),
-                  "cloud": (config.publish_cloud, PointCloud2)}
+                  "cloud": (config.publish_cloud, PointCloud2),
+                  "instance_table": (config.publish_instance_table, MapInstanceArray)}
         for key, (enabled, msg_type) in wanted.items():
             if enabled:
                 self._publishers[key] = node.create_publisher(msg_type, self.topics[key],
@@ -117,7 +125,8 @@ class MapOutputs:
             due = {"mesh": (snapshot.mesh_version, ""),
                    "mesh_marker": (snapshot.mesh_version, mode),
                    "cloud": (snapshot.mesh_version, ""),
-                   "instances": (snapshot.version, "")}
+                   "instances": (snapshot.version, ""),
+                   "instance_table": (snapshot.version, "")}
             for key, publisher in self._publishers.items():
                 if self._sent.get(key) == due[key] or publisher.get_subscription_count() == 0:
                     continue
@@ -132,6 +141,10 @@ class MapOutputs:
                     msg = cloud_msg_from_panoptic_cloud(
                         PanopticCloud(mesh.vertices_m, mesh.colors, mesh.label_ids,
                                       mesh.instance_ids), stamp_ns, self._frame_id)
+                elif key == "instance_table":
+                    msg = MapInstanceArray(
+                        header=header_msg(stamp_ns, self._frame_id),
+                        instances=[map_instance_msg_from_core(i) for i in snapshot.instances])
                 else:
                     msg = instance_markers(snapshot.instances, stamp_ns, self._frame_id,
                                            self._registry)

@@ -1,225 +1,296 @@
-"""``mapper_node``: the refined panoptic map (PanopticRecon++) as a node, beside the instant
-semantics node, on the same machine or on another one over DDS.
+"""``mapper_node``: the refined panoptic map (PanopticRecon++), a layer derived from the instant
+map, trained in the background.
 
-It is the instant semantics node's pipeline over a :class:`RefinedPanopticMap`: the same
-synchronised input stream (RGB, depth, camera_info, pose, PanopticSegmentation) goes through
-the same stamp matching, keep-latest queue and integration worker; the same latched map topics
-and planner services are served (``output``, ``planner_api``). On top of that, a training
-worker (``runtime/training_worker.py``) trains the field in chunks in its own thread, with torch
-limited to ``training.torch_threads`` CPU threads, on the device of
-``map.training.trainer.device`` (``auto``: CUDA where present; the configure log line and the
-``training_device`` diagnostics value say which), and ``~/training_control``
-(``panoptic_mapper/TrainingControl``) starts, stops and reports it; progress goes to the log
-and to ``/diagnostics``.
+The node never integrates a frame. Its refined layer (``core/mapping/refined_layer.py``) reads
+the instant map's products and keeps its own keyframes (``prior.source``):
 
-The prior: the node runs its own instant map inside the refined map (what
-``RefinedPanopticMap`` does) instead of subscribing to the instant node's outputs. Its ids,
-geometry and keyframes then come from exactly the frames the field trains on; ``save_map`` /
-``load_map`` hold the whole state (prior, keyframes, field checkpoint) in one file; it works
-when the instant node runs elsewhere, is restarted or is left out; and no mesh has to cross
-DDS. The price is a second instant-map integration of the stream (CPU), which the launch file
-can avoid by leaving the instant node out (``with_instant:=false``).
+* **colocated** (``panoptic-mapper launch`` and the launch file start the instant semantics
+  node and this node in one process): the layer is offered every frame the instant node
+  integrates and reads its snapshots (``runtime/shared_maps.py``); saving the refined map saves
+  the instant map in the same file, loading restores both.
+* **topics** (this node on another machine, e.g. a GPU host): the prior is the mesh and
+  instance table the instant node publishes (``~/mesh``, ``~/instance_table``); keyframes come
+  from the sensor stream (``input``), of which only the frames the keyframe selector keeps are
+  decoded.
 
-Until the field is ready the map answers from the prior; afterwards mesh labels come from the
-field and instances from its tokens, which keep the prior's instance ids by 3D overlap
-(``core/field/instance_ids.py``), so ids a planner already knows stay valid. When the robot
-explores beyond the field's scene box, the field restarts on a grown box (``map.scene_box``);
-the previous field answers until the new one is ready, whose tokens keep the published ids. The
-log says so, and ``/diagnostics`` shows ``field_restarts`` and ``field_box``.
+A training worker (``runtime/training_worker.py``) trains the field in chunks in its own
+thread, with torch limited to ``torch_threads`` threads for the whole process, on the
+device of ``map.training.trainer.device``; ``~/training_control`` starts, stops and reports it.
+A refresh worker publishes the served snapshot: the prior's products until the field is ready,
+then the prior's current mesh relabelled by the field (``runtime/refined_session.py``); tokens
+keep the instance ids the planner has seen. The log and ``/diagnostics`` say which answers
+(``answers_from``), and how training goes.
 
 Parameters: ``MapperNodeConfig`` (``runtime/mapper_config.py``), documented in
-``config/mapper.yaml``. Lifecycle: see ``nodes/runtime.py``.
+``config/mapper.yaml``. Lifecycle: see ``nodes/node_base.py``.
 """
 from __future__ import annotations
 
 import sys
-import threading
+import time
 
 import torch
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 
 from panoptic_mapper.core.errors import ConfigError, InvalidInputError, PanopticMapperError
-from panoptic_mapper.core.labels import LabelRegistry
-from panoptic_mapper.core.mapping.base import create_map
+from panoptic_mapper.core.mapping.input_checks import FrameChecker
+from panoptic_mapper.core.mapping.refined_layer import RefinedLayer
 from panoptic_mapper.core.query.engine import create_query_engine
-from panoptic_mapper.nodes.instant_semantics_node import InstantSemanticsNode
-from panoptic_mapper.nodes.runtime import quietly, run_node
+from panoptic_mapper.core.tracking.instance_geometry import InstanceSummaryConfig
+from panoptic_mapper.core.tsdf.grid import TsdfConfig
+from panoptic_mapper.msg import MapInstanceArray, PanopticMesh
+from panoptic_mapper.nodes.frame_input import FrameInput, QueuedFrame
+from panoptic_mapper.nodes.map_outputs import MapOutputs
+from panoptic_mapper.nodes.node_base import (PanopticLifecycleNode, load_registry, quietly,
+                                             run_node, set_torch_threads)
+from panoptic_mapper.nodes.planner_api import PlannerApi, PlannerApiConflict
+from panoptic_mapper.nodes.training_control import TrainingControlService, status_values
+from panoptic_mapper.ros import conversions as conv
+from panoptic_mapper.ros.panoptic_conversions import map_instance_from_msg, mesh_from_msg
+from panoptic_mapper.ros.qos import LATCHED_MAP_QOS
+from panoptic_mapper.runtime import shared_maps
 from panoptic_mapper.runtime.mapper_config import MapperNodeConfig
-from panoptic_mapper.runtime.refined_session import RefinedMapSession
-from panoptic_mapper.runtime.sync import MatchedFrame
-from panoptic_mapper.runtime.training_worker import TrainingStatus, TrainingWorker
-from panoptic_mapper.srv import TrainingControl
+from panoptic_mapper.runtime.prior_sources import ReceivedPrior, SessionPrior
+from panoptic_mapper.runtime.refined_session import RefinedSession
+from panoptic_mapper.runtime.training_worker import TrainingWorker
+from panoptic_mapper.runtime.workers import PeriodicWorker, QueueWorker
 
 NODE_NAME = "mapper_node"
-CONTROL_SERVICE = "~/training_control"
-"""The TrainingControl service, in the node's private namespace."""
+TIMINGS = ("keyframe", "refresh", "publish")
+REFRESH_NICE = 5
 
 
-class MapperNode(InstantSemanticsNode):
-    """The refined map as a node (see the module docstring)."""
-
-    node_name = NODE_NAME
-    config_class = MapperNodeConfig
-    map_source = "refined"
+class MapperNode(PanopticLifecycleNode):
+    """The refined layer as a node (see the module docstring)."""
 
     def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(NODE_NAME, MapperNodeConfig, TIMINGS, **kwargs)
+        self.session: RefinedSession | None = None
         self.training: TrainingWorker | None = None
-        self._control_service = None
-        self._integrating = threading.Event()
+        self.api: PlannerApi | None = None
+        self.outputs: MapOutputs | None = None
+        self.input: FrameInput | None = None
+        self.prior_mode = ""
+        """"colocated" or "topics" once configured."""
+        self._shared: shared_maps.SharedInstantMap | None = None
+        self._received: ReceivedPrior | None = None
+        self._checker: FrameChecker | None = None
+        self._control: TrainingControlService | None = None
+        self._refresh: PeriodicWorker | None = None
+        self._saved_on_shutdown = False
 
     @property
     def config(self) -> MapperNodeConfig:
         return self._params.config
 
-    @property
-    def voxel_size_m(self) -> float:
-        return self.config.map.instant.tsdf.voxel_size_m
-
     # ---- lifecycle -----------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
-        """Limit torch's threads, build the map (as the instant node does) and the control
-        service; log where the field trains."""
-        if self.config.training.torch_threads:
-            torch.set_num_threads(self.config.training.torch_threads)
-        result = super().on_configure(state)
-        if result == TransitionCallbackReturn.SUCCESS:
-            self._control_service = self.create_service(
-                TrainingControl, CONTROL_SERVICE, self._on_training_control,
-                callback_group=ReentrantCallbackGroup())
-            self.get_logger().info(
-                f"the refined field trains on {self.session.map.trainer.device} "
-                f"(map.training.trainer.device: '{self.config.map.training.trainer.device}', "
-                f"{torch.get_num_threads()} torch CPU threads)")
-        return result
+        """Limit torch's threads; find the prior; build the layer (loading a saved map when
+        asked), the training control, the outputs and (if serving) the API."""
+        cfg = self.config
+        set_torch_threads(cfg.torch_threads)
+        try:
+            registry = load_registry(cfg.label_file)
+            prior, summary, voxel_size_m = self._prior_source(registry)
+            try:
+                self.session = RefinedSession(
+                    lambda: RefinedLayer(registry, cfg.map, prior, summary), registry,
+                    create_query_engine(cfg.query, registry), cfg.training.relabel_period_s)
+            except ConfigError as exc:  # e.g. a CUDA device this machine lacks
+                raise ConfigError(f"map.{exc.field}", exc.value, exc.reason) from exc
+            if cfg.load_on_start_path:
+                self.session.load(cfg.load_on_start_path)
+                self.get_logger().info(f"loaded {cfg.load_on_start_path}")
+        except (PanopticMapperError, OSError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            self.session = None
+            return TransitionCallbackReturn.FAILURE
+        if self._shared is not None:
+            self._shared.session.add_frame_listener(self._observe)
+        self.training = TrainingWorker(self.session, cfg.training, self.get_logger(),
+                                       self._frames_pending)
+        self._control = TrainingControlService(self, self.training, self.session)
+        namespace = "~"
+        if cfg.planner_api.serve:
+            self.api = PlannerApi(self, self.session, cfg.planner_api,
+                                  callback_group=ReentrantCallbackGroup())
+            try:
+                self.api.advertise()
+                namespace = cfg.planner_api.namespace
+            except PlannerApiConflict as exc:
+                self.get_logger().error(f"planner API not served: {exc}")
+                self.api = None
+        self.outputs = MapOutputs(self, registry, cfg.output, namespace, cfg.map_frame,
+                                  "refined", voxel_size_m)
+        self.create_diagnostics_publisher()
+        self.get_logger().info(
+            f"configured: prior {self.prior_mode}"
+            f"{' (' + cfg.prior.instant_node + ' in this process)' if self._shared else ''}, "
+            f"the field trains on {self.session.layer.trainer.device} "
+            f"({torch.get_num_threads()} torch CPU threads), planner API "
+            f"{'at ' + cfg.planner_api.namespace if self.api else 'not served'}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _prior_source(self, registry):
+        """(prior source, instance summary rules, voxel size) per ``prior.source``."""
+        cfg = self.config
+        shared = shared_maps.lookup(cfg.prior.instant_node)
+        if cfg.prior.source == "colocated" and shared is None:
+            raise ConfigError("prior.source", "colocated",
+                              f"no configured '{cfg.prior.instant_node}' in this process "
+                              "(start both nodes in one process, or use prior.source: topics)")
+        if shared is not None and cfg.prior.source != "topics":
+            self._shared, self.prior_mode = shared, "colocated"
+            return SessionPrior(shared.session), shared.summary, shared.voxel_size_m
+        self.prior_mode = "topics"
+        self._received = ReceivedPrior(registry, cfg.prior.max_label_distance_m)
+        self.input = FrameInput(self, cfg.input, cfg.sync, cfg.queue_size, cfg.map_frame,
+                                registry)
+        self._checker = FrameChecker(cfg.prior.input_checks, registry,
+                                     cfg.map.training.sampler.near_m, TsdfConfig().depth_max_m)
+        return self._received, InstanceSummaryConfig(), 0.0
 
     def on_activate(self, state) -> TransitionCallbackReturn:
-        """Start streaming, then the training worker (training when ``training.autostart``)."""
-        result = super().on_activate(state)
-        if result == TransitionCallbackReturn.SUCCESS:
-            self.training = TrainingWorker(self.session, self.config.training,
-                                           self.get_logger(), self._frames_pending)
-        return result
-
-    def on_deactivate(self, state) -> TransitionCallbackReturn:
-        """Stop training, then streaming."""
-        self._close_training()
-        return super().on_deactivate(state)
-
-    def release(self, save: bool = True) -> None:
-        """Stop training first, then as the instant node (save when configured, release)."""
-        self._close_training()
-        if self._control_service is not None:
-            quietly(lambda: self.destroy_service(self._control_service))
-            self._control_service = None
-        super().release(save)
-
-    def _close_training(self) -> None:
-        if self.training is not None:
-            self.training.close()
-            self.training = None
-
-    def _create_session(self, registry: LabelRegistry) -> RefinedMapSession:
+        """Subscribe (topics mode), start the refresh and training workers and the timers."""
         cfg = self.config
-        map_config = cfg.map.to_dict()
-        query_engine = create_query_engine(cfg.query, registry)
-        try:
-            return RefinedMapSession(lambda: create_map("refined", registry, map_config),
-                                     registry, query_engine)
-        except ConfigError as exc:  # e.g. a CUDA device this machine lacks: name the parameter
-            raise ConfigError(f"map.{exc.field}", exc.value, exc.reason) from exc
+        listening = [f"the map of {cfg.prior.instant_node} in this process"]
+        if self.prior_mode == "topics":
+            self.subscribe(PanopticMesh, cfg.prior.mesh_topic, self._on_prior_mesh,
+                           LATCHED_MAP_QOS)
+            self.subscribe(MapInstanceArray, cfg.prior.instance_table_topic,
+                           self._on_prior_instances, LATCHED_MAP_QOS)
+            listening = [cfg.prior.mesh_topic, cfg.prior.instance_table_topic,
+                         *self.input.subscribe()]
+            self.start_worker(QueueWorker("keyframes", self.input.queue, self._offer_keyframe,
+                                          self.worker_error))
+        self._refresh = PeriodicWorker("refresh", 1.0 / cfg.output.rate_hz,
+                                       cfg.output.max_refresh_share, self._refresh_snapshot,
+                                       self.worker_error, nice=REFRESH_NICE)
+        self.start_worker(self._refresh)
+        self.start_worker(self.training)
+        self.add_timer(1.0 / cfg.output.rate_hz, self._publish_outputs,
+                       MutuallyExclusiveCallbackGroup())
+        self.add_timer(cfg.diagnostics_period_s, self._report)
+        self.get_logger().info("active: listening on " + ", ".join(listening))
+        return super().on_activate(state)
 
-    # ---- integration and training share the map -------------------------------------------------
-    def _process(self, matched_at: float, matched: MatchedFrame) -> None:
-        self._integrating.set()
-        try:
-            super()._process(matched_at, matched)
-        finally:
-            self._integrating.clear()
+    def _release_resources(self, save: bool) -> None:
+        """Save the whole map first when ``save_on_shutdown_path`` is set; withdraw all."""
+        if self._shared is not None:
+            self._shared.session.remove_frame_listener(self._observe)
+        path = self.config.save_on_shutdown_path
+        if save and path and self.session is not None and not self._saved_on_shutdown:
+            try:
+                written = self.session.save(path)
+                self._saved_on_shutdown = True
+                self.get_logger().info(f"map saved to {written}")
+            except (PanopticMapperError, OSError) as exc:
+                self.get_logger().error(f"saving the map on shutdown failed: {exc}")
+        if self._control is not None:
+            quietly(self._control.destroy)
+        if self.api is not None:
+            quietly(self.api.withdraw)
+        if self.outputs is not None:
+            quietly(self.outputs.destroy)
+        self._control = self.api = self.outputs = None
+        self.session = self.training = None
 
     def _frames_pending(self) -> bool:
-        """Frames wait for integration or one is being integrated (the trainer yields)."""
-        queue = self._queue
-        return self._integrating.is_set() or (queue is not None and len(queue) > 0)
+        """Frames wait for integration (or keyframe selection): the trainer yields."""
+        if self._shared is not None:
+            return self._shared.frames_pending()
+        return self.input is not None and self.input.pending > 0
 
-    # ---- training control and status ------------------------------------------------------------
-    def _training_status(self) -> TrainingStatus | None:
-        return self.training.status() if self.training is not None else None
+    # ---- frames and the prior ------------------------------------------------------------------
+    def _observe(self, frame, segmentation) -> None:
+        """colocated: a frame the instant map integrated (its integration worker calls this)."""
+        start = time.perf_counter()
+        report = self.session.observe_frame(frame, segmentation)
+        if report.kept:
+            self.count("keyframes_kept")
+            self.stats.time("keyframe", time.perf_counter() - start)
+        for warning in report.warnings:
+            self.problem("keyframe_warning", warning)
 
-    def _extra_status_values(self) -> dict[str, object]:
-        status = self._training_status()
-        if status is None:
-            return {"training_state": "inactive"}
-        progress = status.progress
-        values: dict[str, object] = {
-            "training_state": status.state.value, "field_ready": str(status.ready).lower(),
-            "training_device": str(self.session.map.trainer.device),
-            "answers_from": "field" if self.session.serves_field else "prior",
-            "training_step": progress.step, "training_total_steps": progress.total_steps,
-            "training_phase": progress.phase if progress.step else "",
-            "training_steps_per_s": f"{progress.steps_per_s:.2f}",
-            "training_tokens": progress.num_tokens, "keyframes": progress.num_keyframes,
-            "field_restarts": progress.field_restarts,
-            "field_box": str(progress.box) if progress.box is not None else ""}
-        values.update({f"loss.{name}": f"{value:.4g}"
-                       for name, value in sorted(progress.losses.items())})
-        if status.error:
-            values["training_error"] = status.error
-        return values
-
-    def _on_training_control(self, request: TrainingControl.Request,
-                             response: TrainingControl.Response) -> TrainingControl.Response:
-        """START / STOP / STATUS; answers ``success=False`` with the reason instead of raising."""
+    def _offer_keyframe(self, item: QueuedFrame) -> None:
+        """topics: decode a frame only when the keyframe selector would keep it."""
+        _, matched = item
         try:
-            if self.training is None:
-                raise InvalidInputError("node", self.get_name(), "is not active; training "
-                                        "runs only while the node is active", kind="request")
-            command, extra = int(request.command), int(request.extra_steps)
-            if extra and command != TrainingControl.Request.START:
-                raise InvalidInputError("extra_steps", extra, "only valid with START",
-                                        kind="request")
-            if command == TrainingControl.Request.START:
-                status = self.training.start(extra)
-            elif command == TrainingControl.Request.STOP:
-                status = self.training.stop()
-                # Serve the stopped field at once: a planner that lists instances right after
-                # STOP (or saves the map) sees the state the field stopped in.
-                self.session.refresh()
-            elif command == TrainingControl.Request.STATUS:
-                status = self.training.status()
-            else:
-                raise InvalidInputError("command", command,
-                                        "must be STATUS (0), START (1) or STOP (2)",
-                                        kind="request")
-        except PanopticMapperError as exc:
-            response.success = False
-            response.message = str(exc)
-            return response
-        except Exception as exc:  # noqa: BLE001 - an escaping exception stops the executor
-            response.success = False
-            response.message = f"internal error: {type(exc).__name__}: {exc}"
-            self.get_logger().error(f"training_control failed: {response.message}")
-            return response
-        _fill_status(response, status)
-        response.success = True
-        response.message = status.summary()
-        return response
+            T_map_cam = self.input.decode_pose(matched)  # noqa: N806
+            if not self.session.layer.wants_keyframe(T_map_cam, matched.stamp_ns):
+                self.count("frames_not_keyframes")
+                return
+            frame, segmentation = self.input.decode(matched)
+        except InvalidInputError as exc:
+            self.count("frames_invalid")
+            self.problem(exc.kind, f"frame at {matched.stamp_ns / 1e9:.3f} s: {exc}")
+            return
+        checked = self._checker.check(frame, segmentation)
+        if not checked.accepted:
+            self.count("frames_rejected")
+            self.problem("keyframe_rejected", f"frame at {matched.stamp_ns / 1e9:.3f} s not "
+                         f"kept: {checked.reject_reason}")
+            return
+        self._checker.accept(frame)
+        self._observe(frame, segmentation)
 
+    def _on_prior_mesh(self, msg) -> None:
+        try:
+            mesh = mesh_from_msg(msg)
+            stamp_ns = conv.stamp_ns_from_time_msg(msg.header.stamp, "mesh.header.stamp")
+        except InvalidInputError as exc:
+            self.problem(exc.kind, f"prior mesh ignored: {exc}")
+            return
+        self.count("prior_meshes_received")
+        self._received.update_mesh(mesh, stamp_ns)
 
-def _fill_status(response: TrainingControl.Response, status: TrainingStatus) -> None:
-    progress = status.progress
-    response.state = status.state.value
-    response.ready = status.ready
-    response.phase = progress.phase if progress.step else ""
-    response.step = progress.step
-    response.total_steps = progress.total_steps
-    response.num_tokens = progress.num_tokens
-    response.num_keyframes = progress.num_keyframes
-    response.steps_per_s = float(progress.steps_per_s)
-    names = sorted(progress.losses)
-    response.loss_names = names
-    response.loss_values = [float(progress.losses[name]) for name in names]
+    def _on_prior_instances(self, msg) -> None:
+        try:
+            instances = tuple(map_instance_from_msg(m) for m in msg.instances)
+        except InvalidInputError as exc:
+            self.problem(exc.kind, f"prior instance table ignored: {exc}")
+            return
+        self.count("prior_instance_tables_received")
+        self._received.update_instances(instances)
+
+    # ---- outputs -------------------------------------------------------------------------------
+    def _refresh_snapshot(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        snapshot = session.refresh()
+        if snapshot is not None:
+            self.stats.time("refresh", snapshot.refresh_ms / 1e3)
+
+    def _publish_outputs(self) -> None:
+        if self.outputs is None or self.session is None:
+            return
+        report = self.outputs.publish(self.session.snapshot)
+        if report is not None:
+            self.stats.time("publish", report.build_ms / 1e3)
+
+    def _report(self) -> None:
+        session, training = self.session, self.training
+        if session is None or training is None:
+            return
+        snapshot = session.snapshot
+        values: dict[str, object] = {
+            "prior_source": self.prior_mode,
+            "answers_from": "field" if session.serves_field else "prior",
+            "training_device": str(session.layer.trainer.device),
+            "snapshot_stamp_s": f"{snapshot.stamp_ns / 1e9:.3f}",
+            "snapshot_frames": snapshot.num_frames,
+            "map_instances": len(snapshot.instances),
+            "mesh_vertices": snapshot.mesh.num_vertices,
+            "training_busy_s": f"{training.busy_s:.1f}",
+            "planner_api": "served" if self.api else "not served",
+            **status_values(training.status())}
+        if self.prior_mode == "topics":
+            values["queue_length"] = self.input.pending
+        self.publish_diagnostics(values)
+        if self.input is not None:
+            self.input.hint_missing_inputs(self.stats.counters())
 
 
 def main(args: list[str] | None = None) -> int:

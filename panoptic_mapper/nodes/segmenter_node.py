@@ -20,18 +20,15 @@ problems go to ``/diagnostics``; a backend exception (e.g. CUDA out of memory) i
 ``frames_failed`` and logged, and the worker goes on with the next frame.
 
 Parameters: ``SegmenterNodeConfig`` (``runtime/node_config.py``), documented in
-``config/mapper.yaml``. Lifecycle: see ``nodes/runtime.py``.
+``config/mapper.yaml``. Lifecycle: see ``nodes/node_base.py``.
 """
 from __future__ import annotations
 
 import dataclasses
 import sys
-import threading
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -41,19 +38,16 @@ from panoptic_mapper.core.segmentation.base import (SegmentationRequest, Segment
                                                     create_segmenter)
 from panoptic_mapper.core.types import GroundTruthLabels
 from panoptic_mapper.msg import PanopticSegmentation
-from panoptic_mapper.nodes.runtime import (PanopticLifecycleNode, load_registry, quietly,
-                                           run_node, sensor_qos)
+from panoptic_mapper.nodes.node_base import (PanopticLifecycleNode, load_registry, quietly,
+                                             run_node, sensor_qos)
 from panoptic_mapper.ros import conversions as conv
-from panoptic_mapper.ros.diagnostics import (DIAGNOSTICS_TOPIC, diagnostic_array, node_status,
-                                             timing_values)
-from panoptic_mapper.runtime.node_config import SegmenterNodeConfig
-from panoptic_mapper.runtime.node_stats import ProblemCounter, RollingTiming
 from panoptic_mapper.ros.panoptic_conversions import (segmentation_from_msg,
                                                       segmentation_msg_from_core)
-from panoptic_mapper.ros.params import ConfigParameters
 from panoptic_mapper.ros.qos import SENSOR_QOS
+from panoptic_mapper.runtime.node_config import SegmenterNodeConfig
 from panoptic_mapper.runtime.sync import (KeepLatestQueue, LatePartnerReport, MatchedFrame,
-                                      StampSynchronizer, StreamSpec)
+                                          StampSynchronizer, StreamSpec)
+from panoptic_mapper.runtime.workers import QueueWorker
 
 NODE_NAME = "segmenter_node"
 EMULATOR_STREAMS = ("rgb", "depth", "ground_truth_labels", "ground_truth_instances")
@@ -67,32 +61,17 @@ class SegmenterNode(PanopticLifecycleNode):
     WORKER_JOIN_TIMEOUT_S = 60.0  # a model call on a CPU can take most of a minute
 
     def __init__(self, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
-        self._params = ConfigParameters(self, SegmenterNodeConfig)
-        self.problems = ProblemCounter()
-        self.timings = {"segment": RollingTiming(), "frame_latency": RollingTiming()}
-        self.counters: dict[str, int] = {}
-        self._counter_lock = threading.Lock()
+        super().__init__(NODE_NAME, SegmenterNodeConfig, ("segment", "frame_latency"), **kwargs)
         self._registry: LabelRegistry | None = None
         self._backend: SegmenterBackend | None = None
         self._sync: StampSynchronizer | None = None
         self._late_report: LatePartnerReport | None = None
         self._queue: KeepLatestQueue[tuple[float, MatchedFrame]] | None = None
         self._output = None
-        self._diagnostics_pub = None
-        self._subscriptions: list = []
-        self._timers: list = []
-        self._worker: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._release_lock = threading.Lock()
 
     @property
     def config(self) -> SegmenterNodeConfig:
         return self._params.config
-
-    @property
-    def autostart(self) -> bool:
-        return self.config.autostart
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
@@ -119,7 +98,7 @@ class SegmenterNode(PanopticLifecycleNode):
         self._queue = KeepLatestQueue(cfg.queue_size)
         self._output = self.create_publisher(PanopticSegmentation, cfg.topics.output,
                                              SENSOR_QOS)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+        self.create_diagnostics_publisher()
         self.get_logger().info(f"configured: backend '{cfg.backend}', output "
                                f"{cfg.topics.output}")
         return TransitionCallbackReturn.SUCCESS
@@ -130,120 +109,73 @@ class SegmenterNode(PanopticLifecycleNode):
         qos = sensor_qos(cfg.qos)
         # One mutually exclusive group per subscription keeps each topic in order.
         if cfg.backend == "replay":
-            self._subscriptions.append(self.create_subscription(
-                PanopticSegmentation, cfg.topics.recorded_segmentation, self._forward, qos,
-                callback_group=MutuallyExclusiveCallbackGroup()))
+            self.subscribe(PanopticSegmentation, cfg.topics.recorded_segmentation,
+                           self._forward, qos)
             inputs = [cfg.topics.recorded_segmentation]
-        elif cfg.backend == "emulator":
-            topics = {"rgb": cfg.topics.rgb, "depth": cfg.topics.depth,
-                      "ground_truth_labels": cfg.topics.ground_truth_labels,
-                      "ground_truth_instances": cfg.topics.ground_truth_instances}
-            for stream, topic in topics.items():
-                self._subscriptions.append(self.create_subscription(
-                    Image, topic, lambda msg, s=stream: self._offer(s, msg), qos,
-                    callback_group=MutuallyExclusiveCallbackGroup()))
-            inputs = list(topics.values())
-        elif cfg.backend == "detector":
-            topics = {"rgb": cfg.topics.rgb, "depth": cfg.topics.depth,
-                      "camera_info": cfg.topics.camera_info, "pose": cfg.topics.pose}
-            topics = {stream: topic for stream, topic in topics.items() if topic}
-            for stream, topic in topics.items():
-                self._subscriptions.append(self.create_subscription(
-                    DETECTOR_MESSAGE_TYPES[stream], topic,
-                    lambda msg, s=stream: self._offer(s, msg), qos,
-                    callback_group=MutuallyExclusiveCallbackGroup()))
-            inputs = list(topics.values())
         else:
-            self._subscriptions.append(self.create_subscription(
-                Image, cfg.topics.rgb, lambda msg: self._offer("rgb", msg), qos,
-                callback_group=MutuallyExclusiveCallbackGroup()))
-            inputs = [cfg.topics.rgb]
+            if cfg.backend == "emulator":
+                topics = {"rgb": cfg.topics.rgb, "depth": cfg.topics.depth,
+                          "ground_truth_labels": cfg.topics.ground_truth_labels,
+                          "ground_truth_instances": cfg.topics.ground_truth_instances}
+            elif cfg.backend == "detector":
+                topics = {"rgb": cfg.topics.rgb, "depth": cfg.topics.depth,
+                          "camera_info": cfg.topics.camera_info, "pose": cfg.topics.pose}
+                topics = {stream: topic for stream, topic in topics.items() if topic}
+            else:
+                topics = {"rgb": cfg.topics.rgb}
+            for stream, topic in topics.items():
+                self.subscribe(DETECTOR_MESSAGE_TYPES.get(stream, Image), topic,
+                               lambda msg, s=stream: self._offer(s, msg), qos)
+            inputs = list(topics.values())
         if cfg.backend != "replay":
-            self._stop.clear()
-            self._worker = threading.Thread(target=self._worker_loop, name="segmenter",
-                                            daemon=True)
-            self._worker.start()
-        self._timers.append(self.create_timer(cfg.diagnostics_period_s, self._report,
-                                              callback_group=MutuallyExclusiveCallbackGroup()))
+            self.start_worker(QueueWorker("segmenter", self._queue,
+                                          lambda item: self._segment(*item), self.worker_error))
+        self.add_timer(cfg.diagnostics_period_s, self._report)
         self.get_logger().info("active: listening on " + ", ".join(inputs))
         return super().on_activate(state)
 
-    def on_deactivate(self, state) -> TransitionCallbackReturn:
-        self._stop_streaming()
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state) -> TransitionCallbackReturn:
-        self.release(save=False)
-        return TransitionCallbackReturn.SUCCESS
-
-    def release(self, save: bool = True) -> None:
-        """Stop the worker and free the backend's models (nothing to save)."""
-        with self._release_lock:
-            self._stop_streaming()
-            for publisher in (self._output, self._diagnostics_pub):
-                if publisher is not None:
-                    quietly(lambda p=publisher: self.destroy_publisher(p))
-            self._output = self._diagnostics_pub = None
-            self._backend = None
+    def _release_resources(self, save: bool) -> None:
+        """Free the output and the backend's models (nothing to save)."""
+        if self._output is not None:
+            quietly(lambda: self.destroy_publisher(self._output))
+        self._output = None
+        self._backend = None
 
     # ---- input ---------------------------------------------------------------------------------
-    def _count(self, name: str, increment: int = 1) -> None:
-        with self._counter_lock:
-            self.counters[name] = self.counters.get(name, 0) + increment
-
-    def _problem(self, kind: str, message: str) -> None:
-        if self.problems.record(kind, message):
-            self.get_logger().warning(f"[{kind}] {message} (logged once; further ones are "
-                                      "counted in the diagnostics)")
 
     def _forward(self, msg: PanopticSegmentation) -> None:
         """replay: check a recorded segmentation and forward it unchanged."""
-        self._count("received_recorded_segmentation")
+        self.count("received_recorded_segmentation")
         start = time.perf_counter()
         try:
             segmentation_from_msg(msg, self._registry)
         except InvalidInputError as exc:
-            self._count("frames_invalid")
-            self._problem(exc.kind, f"recorded segmentation not forwarded: {exc}")
+            self.count("frames_invalid")
+            self.problem(exc.kind, f"recorded segmentation not forwarded: {exc}")
             return
         self._output.publish(msg)
-        self._count("frames_published")
-        self.timings["segment"].add(time.perf_counter() - start)
+        self.count("frames_published")
+        self.stats.time("segment", time.perf_counter() - start)
 
     def _offer(self, stream: str, msg: Image) -> None:
-        self._count(f"received_{stream}")
+        self.count(f"received_{stream}")
         try:
             stamp_ns = conv.stamp_ns_from_time_msg(msg.header.stamp, f"{stream}.header.stamp")
         except InvalidInputError as exc:
-            self._problem(exc.kind, str(exc))
+            self.problem(exc.kind, str(exc))
             return
         if self._sync is None:
             frames = [MatchedFrame(stamp_ns, {"rgb": msg}, {"rgb": stamp_ns})]
         else:
             result = self._sync.add(stream, stamp_ns, msg)
             for drop in result.drops:
-                message = (f"{drop.stream} at {drop.stamp_ns / 1e9:.3f} s dropped by the "
-                           f"synchroniser: {drop.detail}")
-                if drop.kind.startswith("late_") and self._late_report is not None:
-                    self.problems.record(drop.kind, message)
-                    warning = self._late_report.record(drop)
-                    if warning:
-                        self.get_logger().warning(f"[{drop.kind}] {warning}")
-                else:
-                    self._problem(drop.kind, message)
+                self.report_drop(drop, self._late_report)
             frames = result.frames
         for frame in frames:
             if self._queue.put((time.monotonic(), frame)) is not None:
-                self._count("frames_skipped_busy")
+                self.count("frames_skipped_busy")
 
     # ---- worker --------------------------------------------------------------------------------
-    def _worker_loop(self) -> None:
-        queue = self._queue
-        while not self._stop.is_set():
-            item = queue.get(timeout_s=0.5)
-            if item is not None:
-                self._segment(*item)
-
     def _segment(self, queued_at: float, matched: MatchedFrame) -> None:
         rgb_msg = matched.items["rgb"]
         start = time.perf_counter()
@@ -252,21 +184,21 @@ class SegmenterNode(PanopticLifecycleNode):
             segmentation = self._backend.segment(request)
             out = segmentation_msg_from_core(segmentation, rgb_msg.header.frame_id)
         except InvalidInputError as exc:
-            self._count("frames_invalid")
-            self._problem(exc.kind, f"frame at {matched.stamp_ns / 1e9:.3f} s: {exc}")
+            self.count("frames_invalid")
+            self.problem(exc.kind, f"frame at {matched.stamp_ns / 1e9:.3f} s: {exc}")
             return
         except Exception as exc:  # noqa: BLE001 - e.g. CUDA out of memory: keep the worker alive
-            self._count("frames_failed")
-            self._problem("backend_error", f"frame at {matched.stamp_ns / 1e9:.3f} s: "
+            self.count("frames_failed")
+            self.problem("backend_error", f"frame at {matched.stamp_ns / 1e9:.3f} s: "
                           f"{type(exc).__name__}: {exc}")
             return
         # The output carries the RGB header exactly (stamp and frame), whatever the backend set.
         out.header = rgb_msg.header
         out.segment_ids.header = rgb_msg.header
         self._output.publish(out)
-        self._count("frames_published")
-        self.timings["segment"].add(time.perf_counter() - start)
-        self.timings["frame_latency"].add(time.monotonic() - queued_at)
+        self.count("frames_published")
+        self.stats.time("segment", time.perf_counter() - start)
+        self.stats.time("frame_latency", time.monotonic() - queued_at)
 
     def _request(self, matched: MatchedFrame) -> SegmentationRequest:
         rgb = conv.rgb_from_image_msg(matched.items["rgb"])
@@ -293,20 +225,10 @@ class SegmenterNode(PanopticLifecycleNode):
                                    intrinsics=intrinsics, T_world_cam=T_world_cam)
 
     def _report(self) -> None:
-        with self._counter_lock:
-            values: dict[str, object] = dict(self.counters)
-        values["backend"] = self.config.backend
-        values["queue_length"] = len(self._queue) if self._queue else 0
-        for name, timing in self.timings.items():
-            values.update(timing_values(name, timing))
-        values.update(_backend_stats(self._backend))
-        if self._diagnostics_pub is not None:
-            status = node_status(self.get_name(), self.get_fully_qualified_name(), values,
-                                 self.problems)
-            self._diagnostics_pub.publish(diagnostic_array(
-                self.get_clock().now().nanoseconds, [status]))
-        if self.problems.changed_since_last_summary():
-            self.get_logger().info(f"input problems so far: {self.problems.summary()}")
+        values: dict[str, object] = {"backend": self.config.backend,
+                                     "queue_length": len(self._queue) if self._queue else 0,
+                                     **_backend_stats(self._backend)}
+        self.publish_diagnostics(values)
 
 
 def _detector_streams(cfg: SegmenterNodeConfig) -> list[StreamSpec]:

@@ -63,20 +63,25 @@ class GraphClient:
         return predicate()
 
     def wait_for_idle(self, node_name: str, timeout_s: float, settle_s: float = 2.0,
-                      stall_s: float = 60.0) -> bool:
-        """Wait until ``node_name`` has handled every frame it matched (integrated, rejected,
-        invalid or skipped), its snapshot includes them, and no new frame came for
-        ``settle_s``. False on timeout, or when nothing changed for ``stall_s`` without the
-        node being idle (e.g. no frame was ever integrated)."""
+                      stall_s: float = 60.0, input_node: str = "") -> bool:
+        """Wait until the frames the graph matched were all handled (integrated, rejected,
+        invalid or skipped), the snapshot ``node_name`` serves includes every integrated one,
+        and no new frame came for ``settle_s``. The input counters are ``input_node``'s (by
+        default the node's own, or, for a node without an input such as a mapper deriving from
+        the instant map, ``instant_semantics_node``'s). False on timeout, or when nothing
+        changed for ``stall_s`` without the graph being idle (e.g. no frame was integrated)."""
         deadline = time.monotonic() + timeout_s
         last, since = None, time.monotonic()
         while time.monotonic() < deadline:
-            values = self.diagnostics(node_name)
-            count = lambda key: int(values.get(key, 0))  # noqa: E731
+            served = self.diagnostics(node_name)
+            source = input_node or (node_name if "frames_matched" in served
+                                    else "instant_semantics_node")
+            values = self.diagnostics(source)
+            count = lambda key, v=values: int(v.get(key, 0))  # noqa: E731
             handled = sum(count(k) for k in ("frames_integrated", "frames_rejected",
                                              "frames_invalid", "frames_skipped_busy"))
             idle = (handled == count("frames_matched") and count("queue_length") == 0
-                    and count("map_frames") == count("frames_integrated") > 0)
+                    and int(served.get("snapshot_frames", -1)) == count("frames_integrated") > 0)
             state = (count("frames_matched"), handled)
             if state != last:
                 last, since = state, time.monotonic()

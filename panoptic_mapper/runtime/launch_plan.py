@@ -5,6 +5,12 @@
 :data:`LAUNCH_ARGUMENTS` and start the nodes :func:`plan` returns, with the same parameter
 file and the same per-node overrides, so the two cannot drift apart.
 
+Processes: the instant semantics node and the mapper node run in one process
+(``mapping_process``) when both start here (``colocate_mapper``, default true): the mapper then
+derives its refined layer from the instant node's map in memory, so the stream is integrated
+once (``runtime/shared_maps.py``). Otherwise every node is a process of its own, and a mapper
+takes its prior from the instant node's topics.
+
 The "one endpoint for planners" rule lives here: at most one started node gets
 ``planner_api.serve: true``: with ``api_server:=auto`` the mapper node when it runs here, else
 the instant semantics node. When the mapper runs on another machine (a GPU host, over DDS), the
@@ -80,6 +86,11 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("with_instant", "true", "Start instant_semantics_node"),
     LaunchArgument("with_mapper", "true",
                    "Start mapper_node (refined map); false = instant map only"),
+    LaunchArgument("colocate_mapper", "true",
+                   "Run instant_semantics_node and mapper_node in one process when both start: "
+                   "the mapper derives its refined map from the instant map in memory (the "
+                   "stream is integrated once); false = separate processes, the mapper takes "
+                   "its prior from the instant node's mesh and instance_table topics"),
     LaunchArgument("api_server", "auto",
                    "Node that serves the planner API under /panoptic_mapper: auto (mapper_node "
                    "when started here, else instant_semantics_node), instant, or mapper (also "
@@ -123,6 +134,9 @@ NODES: tuple[NodeSpec, ...] = (
               "segmentation_topic": "input.topics.segmentation", "map_frame": "map_frame"}),
 )
 NODE_KEYS = tuple(spec.key for spec in NODES)
+MAPPING_PROCESS = "mapping_process"
+"""Name, executable and module basename of the process hosting the instant and mapper nodes."""
+MAPPING_PROCESS_MODULE = "panoptic_mapper.nodes.mapping_process"
 API_SERVERS = ("auto", "instant", "mapper")
 """Values of the ``api_server`` launch argument."""
 
@@ -135,6 +149,24 @@ class PlannedNode:
     params_file: str
     overrides: dict[str, Any]
     """Dotted parameter name -> value (typed: bool, str, ...)."""
+    process: str = ""
+    """The process that hosts the node: its own name, or :data:`MAPPING_PROCESS`."""
+
+
+@dataclass
+class PlannedProcess:
+    """A process to start and the nodes it hosts (in start order)."""
+
+    name: str
+    executable: str
+    """Console script (pip) and ``lib/panoptic_mapper`` executable (ROS install)."""
+    module: str
+    """Python module whose ``main()`` runs the process."""
+    nodes: list[PlannedNode]
+
+    @property
+    def params_file(self) -> str:
+        return self.nodes[0].params_file
 
 
 def default_arguments() -> dict[str, str]:
@@ -165,6 +197,7 @@ def plan(arguments: Mapping[str, str], default_params_file: str) -> list[Planned
         raise ConfigError("api_server", args["api_server"], f"must be one of {list(API_SERVERS)}")
     if server == "auto":
         server = "mapper" if enabled["mapper"] else "instant"
+    colocate = _bool(args, "colocate_mapper") and enabled["instant"] and enabled["mapper"]
     planned = []
     for spec in NODES:
         if not enabled[spec.key]:
@@ -177,8 +210,27 @@ def plan(arguments: Mapping[str, str], default_params_file: str) -> list[Planned
                 overrides[parameter] = args[argument]
         if spec.key in ("instant", "mapper"):
             overrides["planner_api.serve"] = spec.key == server
-        planned.append(PlannedNode(spec, params_file, overrides))
+        if spec.key == "mapper":
+            overrides["prior.source"] = "colocated" if colocate else "topics"
+        process = MAPPING_PROCESS if colocate and spec.key in ("instant", "mapper") \
+            else spec.name
+        planned.append(PlannedNode(spec, params_file, overrides, process))
     return planned
+
+
+def processes(planned: list[PlannedNode]) -> list[PlannedProcess]:
+    """The processes that host the planned nodes, in start order (a process starts its nodes
+    in the order of :data:`NODES`: the instant node before the mapper that derives from it)."""
+    out: dict[str, PlannedProcess] = {}
+    for node in planned:
+        if node.process == MAPPING_PROCESS:
+            entry = out.setdefault(node.process, PlannedProcess(
+                MAPPING_PROCESS, MAPPING_PROCESS, MAPPING_PROCESS_MODULE, []))
+        else:
+            entry = out.setdefault(node.process, PlannedProcess(
+                node.spec.name, node.spec.executable, node.spec.module, []))
+        entry.nodes.append(node)
+    return list(out.values())
 
 
 def nested(overrides: Mapping[str, Any]) -> dict[str, Any]:

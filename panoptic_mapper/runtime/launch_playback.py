@@ -99,14 +99,15 @@ def plan_playback(planned: Sequence[PlannedNode], bag_topics: Mapping[str, str],
                     needs.append(_Need(cfg.topics.pose, node.spec.name, "topics.pose"))
         # The mapping nodes get the segmenter's output: a recorded segmentation played under
         # that name would reach them twice.
-        mapping_inputs = {c.input.topics.segmentation for key, (_, c) in configs.items()
-                          if key in MAPPING_NODES} | {cfg.topics.output}
+        mapping_inputs = {c.input.topics.segmentation for key, (n, c) in configs.items()
+                          if key in MAPPING_NODES and _reads_sensors(n, c, planned)} \
+            | {cfg.topics.output}
         excluded = {t for t in recorded if t != source and t in mapping_inputs}
         if excluded:
             played -= excluded
             out.topics = sorted(played)
     for key in MAPPING_NODES:
-        if key not in configs:
+        if key not in configs or not _reads_sensors(configs[key][0], configs[key][1], planned):
             continue
         node, cfg = configs[key]
         topics = cfg.input.topics
@@ -136,6 +137,19 @@ def plan_playback(planned: Sequence[PlannedNode], bag_topics: Mapping[str, str],
         raise ConfigError("bag", bag, _missing_topics(missing, bag_topics))
     out.wait_for = [need.topic for need in needs] + out.wait_for
     return out
+
+
+def _reads_sensors(node: PlannedNode, cfg, planned: Sequence[PlannedNode]) -> bool:
+    """The node subscribes to the sensor stream: the instant node always, a mapper only when
+    its prior comes over topics (a mapper sharing the instant node's process is offered the
+    frames that node integrates)."""
+    if node.spec.key != "mapper":
+        return True
+    source = cfg.prior.source
+    if source == "auto":
+        source = "colocated" if any(other.spec.key == "instant" and other.process == node.process
+                                    for other in planned) else "topics"
+    return source == "topics"
 
 
 def _recorded_source(recorded: list[str], cfg: SegmenterNodeConfig) -> str | None:

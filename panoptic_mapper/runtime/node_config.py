@@ -107,10 +107,11 @@ class MapOutputConfig(ConfigBase):
     """How often the map snapshot (mesh, instances, query table) is refreshed and the outputs
     sent, Hz. A topic is only sent while it has subscribers and when its content changed; all
     are latched (TRANSIENT_LOCAL) for late subscribers."""
-    max_refresh_share: float = 0.25
-    """Largest share of the integration worker's time spent refreshing the snapshot: when a
-    refresh takes long (big maps), the next one waits until refresh time / share has passed,
-    so that frames keep being integrated."""
+    max_refresh_share: float = 0.3
+    """Largest share of the wall time the refresh worker (a thread of its own, beside
+    integration) may spend refreshing the snapshot: when a refresh takes long (big maps), the
+    next one waits until refresh time / share has passed, so that it can never starve
+    integration of the CPU."""
     mesh_color_mode: Literal["semantic", "instance", "rgb"] = "semantic"
     """Colours of the mesh marker: label colours, a colour per instance, or fused RGB.
     May be changed at run time."""
@@ -127,6 +128,9 @@ class MapOutputConfig(ConfigBase):
     publish_cloud: bool = True
     """Publish a sensor_msgs/PointCloud2 (x, y, z, rgb, label, instance) of the mesh vertices on
     ``cloud``."""
+    publish_instance_table: bool = True
+    """Publish the instance table (panoptic_mapper/MapInstanceArray) on ``instance_table``: what
+    a mapper node on another machine takes as its prior, with ``mesh``."""
 
     def validate(self) -> None:
         require(0.0 < self.rate_hz <= 50.0, "rate_hz", self.rate_hz, "must be in (0, 50] Hz")
@@ -178,6 +182,13 @@ class InstantSemanticsNodeConfig(ConfigBase):
     save_on_shutdown_path: str = ""
     """Save the map here (save_map format) when the node shuts down, e.g. on Ctrl-C; empty =
     do not save."""
+    load_on_start_path: str = ""
+    """Load this saved map (save_map format) when the node is configured, before any frame, so
+    that a relaunched graph resumes it with the same instance ids; empty = start empty. A file
+    that cannot be loaded fails the configuration with the reason."""
+    torch_threads: int = 1
+    """torch CPU threads of the whole process (the query engine's text model), set when the
+    node is configured; 0 = torch's default (all cores)."""
     queue_size: int = 8
     """Frames waiting for the integration worker; when full the oldest is dropped (counted),
     so the map never falls behind the sensor by more than this many frames. Frames arrive in
@@ -203,6 +214,8 @@ class InstantSemanticsNodeConfig(ConfigBase):
         require(bool(self.map_frame), "map_frame", self.map_frame, "must not be empty")
         require(self.diagnostics_period_s > 0, "diagnostics_period_s", self.diagnostics_period_s,
                 "must be > 0")
+        require(0 <= self.torch_threads <= 256, "torch_threads", self.torch_threads,
+                "must be in 0..256")
 
 
 # --------------------------------------------------------------------------------------------

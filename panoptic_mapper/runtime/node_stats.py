@@ -5,8 +5,9 @@ A node that receives bad input keeps running: each rejected input is counted und
 kind is logged with its full message; later ones are only counted and reported in summaries and
 diagnostics, so a misconfigured stream at 30 Hz does not flood the log.
 
-ROS-free, thread-safe. Owns: counting, first-occurrence detection, summaries, timing windows.
-Does not own: logging or publishing (the nodes and ``panoptic_mapper.ros.diagnostics``).
+ROS-free, thread-safe. Owns: counting, first-occurrence detection, summaries, timing windows,
+and :class:`NodeStats`, which bundles them for a node. Does not own: logging or publishing (the
+nodes and ``panoptic_mapper.ros.diagnostics``).
 """
 from __future__ import annotations
 
@@ -102,3 +103,40 @@ class RollingTiming:
                              median_ms=float(np.median(values)),
                              p95_ms=float(np.percentile(values, 95)),
                              max_ms=float(values.max()), last_ms=float(last))
+
+
+class NodeStats:
+    """A node's counters, problems and timings (thread-safe), as its diagnostics report them.
+
+    Args:
+        timings: names of the rolling timings the node keeps (``RollingTiming`` each).
+    """
+
+    def __init__(self, timings: tuple[str, ...] = ()):
+        self.problems = ProblemCounter()
+        self.timings = {name: RollingTiming() for name in timings}
+        self._counters: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._once: set[str] = set()
+
+    def count(self, name: str, increment: int = 1) -> None:
+        """Add ``increment`` to counter ``name``."""
+        with self._lock:
+            self._counters[name] = self._counters.get(name, 0) + increment
+
+    def counters(self) -> dict[str, int]:
+        """Counter name -> value (a copy)."""
+        with self._lock:
+            return dict(self._counters)
+
+    def first_time(self, key: str) -> bool:
+        """True the first time ``key`` is asked about (for log-once messages)."""
+        with self._lock:
+            if key in self._once:
+                return False
+            self._once.add(key)
+            return True
+
+    def time(self, name: str, duration_s: float) -> None:
+        """Record one duration of timing ``name``."""
+        self.timings[name].add(duration_s)

@@ -7,13 +7,14 @@ budget is used up; a START with ``extra_steps`` continues; a keyframe that sees 
 field's scene box restarts the field on a grown box and training goes on) and ``failed`` (a
 chunk raised; the error is kept and logged, a START retries).
 
-Sharing the CPU: each chunk holds the session's write lock for at most ``chunk_max_s``; when
-frames wait for integration afterwards, the worker pauses until they are integrated or until
-training is back at ``max_share`` of the time, so the map keeps up with the stream.
+Sharing the CPU: a chunk trains for at most ``chunk_max_s`` (it excludes save, load and reset,
+never integration); when frames wait for integration afterwards, the worker pauses until they
+are integrated or until training is back at ``max_share`` of the time, so the map keeps up with
+the stream.
 
-ROS-free. Owns: the thread, start/stop/extend, the state, progress logging and when the
-published map is relabelled with the field. Does not own: the training itself
-(``refined_session``, ``core/field``) or how status is shown (the node).
+ROS-free. Owns: the thread, start/stop/extend, the state, progress logging. Does not own: the
+training itself (``refined_session``, ``core/field``), when the served map is relabelled (the
+session's refresh), or how status is shown (the node).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from typing import Callable, Protocol
 
 from panoptic_mapper.core.field.trainer import TrainingProgress
 from panoptic_mapper.runtime.mapper_config import TrainingWorkerConfig
-from panoptic_mapper.runtime.refined_session import RefinedMapSession, TrainedChunk
+from panoptic_mapper.runtime.refined_session import RefinedSession, TrainedChunk
 
 IDLE_POLL_S = 0.2
 """How often an idle worker checks for keyframes (a start/stop wakes it at once)."""
@@ -81,17 +82,17 @@ class TrainingStatus:
 
 
 class TrainingWorker:
-    """Trains a :class:`RefinedMapSession` in chunks on its own thread (module docstring).
+    """Trains a :class:`RefinedSession` in chunks on its own thread (module docstring).
 
     Args:
         session: the node's map session (its map may be replaced by reset/load at any time).
-        config: chunk size, CPU share, relabel and log periods; ``autostart`` requests
+        config: chunk size, CPU share and log period; ``autostart`` requests
             training from the start.
         logger: where state changes and the periodic progress line go.
         frames_pending: True while frames wait for (or are in) integration.
     """
 
-    def __init__(self, session: RefinedMapSession, config: TrainingWorkerConfig,
+    def __init__(self, session: RefinedSession, config: TrainingWorkerConfig,
                  logger: Logger, frames_pending: Callable[[], bool] = lambda: False):
         self._session = session
         self._config = config
@@ -105,14 +106,23 @@ class TrainingWorker:
         self._last_chunk_rate = 0.0
         self._wake = threading.Event()
         self._closed = threading.Event()
-        self._last_relabel = time.monotonic()
         self._last_log = 0.0
         self._reported_state: TrainingState | None = None
-        self._thread = threading.Thread(target=self._run, name="training", daemon=True)
+        self._thread: threading.Thread | None = None
+        self.name = "training"
+        self.busy_s = 0.0
+        """Seconds spent in training chunks."""
+
+    def start(self) -> None:
+        """Start the thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._closed.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
     # ---- control -------------------------------------------------------------------------------
-    def start(self, extra_steps: int = 0) -> TrainingStatus:
+    def request_training(self, extra_steps: int = 0) -> TrainingStatus:
         """Request training (again), first adding ``extra_steps`` to the step budget.
 
         Raises:
@@ -127,7 +137,7 @@ class TrainingWorker:
         self._wake.set()
         return self.status()
 
-    def stop(self) -> TrainingStatus:
+    def stop_training(self) -> TrainingStatus:
         """Stop training; returns once the current chunk has ended (at most ``chunk_max_s``
         plus one step), so the status is final. The field keeps its state, and the next
         refresh serves it as of the stop (not as of the last periodic relabelling), so that what
@@ -159,11 +169,13 @@ class TrainingWorker:
         progress.steps_per_s = rate if state == TrainingState.TRAINING else 0.0
         return TrainingStatus(state, self._session.is_ready, progress, error)
 
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Stop the thread after its current chunk (idempotent)."""
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the thread after its current chunk (idempotent); training keeps its state."""
         self._closed.set()
         self._wake.set()
-        self._thread.join(timeout=timeout_s)
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+            self._thread = None
 
     # ---- the thread ----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -178,8 +190,10 @@ class TrainingWorker:
             if time.monotonic() < resume_at and self._frames_pending():
                 time.sleep(YIELD_POLL_S)
                 continue
+            started = time.perf_counter()
             with self._chunk_lock:
                 chunk = self._train_chunk()
+            self.busy_s += time.perf_counter() - started
             if chunk is None:
                 continue
             resume_at = time.monotonic() + chunk.progress.elapsed_s * \
@@ -204,7 +218,6 @@ class TrainingWorker:
     def _after_chunk(self, chunk: TrainedChunk) -> None:
         with self._lock:
             self._last_chunk_rate = chunk.progress.steps_per_s
-        now = time.monotonic()
         if chunk.grown_from is not None:
             self._logger.info(
                 f"field restart {chunk.progress.field_restarts} on a grown scene box (a "
@@ -212,15 +225,10 @@ class TrainingWorker:
                 f"{'the previous field' if self._session.is_ready else 'the prior'} answers "
                 "until the new field is ready")
         if chunk.became_ready or chunk.replaced_previous:
-            self._last_relabel = now
             self._logger.info(
                 f"field {'restarted on the grown box ' if chunk.replaced_previous else ''}"
                 f"ready at step {chunk.progress.step}: the planner services and map topics "
                 "now answer from it")
-        elif self._session.is_ready and (chunk.progress.done or now - self._last_relabel
-                                         >= self._config.relabel_period_s):
-            self._last_relabel = now
-            self._session.mark_changed()
         for change in chunk.progress.token_changes:
             self._logger.info(
                 f"tokens at step {change.step}: pruned unused {change.pruned_unused}, "

@@ -1,11 +1,12 @@
-"""Start the mapping graph without launch_ros: one process per node, like mapper.launch.py.
+"""Start the mapping graph without launch_ros, like mapper.launch.py.
 
-``ros2 launch`` is not available from PyPI. This starts the nodes that
-``launch/mapper.launch.py`` starts, from the same table (``panoptic_mapper.runtime.launch_plan``),
-each as ``python -m <node module> --ros-args --params-file <params> --params-file <overrides>
--r __node:=<name>``, prefixes their output with the node name, and on Ctrl-C stops them with
-SIGINT (nodes configured to save their map do so), waiting ``--stop-timeout`` seconds before
-killing what is left, before exiting.
+``ros2 launch`` is not available from PyPI. This starts the processes that
+``launch/mapper.launch.py`` starts, from the same table (``panoptic_mapper.runtime.launch_plan``):
+each as ``python -m <module> --ros-args --params-file <params> --params-file <overrides>``
+(``-r __node:=<name>`` for a process of one node; the instant semantics node and the mapper node
+share the ``mapping_process``), prefixes their output with the process name, and on Ctrl-C stops
+them with SIGINT (nodes configured to save their map do so), waiting ``--stop-timeout`` seconds
+before killing what is left, before exiting.
 
 By default the segmenter, the instant semantics node and the mapper node (refined map, which
 serves the planner API) start. Examples::
@@ -36,6 +37,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Mapping
+
+from panoptic_mapper.runtime.launch_plan import MAPPING_PROCESS
 
 STOP_TIMEOUT_S = 60.0
 """Default wait for the nodes after SIGINT: saving a large refined map takes tens of seconds."""
@@ -92,20 +95,25 @@ def launch_arguments(args: argparse.Namespace) -> dict[str, str]:
 
 
 def node_commands(planned, overrides_dir: Path) -> list[tuple[str, list[str]]]:
-    """``[(node name, argv)]`` for planned nodes; writes each node's overrides file."""
+    """``[(process name, argv)]`` for the processes hosting the planned nodes
+    (``launch_plan.processes``); writes each process's overrides file (one section per node).
+    A process of one node is renamed to the node's name with ``-r __node:=``; a process of
+    several nodes is not (the remap would rename all of them)."""
     import yaml
 
-    from panoptic_mapper.runtime.launch_plan import nested
+    from panoptic_mapper.runtime.launch_plan import nested, processes
 
     commands = []
-    for node in planned:
-        overrides_file = overrides_dir / f"{node.spec.name}.yaml"
+    for process in processes(planned):
+        overrides_file = overrides_dir / f"{process.name}.yaml"
         overrides_file.write_text(yaml.safe_dump(
-            {node.spec.name: {"ros__parameters": nested(node.overrides)}}, sort_keys=True))
-        commands.append((node.spec.name, [
-            sys.executable, "-m", node.spec.module, "--ros-args",
-            "--params-file", node.params_file, "--params-file", str(overrides_file),
-            "-r", f"__node:={node.spec.name}"]))
+            {node.spec.name: {"ros__parameters": nested(node.overrides)}
+             for node in process.nodes}, sort_keys=True))
+        argv = [sys.executable, "-m", process.module, "--ros-args",
+                "--params-file", process.params_file, "--params-file", str(overrides_file)]
+        if len(process.nodes) == 1:
+            argv += ["-r", f"__node:={process.nodes[0].spec.name}"]
+        commands.append((process.name, argv))
     return commands
 
 
@@ -180,13 +188,18 @@ class GraphProcesses:
                     self._log.flush()
 
     def wait_for_line(self, name: str, text: str, timeout_s: float) -> bool:
-        """True once ``name`` printed a line containing ``text``."""
+        """True once process ``name`` printed a line containing ``text``; ``name`` may also be
+        a node of a process hosting several (its log lines carry ``[name]``)."""
+        process, marker = name, ""
+        if name not in self.processes:
+            process = next((p for p in self.processes if p == MAPPING_PROCESS), name)
+            marker = f"[{name}]"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._lock:
-                if any(text in line for line in self.output[name]):
+                if any(text in line and marker in line for line in self.output[process]):
                     return True
-            if self.processes[name].poll() is not None:
+            if self.processes[process].poll() is not None:
                 return False
             time.sleep(0.05)
         return False

@@ -4,6 +4,7 @@ import open3d as o3d
 import open3d.core as o3c
 import pytest
 
+from panoptic_mapper.core.geometry.camera import open3d_pinhole_K
 from panoptic_mapper.core.tsdf.block_mesher import BlockMesher
 from panoptic_mapper.core.tsdf.grid import PanopticVoxelGrid, TsdfConfig
 from panoptic_mapper.core.types import CameraIntrinsics
@@ -39,7 +40,7 @@ def pose(k):
 def integrate(grid, scene, k):
     T = pose(k)
     rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(
-        o3c.Tensor(INTR.K), o3c.Tensor(np.linalg.inv(T)), INTR.width, INTR.height)
+        o3c.Tensor(open3d_pinhole_K(INTR)), o3c.Tensor(np.linalg.inv(T)), INTR.width, INTR.height)
     hit = scene.cast_rays(rays)
     t = hit["t_hit"].numpy()
     depth = np.where(np.isfinite(t), t, 0.0).astype(np.float32)

@@ -11,6 +11,7 @@ import open3d as o3d
 import open3d.core as o3c
 import pytest
 
+from panoptic_mapper.core.geometry.camera import open3d_pinhole_K
 from panoptic_mapper.core.errors import DataFormatError
 from panoptic_mapper.core.io.ply import read_ply
 from panoptic_mapper.core.mapping.base import PanopticMap, create_map
@@ -55,7 +56,7 @@ class Scene:
 
     def render(self, T):
         rays = o3d.t.geometry.RaycastingScene.create_rays_pinhole(
-            o3c.Tensor(INTR.K), o3c.Tensor(np.linalg.inv(T)), INTR.width, INTR.height)
+            o3c.Tensor(open3d_pinhole_K(INTR)), o3c.Tensor(np.linalg.inv(T)), INTR.width, INTR.height)
         hit = self.raycaster.cast_rays(rays)
         t = hit["t_hit"].numpy()
         prim = hit["primitive_ids"].numpy().astype(np.int64)

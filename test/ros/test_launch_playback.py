@@ -40,8 +40,11 @@ def write_params(tmp_path, sections: dict) -> str:
 def test_default_graph_on_a_scene_bag_replays_its_segmentation():
     playback = plan_playback(plan({}, MAPPER_YAML), SCENE)
     assert playback.remaps == {"/panoptic/segmentation": "/panoptic/recorded_segmentation"}
-    # each mapping node (instant, mapper) subscribes to the four sensor topics
-    assert playback.wait_for == MAPPER_INPUTS * 2 + ["/panoptic/recorded_segmentation"]
+    # the instant node subscribes to the four sensor topics; the mapper in its process does not
+    # (it is offered the frames the instant node integrates)
+    assert playback.wait_for == MAPPER_INPUTS + ["/panoptic/recorded_segmentation"]
+    separate = plan_playback(plan({"colocate_mapper": "false"}, MAPPER_YAML), SCENE)
+    assert separate.wait_for == MAPPER_INPUTS * 2 + ["/panoptic/recorded_segmentation"]
     assert playback.topics is None and playback.clock is False and playback.warnings == []
 
 

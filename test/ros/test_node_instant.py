@@ -24,7 +24,7 @@ import ros_graph_helpers as helpers  # noqa: E402
 from panoptic_mapper.core.io.ply import read_ply  # noqa: E402
 from panoptic_mapper.msg import PanopticMesh  # noqa: E402
 from panoptic_mapper.nodes.instant_semantics_node import InstantSemanticsNode  # noqa: E402
-from panoptic_mapper.nodes.runtime import autostart  # noqa: E402
+from panoptic_mapper.nodes.node_base import autostart  # noqa: E402
 from panoptic_mapper.ros.qos import LATCHED_MAP_QOS  # noqa: E402
 from panoptic_mapper.srv import (ExportMesh, ListInstances, LoadMap, QueryObjects,  # noqa: E402
                                  SaveMap)
@@ -58,7 +58,7 @@ def mapped():
         graph.wait_for_subscribers(node.get_name())
         for i in range(8):
             graph.publish(helpers.frame_messages(i))
-        assert helpers.wait_until(lambda: node.counters.get("frames_integrated", 0) == 8)
+        assert helpers.wait_until(lambda: node.stats.counters().get("frames_integrated", 0) == 8)
         assert helpers.wait_until(lambda: node.session.snapshot.num_frames == 8)
         yield graph, node, prefix + "/api"
     finally:
@@ -85,7 +85,7 @@ def test_frames_are_integrated_and_listed(mapped):
     unknown = graph.call(ListInstances, f"{api}/list_instances",
                          ListInstances.Request(label="unicorn"))
     assert not unknown.success and "unicorn" in unknown.message
-    assert node.problems.counts == {}
+    assert node.stats.problems.counts == {}
 
 
 def test_query_objects_answers_free_text(mapped):
@@ -200,13 +200,13 @@ def test_bad_input_is_counted_once_per_kind_and_the_node_keeps_running(capfd):
                                                               helpers.CAMERA_FRAME)
             graph.publish(msgs)
         graph.publish(helpers.frame_messages(6))
-        assert helpers.wait_until(lambda: node.counters.get("frames_integrated", 0) == 1)
+        assert helpers.wait_until(lambda: node.stats.counters().get("frames_integrated", 0) == 1)
         for _ in range(2):  # stale: older than the frame just integrated
             graph.publish(helpers.frame_messages(5))
         graph.publish(helpers.frame_messages(7))
-        assert helpers.wait_until(lambda: node.counters.get("frames_integrated", 0) == 2)
-        assert helpers.wait_until(lambda: node.problems.counts.get("stale_stamp", 0) >= 2)
-        counts = node.problems.counts
+        assert helpers.wait_until(lambda: node.stats.counters().get("frames_integrated", 0) == 2)
+        assert helpers.wait_until(lambda: node.stats.problems.counts.get("stale_stamp", 0) >= 2)
+        counts = node.stats.problems.counts
         assert counts["encoding"] == 2
         assert counts["size_mismatch"] == 1
         assert sum(v for k, v in counts.items() if k.startswith("frame_rejected")) == 2
@@ -245,8 +245,8 @@ def test_missing_camera_info_is_reported(capfd):
             graph.publish(msgs)
             time.sleep(0.1)
         assert helpers.wait_until(
-            lambda: node.problems.counts.get("missing_camera_info", 0) >= 4, 10.0)
-        assert node.counters.get("frames_integrated", 0) == 0
+            lambda: node.stats.problems.counts.get("missing_camera_info", 0) >= 4, 10.0)
+        assert node.stats.counters().get("frames_integrated", 0) == 0
     assert capfd.readouterr().err.count("[missing_camera_info]") == 1
 
 
@@ -257,19 +257,19 @@ def test_a_segmentation_later_than_max_wait_is_warned_about(capfd):
             graph.publish({k: v for k, v in msgs.items() if k != "segmentation"})
             time.sleep(0.1)
         assert helpers.wait_until(
-            lambda: node.counters.get("sync_missing_segmentation", 0) >= 2, 10.0)
+            lambda: node.stats.counters().get("sync_missing_segmentation", 0) >= 2, 10.0)
         for i in (0, 1):  # the slow segmenter's results for frames already dropped
             graph.publish({"segmentation": frames[i]["segmentation"]})
         assert helpers.wait_until(
-            lambda: node.problems.counts.get("late_segmentation", 0) == 2, 10.0)
-        assert node.counters.get("frames_integrated", 0) == 0
+            lambda: node.stats.problems.counts.get("late_segmentation", 0) == 2, 10.0)
+        assert node.stats.counters().get("frames_integrated", 0) == 0
     err = capfd.readouterr().err
     assert err.count("[late_segmentation]") == 1  # rate-limited
     assert "raise sync.max_wait_s above" in err and "sync.max_pending above" in err
 
 
 def test_segment_warnings_are_counted_by_kind():
-    from panoptic_mapper.nodes.instant_semantics_node import _reason_key
+    from panoptic_mapper.nodes.instant_semantics_node import reason_key as _reason_key
 
     assert _reason_key("segment 3 (label 'unicorn', label_id 0) skipped: unknown label "
                        "'unicorn'") == "segment_unknown_label"
@@ -280,7 +280,7 @@ def test_segment_warnings_are_counted_by_kind():
 
 
 def test_silence_on_every_input_is_reported_once(monkeypatch):
-    import panoptic_mapper.nodes.instant_semantics_node as module
+    import panoptic_mapper.nodes.frame_input as module
 
     monkeypatch.setattr(module, "SILENCE_HINT_S", 0.0)
     prefix = f"/pm_silent_{os.getpid()}"
@@ -292,8 +292,8 @@ def test_silence_on_every_input_is_reported_once(monkeypatch):
         monkeypatch.setattr(node, "get_logger",
                             lambda: type("L", (), {"warning": warnings.append,
                                                    "info": lambda *a: None})())
-        node._hint_missing_inputs({})
-        node._hint_missing_inputs({})
+        node.input.hint_missing_inputs({})
+        node.input.hint_missing_inputs({})
         assert len(warnings) == 1 and "nothing received on any input" in warnings[0]
         assert graph.topic("rgb") in warnings[0] and graph.topic("pose") in warnings[0]
     finally:

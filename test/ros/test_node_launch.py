@@ -113,14 +113,22 @@ def test_arguments_become_node_overrides():
 def test_pip_launcher_commands_use_the_same_plan(tmp_path):
     planned = plan({"with_mapper": "true"}, str(MAPPER_YAML))
     commands = dict(node_commands(planned, tmp_path))
-    assert list(commands) == ["segmenter_node", "instant_semantics_node", "mapper_node"]
-    argv = commands["instant_semantics_node"]
-    assert argv[1:3] == ["-m", "panoptic_mapper.nodes.instant_semantics_node"]
+    # the instant and mapper nodes share one process (the mapper derives from the instant map)
+    assert list(commands) == ["segmenter_node", "mapping_process"]
+    argv = commands["mapping_process"]
+    assert argv[1:3] == ["-m", "panoptic_mapper.nodes.mapping_process"]
     assert argv[argv.index("--params-file") + 1] == str(MAPPER_YAML)
-    assert argv[-2:] == ["-r", "__node:=instant_semantics_node"]
-    overrides = yaml.safe_load((tmp_path / "instant_semantics_node.yaml").read_text())
+    assert "-r" not in argv  # a __node remap would rename both nodes
+    assert commands["segmenter_node"][-2:] == ["-r", "__node:=segmenter_node"]
+    overrides = yaml.safe_load((tmp_path / "mapping_process.yaml").read_text())
     assert overrides["instant_semantics_node"]["ros__parameters"]["planner_api"] == \
         {"serve": False}
+    assert overrides["mapper_node"]["ros__parameters"]["planner_api"] == {"serve": True}
+    assert overrides["mapper_node"]["ros__parameters"]["prior"] == {"source": "colocated"}
+    separate = dict(node_commands(plan({"colocate_mapper": "false"}, str(MAPPER_YAML)),
+                                  tmp_path))
+    assert list(separate) == ["segmenter_node", "instant_semantics_node", "mapper_node"]
+    assert separate["instant_semantics_node"][-2:] == ["-r", "__node:=instant_semantics_node"]
     scene_bag = {"/camera/color/image_raw": "sensor_msgs/msg/Image",
                  "/camera/depth/image_raw": "sensor_msgs/msg/Image",
                  "/camera/color/camera_info": "sensor_msgs/msg/CameraInfo",

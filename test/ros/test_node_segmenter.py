@@ -18,7 +18,7 @@ import ros_graph_helpers as helpers  # noqa: E402
 
 from panoptic_mapper.core.types import PanopticSegmentation2D, Segment  # noqa: E402
 from panoptic_mapper.msg import PanopticSegmentation  # noqa: E402
-from panoptic_mapper.nodes.runtime import autostart  # noqa: E402
+from panoptic_mapper.nodes.node_base import autostart  # noqa: E402
 from panoptic_mapper.nodes.segmenter_node import SegmenterNode  # noqa: E402
 from panoptic_mapper.ros.panoptic_conversions import (segmentation_from_msg,  # noqa: E402
                                                       segmentation_msg_from_core)
@@ -94,8 +94,8 @@ def test_replay_forwards_valid_segmentations_only(graph):
     forwarded = segmentation_from_msg(out[0])
     assert forwarded.stamp_ns == 5 * 10**8 and out[0].header.frame_id == helpers.CAMERA_FRAME
     assert {s.label for s in forwarded.segments} == {"wall", "box"}
-    assert helpers.wait_until(lambda: node.problems.counts == {"unknown_label": 1}, 5)
-    assert node.counters["frames_published"] == 2
+    assert helpers.wait_until(lambda: node.stats.problems.counts == {"unknown_label": 1}, 5)
+    assert node.stats.counters()["frames_published"] == 2
     node.release()
 
 
@@ -137,11 +137,11 @@ def test_busy_backend_skips_to_the_latest_frame(graph):
     publish_frame = emulator_inputs(graph)
     for k in range(5):
         publish_frame((k + 1) * 10**8)
-    assert helpers.wait_until(lambda: node.counters.get("frames_skipped_busy", 0) >= 3, 10)
+    assert helpers.wait_until(lambda: node.stats.counters().get("frames_skipped_busy", 0) >= 3, 10)
     release.set()
     assert helpers.wait_until(lambda: len(out) >= 2, 20)
     stamps = [segmentation_from_msg(m).stamp_ns for m in out]
-    assert stamps[-1] == 5 * 10**8 and len(stamps) == 5 - node.counters["frames_skipped_busy"]
+    assert stamps[-1] == 5 * 10**8 and len(stamps) == 5 - node.stats.counters()["frames_skipped_busy"]
     node.release()
 
 
@@ -164,10 +164,10 @@ def test_backend_exception_is_counted_and_the_worker_goes_on(graph):
         # The first frame fails; wait for it so that the second is not skipped as busy.
         assert helpers.wait_until(lambda: len(calls) > k, 10)
     assert helpers.wait_until(lambda: len(out) >= 1, 20)
-    assert node.counters.get("frames_failed") == 1
+    assert node.stats.counters().get("frames_failed") == 1
     assert segmentation_from_msg(out[-1]).stamp_ns == 2 * 10**8
-    assert node.problems.counts.get("backend_error") == 1
-    assert "RuntimeError: CUDA out of memory" in node.problems.first_message("backend_error")
+    assert node.stats.problems.counts.get("backend_error") == 1
+    assert "RuntimeError: CUDA out of memory" in node.stats.problems.first_message("backend_error")
     node.release()
 
 

@@ -20,7 +20,7 @@ import ros_graph_helpers as helpers  # noqa: E402
 
 from panoptic_mapper.core.io.datasets import open_dataset  # noqa: E402
 from panoptic_mapper.msg import PanopticSegmentation  # noqa: E402
-from panoptic_mapper.nodes.runtime import autostart  # noqa: E402
+from panoptic_mapper.nodes.node_base import autostart  # noqa: E402
 from panoptic_mapper.nodes.segmenter_node import SegmenterNode, _backend_stats  # noqa: E402
 from panoptic_mapper.ros import conversions as conv  # noqa: E402
 from panoptic_mapper.ros.panoptic_conversions import segmentation_from_msg  # noqa: E402
@@ -63,7 +63,7 @@ def test_detector_backend_segments_a_real_frame(graph, seven_scenes_dir):
         stamp_ns=stamp)))
     pubs["depth"].publish(conv.image_msg_from_depth(frame.depth_m, stamp, "cam"))
     pubs["rgb"].publish(conv.image_msg_from_rgb(frame.rgb, stamp, "cam"))
-    assert helpers.wait_until(lambda: out, 30), node.counters
+    assert helpers.wait_until(lambda: out, 30), node.stats.counters()
     seg = segmentation_from_msg(out[0])
     assert seg.stamp_ns == stamp and out[0].header.frame_id == "cam"
     labels = [s.label for s in seg.segments]

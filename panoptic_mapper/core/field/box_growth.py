@@ -82,12 +82,6 @@ class SceneBoxConfig(ConfigBase):
                     "corners = no fixed box)")
 
     @property
-    def headroom(self) -> float:
-        """Deprecated name of :attr:`headroom_fraction`, for callers that still pass it to
-        :func:`grown_box`; remove once none does."""
-        return self.headroom_fraction
-
-    @property
     def fixed_box(self) -> SceneBox | None:
         """The box of the user's workspace, or None when there is none."""
         if tuple(self.fixed_min_m) == tuple(self.fixed_max_m):

@@ -424,12 +424,12 @@ class TrainerConfig(ConfigBase):
     """What one training step draws and how long training runs.
 
     The trainer uses torch's thread count as the process set it (the mapper node:
-    ``training.torch_threads``; a CLI or benchmark: its own option): a library setting that
+    ``torch_threads``; a CLI or benchmark: its own option): a library setting that
     changed the process-wide count while training raced with every other torch user.
     """
 
     REMOVED_SETTINGS = {"torch_threads": "torch's thread count is the process's (the mapper "
-                                         "node: training.torch_threads)"}
+                                         "node: torch_threads)"}
 
     total_steps: int = 1200
     """Step budget the schedule is scaled to (code: 6000-7500 on a GPU)."""

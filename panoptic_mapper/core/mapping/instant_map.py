@@ -45,6 +45,7 @@ import numpy as np
 
 from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
+from panoptic_mapper.core.geometry.camera import back_project, transform_points
 from panoptic_mapper.core.io.ply import ColorMode, write_ply
 from panoptic_mapper.core.labels.registry import LabelRegistry
 from panoptic_mapper.core.labels.voting import (LabelChannels, PixelVotes, VotingConfig,
@@ -230,16 +231,13 @@ class InstantPanopticMap:
         cols = np.arange(stride // 2, intr.width, stride)
         z = checked.depth_m[np.ix_(rows, cols)]
         ids = checked.segment_ids[np.ix_(rows, cols)]
-        x = ((cols[None, :] - intr.cx) / intr.fx) * z
-        y = ((rows[:, None] - intr.cy) / intr.fy) * z
-        cam = np.stack([x, y, z], axis=-1)  # [h, w, 3]
+        cam = back_project(intr, cols[None, :], rows[:, None], z)  # [h, w, 3]
         cos = _incidence_cos(cam)
         edge = boundary_distance_px(ids, stride, max(self.config.voting.boundary_width_px,
                                                      float(stride)))
         valid = z > 0
         cam, z, ids, cos, edge = cam[valid], z[valid], ids[valid], cos[valid], edge[valid]
-        T = frame.T_world_cam  # noqa: N806
-        world = cam @ T[:3, :3].T + T[:3, 3]
+        world = transform_points(frame.T_world_cam, cam)
         voxels = self.grid.lookup(world)
         ok = voxels >= 0
         tsdf = self.grid.attribute("tsdf")
@@ -575,6 +573,11 @@ class InstantPanopticMap:
     def num_frames(self) -> int:
         """Frames integrated so far."""
         return self._frame_index
+
+    @property
+    def last_frame_stamp_ns(self) -> int:
+        """Stamp of the last frame integrated (0 = none)."""
+        return int(self.checker.last_stamp_ns)
 
     # ---- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -68,6 +68,9 @@ class PriorSource(Protocol):
         """Replace the prior's state with a file written by :meth:`save_prior` of a source of
         ``kind``; raises ``DataFormatError`` (prior unchanged) when it cannot."""
 
+    def reset_prior(self) -> None:
+        """Empty the prior (a reset of the whole map)."""
+
     def finalize_prior(self) -> None:
         """End of sequence for the prior (a no-op where the prior is not ours)."""
 
@@ -114,6 +117,11 @@ class MapPrior:
                                   f"the file's prior is a '{kind}' snapshot, not an instant map "
                                   "this map could continue integrating into", kind="map_file")
         self.map.load(path)
+
+    def reset_prior(self) -> None:
+        reset = getattr(self.map, "reset", None)
+        if reset is not None:
+            reset()
 
     def finalize_prior(self) -> None:
         self.map.finalize()

@@ -20,6 +20,9 @@ from panoptic_mapper.core.mapping.instant_map import InstantMapConfig
 class RefinedLayerConfig(ConfigBase):
     """The refined layer: keyframes, field training and publishing over a prior map."""
 
+    REMOVED_SETTINGS = {"instant": "the refined layer derives from the instant semantics node's "
+                        "map: configure it there (instant_semantics_node: map)"}
+
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     """Keyframe selection and storage."""
     training: FieldTrainingConfig = field(default_factory=FieldTrainingConfig)

@@ -282,7 +282,7 @@ class RefinedLayer:
         if grow_from is not None:
             box = grown_box(grow_from, np.concatenate([trainer.scene_points(), mesh.vertices_m]),
                             self.config.training.field.scene_margin_m,
-                            self.config.scene_box.headroom)
+                            self.config.scene_box.headroom_fraction)
         trainer.setup(seeds, mesh.vertices_m, targets, box)
 
     # ---- the scene box -------------------------------------------------------------------------

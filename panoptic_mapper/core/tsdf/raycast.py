@@ -15,6 +15,7 @@ import open3d as o3d
 import open3d.core as o3c
 
 from panoptic_mapper.core.geometry.camera import open3d_pinhole_K
+from panoptic_mapper.core.geometry.camera import open3d_pinhole_K
 from panoptic_mapper.core.types import CameraIntrinsics, LabelRender, PanopticMesh
 
 
