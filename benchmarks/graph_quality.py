@@ -414,16 +414,12 @@ def load_parameter_missing(with_mapper: bool) -> str:
 
 
 def _hosted(commands, planned) -> dict[str, list[str]]:
-    """Process name -> the nodes it hosts (one per process today; several when the launch
-    plan puts nodes into one process: found by their names or modules in its command)."""
-    hosted = {}
-    for name, argv in commands:
-        text = " ".join(argv)
-        nodes = [n.spec.name for n in planned
-                 if n.spec.name == name or f"__node:={n.spec.name}" in text
-                 or n.spec.module in argv]
-        hosted[name] = nodes or [name]
-    return hosted
+    """Process name -> the nodes it hosts (the launch plan puts the instant and mapper nodes
+    into one process)."""
+    from panoptic_mapper.runtime.launch_plan import processes
+
+    hosted = {p.name: [n.spec.name for n in p.nodes] for p in processes(planned)}
+    return {name: hosted.get(name, [name]) for name, _ in commands}
 
 
 def _wait_active(processes, hosted: dict[str, list[str]], timeout_s: float) -> None:
@@ -438,14 +434,24 @@ def _wait_active(processes, hosted: dict[str, list[str]], timeout_s: float) -> N
             time.sleep(0.1)
 
 
-def _served_state(values: dict[str, str], loaded_frames: int, mesh_stamp_s: float | None
-                  ) -> tuple[bool, str, tuple]:
+def _input_values(probe: Probe, name: str) -> dict[str, str]:
+    """The diagnostics holding the input counters of what node ``name`` serves: its own, or
+    for a node without an input of its own (a mapper deriving from the instant map in its
+    process) the instant node's."""
+    values = probe.diagnostics(name)
+    if "frames_matched" in values or values.get("prior_source") == "topics":
+        return values
+    return probe.diagnostics(INSTANT_NODE)
+
+
+def _served_state(values: dict[str, str], inputs: dict[str, str], loaded_frames: int,
+                  mesh_stamp_s: float | None) -> tuple[bool, str, tuple]:
     """(has handled every frame, how the snapshot was checked, the state compared for
-    stability) of one mapping node."""
-    matched = _num(values, "frames_matched")
-    handled = sum(_num(values, k) or 0 for k in HANDLED_KEYS)
-    queue = _num(values, "queue_length")
-    last = _num(values, "last_frame_stamp_s") or 0.0
+    stability) of one mapping node; ``inputs``: the diagnostics with its input counters."""
+    matched = _num(inputs, "frames_matched")
+    handled = sum(_num(inputs, k) or 0 for k in HANDLED_KEYS)
+    queue = _num(inputs, "queue_length")
+    last = _num(inputs, "last_frame_stamp_s") or 0.0
     if "snapshot_stamp_s" in values:
         how, served = "snapshot_stamp_s", (_num(values, "snapshot_stamp_s") or 0) >= last - 1e-6
     elif "map_frames" in values and "frames_integrated" in values:
@@ -473,7 +479,8 @@ def _wait_served(probe: Probe, mapping: dict[str, str], loaded: dict[str, int],
             if states.get(name, {}).get("done"):
                 continue
             mesh = probe.mesh(topic)
-            done, how, state = _served_state(probe.diagnostics(name), loaded.get(name, 0),
+            done, how, state = _served_state(probe.diagnostics(name), _input_values(probe, name),
+                                             loaded.get(name, 0),
                                              _stamp_s(mesh[1]) if mesh else None)
             last_state, changed_at, done_at = since[name]
             now = time.monotonic()
@@ -499,19 +506,27 @@ def _wait_served(probe: Probe, mapping: dict[str, str], loaded: dict[str, int],
 
 def _node_counts(values: dict[str, str], played: int | None, mapping: bool) -> dict[str, Any]:
     """Frame counters of one node. A node adds a counter at its first increment, so a mapping
-    node's missing frame counter is 0 (once it reports at all)."""
+    node's missing frame counter is 0 (once it reports at all). A mapping node without an
+    input of its own (a mapper deriving from the instant map) integrates nothing: its
+    "integrated" count is the frames in the snapshot it serves."""
     keys = ("received_rgb", "received_recorded_segmentation", "frames_matched",
             "frames_integrated", "frames_published", "frames_skipped_busy", "frames_rejected",
-            "frames_invalid", "queue_length", "map_frames", "worker_busy_pct")
+            "frames_invalid", "queue_length", "map_frames", "worker_busy_pct",
+            "snapshot_frames", "keyframes_kept")
     counts: dict[str, Any] = {k: _num(values, k) for k in keys if k in values}
-    zero = (("received_rgb", "frames_matched", "frames_integrated", "frames_skipped_busy",
+    derived = mapping and "frames_matched" not in values and "snapshot_frames" in values
+    zero = (("frames_rejected", "frames_invalid") if derived else
+            ("received_rgb", "frames_matched", "frames_integrated", "frames_skipped_busy",
              "frames_rejected", "frames_invalid") if mapping else ("frames_invalid",))
     if values:
         counts.update({k: 0.0 for k in zero if k not in counts})
     drops = {k: _num(values, k) for k in values
              if k.startswith(("sync_", "problem.missing_", "problem.late_"))}
     counts["sync_drops"] = {k: v for k, v in drops.items() if v}
-    done = counts.get("frames_integrated", counts.get("frames_published"))
+    done = counts.get("snapshot_frames") if derived else \
+        counts.get("frames_integrated", counts.get("frames_published"))
+    if derived:
+        counts["frames_served"] = done
     if played and done is not None:
         counts["integrated_pct"] = round(100.0 * done / played, 2)
     return counts
@@ -586,7 +601,9 @@ def run_graph(run: GraphRun) -> dict[str, Any]:
             while not all(probe.diagnostics(n) for n in mapping) and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(3.0)  # a diagnostics period after the load
-            loaded = {n: int(_num(probe.diagnostics(n), "map_frames") or 0) for n in mapping}
+            loaded = {n: int(_num(probe.diagnostics(n), "map_frames")
+                             or _num(probe.diagnostics(n), "snapshot_frames") or 0)
+                      for n in mapping}
             res["instances_after_load"] = _instances(probe)
         res["loaded_frames"] = loaded
         player_argv = player_command(str(bag), run.rate, planned) + ["--clock", str(CLOCK_HZ)]
@@ -738,7 +755,8 @@ def restart_row(scene: Path, rate: float, work: Path, args) -> dict[str, Any]:
                                save_to=str(map_path), timeout_s=args.timeout_s))
     info = bag_info(scene / "bag")
     api = first["api_node"]
-    last_s = _num(first["nodes"][api]["diagnostics"], "last_frame_stamp_s") or 0.0
+    served = first["nodes"][api]["diagnostics"]
+    last_s = _num(served, "last_frame_stamp_s") or _num(served, "snapshot_stamp_s") or 0.0
     period_s = info.duration_ns / 1e9 / max(1, (first["bag_frames"] or 2) - 1)
     offset_s = max(0.0, last_s - info.start_ns / 1e9 + 0.5 * period_s)
     second = run_graph(GraphRun(scene, rate, out / "part2", with_mapper, load_path=str(map_path),
@@ -746,13 +764,17 @@ def restart_row(scene: Path, rate: float, work: Path, args) -> dict[str, Any]:
                                 wait_for_field=False, timeout_s=args.timeout_s))
     before, loaded = first["instances_end"], second.get("instances_after_load", [])
     row.update(load_via=args.restart_load, split_fraction=args.restart_split,
-               part1_frames=first["nodes"][api]["counts"].get("frames_integrated"),
-               part2_frames=second["nodes"][api]["counts"].get("frames_integrated"),
+               part1_frames=_done(first["nodes"][api]["counts"]),
+               part2_frames=_done(second["nodes"][api]["counts"]),
                resume_offset_s=round(offset_s, 3),
                loaded_equals_saved=_id_labels(loaded) == _id_labels(before),
                ids=compare_ids(before, second["instances_end"], args.restart_tolerance_m),
                part1=first, part2=second)
     return row
+
+
+def _done(counts: dict[str, Any]):
+    return counts.get("frames_served", counts.get("frames_integrated"))
 
 
 def _id_labels(instances: list[dict[str, Any]]) -> list[tuple[int, int]]:
@@ -856,7 +878,7 @@ def delivery_table(runs: list[dict[str, Any]]) -> str:
     for r in runs:
         for name, node in r["nodes"].items():
             c = node["counts"]
-            done = c.get("frames_integrated", c.get("frames_published"))
+            done = c.get("frames_served", c.get("frames_integrated", c.get("frames_published")))
             drops = ", ".join(f"{k.split('.')[-1]}={int(v)}" for k, v in c["sync_drops"].items())
             lines.append(
                 f"| {r['scene']} | {r['rate']:g}x | {name} | {_cnt(r['played_frames'])} | "

@@ -189,10 +189,11 @@ class InstantSemanticsNodeConfig(ConfigBase):
     torch_threads: int = 1
     """torch CPU threads of the whole process (the query engine's text model), set when the
     node is configured; 0 = torch's default (all cores)."""
-    queue_size: int = 8
+    queue_size: int = 30
     """Frames waiting for the integration worker; when full the oldest is dropped (counted),
-    so the map never falls behind the sensor by more than this many frames. Frames arrive in
-    bursts after a snapshot refresh held the interpreter; 8 absorbs one at 7.5 Hz."""
+    so the map never falls behind the sensor by more than this many frames (3 s at 10 Hz).
+    Integration takes a third of a 10 Hz frame period, so a backlog after a stall (the voxel
+    grid growing, a burst of other work on the CPU) is integrated within seconds."""
     input: InstantInputConfig = field(default_factory=InstantInputConfig)
     """Input topics and decoding."""
     sync: SyncConfig = field(default_factory=SyncConfig)

@@ -40,7 +40,8 @@ _FORWARD_OFFSETS = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0,
 
 
 class _BaselineMixin:
-    """Stuff ids and instance descriptions shared by the baselines."""
+    """Stuff ids shared by the baselines (they have no thing records: an instance's label is
+    the majority of its voxels', as for a stuff region of the instant map)."""
 
     channels: Any
 
@@ -48,16 +49,6 @@ class _BaselineMixin:
         lut = np.where(self.channels.is_thing, 0, STUFF_ID_BASE + np.arange(self.channels.count))
         lut[0] = 0
         return lut
-
-    def _describe(self, instance_id: int, voxel_channels: np.ndarray) -> dict[str, Any]:
-        counts = np.bincount(voxel_channels, minlength=self.channels.count).astype(float)
-        counts[0] = 0.0
-        dist = counts / max(counts.sum(), 1.0)
-        channel = int(np.argmax(counts))
-        return {"channel": channel, "confidence": float(dist[channel]),
-                "distribution": {int(self.channels.label_ids[c]): float(p)
-                                 for c, p in enumerate(dist) if c > 0 and p > 0},
-                "num_observations": 0}
 
 
 class PerFrameLiftingMap(_BaselineMixin, InstantPanopticMap):

@@ -361,21 +361,21 @@ class InstantPanopticMap:
             lut[channel] = region
         return lut
 
-    def _describe(self, instance_id: int, voxel_channels: np.ndarray) -> dict[str, Any]:
-        """Label fields of one reported instance (``voxel_channels``: channels of its voxels)."""
-        record = self.tracker.table.records.get(instance_id)
-        if record is not None and record.is_thing:
-            dist = record.label_distribution()
-            channel = record.best_channel()
+    def _describe(self, record: tuple[np.ndarray, int, int] | None,
+                  voxel_channels: np.ndarray) -> dict[str, Any]:
+        """Label fields of one reported instance from its thing record (label distribution,
+        best channel, observations; None for a stuff region) and its voxels' channels."""
+        if record is not None:
+            dist, channel, observations = record
         else:
             counts = np.bincount(voxel_channels, minlength=self.channels.count).astype(float)
             counts[0] = 0.0
             dist = counts / max(counts.sum(), 1.0)
-            channel = int(np.argmax(counts))
+            channel, observations = int(np.argmax(counts)), 0
         return {"channel": channel, "confidence": float(dist[channel]),
                 "distribution": {int(self.channels.label_ids[c]): float(p)
                                  for c, p in enumerate(dist) if c > 0 and p > 0},
-                "num_observations": record.num_observations if record is not None else 0}
+                "num_observations": observations}
 
     # ---- reading -------------------------------------------------------------------------------
     def _voxel_panoptic(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -501,32 +501,45 @@ class InstantPanopticMap:
             return self._mesh
 
     def get_instances(self) -> list[MapInstance]:
-        """Confirmed thing instances and stuff regions that own at least one voxel, by id."""
+        """Confirmed thing instances and stuff regions that own at least one voxel, by id.
+
+        Only the copies of what they read are taken under the map lock (the voxel key table of
+        this version, which the mesh update shares, the labelled voxels' positions and colours,
+        the instance records); the summaries (boxes, colours) are computed without it, so that
+        integration goes on."""
         with self._lock:
-            if self._instances is not None and self._instances[0] == self._version:
+            version = self._version
+            if self._instances is not None and self._instances[0] == version:
                 return list(self._instances[1])
-            flat = self._labelled_voxels()
-            channel, inst, _ = self._voxel_panoptic(flat)
+            table = self._voxel_table()
+            flat = np.flatnonzero(table.keys)
             positions = self.grid.voxel_positions(flat)
             colors = self.grid.attribute("color")[flat]
-            groups = summarize_groups(inst, positions, colors, self.config.tsdf.voxel_size_m,
-                                      self.config.instances)
-            out: list[MapInstance] = []
-            for instance_id in sorted(groups):
-                geometry = groups[instance_id]
-                desc = self._describe(instance_id, channel[inst == instance_id])
-                if desc["channel"] == 0:
-                    continue
-                label = self.registry.by_id(int(self.channels.label_ids[desc["channel"]]))
-                out.append(MapInstance(
-                    id=int(instance_id), label=label.name, label_id=label.id,
-                    is_thing=label.is_thing, confidence=desc["confidence"],
-                    centroid_m=geometry.centroid_m, bbox=geometry.bbox,
-                    num_observations=int(desc["num_observations"]),
-                    label_distribution=desc["distribution"], num_voxels=geometry.num_voxels,
-                    mean_color_rgb=geometry.color_rgb))
-            self._instances = (self._version, out)
-            return list(out)
+            records = {record.id: (record.label_distribution(), record.best_channel(),
+                                   record.num_observations)
+                       for record in self.tracker.table.alive(things_only=True)}
+        keys = table.keys[flat]
+        channel, inst = keys >> 32, keys & 0xFFFFFFFF
+        groups = summarize_groups(inst, positions, colors, self.config.tsdf.voxel_size_m,
+                                  self.config.instances)
+        out: list[MapInstance] = []
+        for instance_id in sorted(groups):
+            geometry = groups[instance_id]
+            desc = self._describe(records.get(instance_id), channel[inst == instance_id])
+            if desc["channel"] == 0:
+                continue
+            label = self.registry.by_id(int(self.channels.label_ids[desc["channel"]]))
+            out.append(MapInstance(
+                id=int(instance_id), label=label.name, label_id=label.id,
+                is_thing=label.is_thing, confidence=desc["confidence"],
+                centroid_m=geometry.centroid_m, bbox=geometry.bbox,
+                num_observations=int(desc["num_observations"]),
+                label_distribution=desc["distribution"], num_voxels=geometry.num_voxels,
+                mean_color_rgb=geometry.color_rgb))
+        with self._lock:
+            if self._version == version:
+                self._instances = (version, out)
+        return list(out)
 
     def query_labels(self, points_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(label ids [N] int32, instance ids [N] int32) at world points [N, 3]; 0 where the map
