@@ -10,7 +10,7 @@ import pytest
 
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
 from panoptic_mapper.core.eval.metrics import scene_panoptic_quality
-from panoptic_mapper.core.mapping.base import IntegrationReport, PanopticMap, create_map
+from panoptic_mapper.core.mapping.base import IntegrationReport, PanopticMap
 from panoptic_mapper.core.field.panoptic_field import SceneBox
 from panoptic_mapper.core.mapping.refined_map import RefinedPanopticMap
 
@@ -156,10 +156,9 @@ def test_query_validates_points_and_unknown_space(toy_scene):
     assert labels.tolist() == [0] and instances.tolist() == [0]
 
 
-def test_create_map_builds_refined_over_instant(label_registry):
-    refined = create_map("refined", label_registry,
-                         {"training": {"trainer": {"total_steps": 10}}, "min_keyframes": 2})
-    assert isinstance(refined, RefinedPanopticMap)
+def test_refined_map_config_builds_refined_over_instant(label_registry):
+    refined = RefinedPanopticMap.from_config(
+        {"training": {"trainer": {"total_steps": 10}}, "min_keyframes": 2}, label_registry)
     assert refined.prior.method_name == "instant"
     assert refined.trainer.total_steps == 10 and refined.config.min_keyframes == 2
 

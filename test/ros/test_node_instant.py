@@ -145,6 +145,54 @@ def test_save_export_reset_load_round_trip(mapped, tmp_path):
     assert after == before
 
 
+def test_an_empty_map_saves_and_loads_through_the_services(tmp_path):
+    """Issue 16: a map saved before any frame (and after a reset) loads again, through the
+    planner services and through load_on_start_path; a relaunch resumes a saved map with its
+    instance ids."""
+    prefix = f"/pm_empty_{os.getpid()}"
+    api = prefix + "/api"
+    graph = helpers.NodeGraph(prefix)
+    node = make_node(graph, api, "empty_map")
+    try:
+        assert autostart(node)
+        empty = tmp_path / "empty.npz"
+        saved = graph.call(SaveMap, f"{api}/save_map", SaveMap.Request(path=str(empty)))
+        assert saved.success and "0 frame(s)" in saved.message, saved.message
+        loaded = graph.call(LoadMap, f"{api}/load_map", LoadMap.Request(path=str(empty)))
+        assert loaded.success, loaded.message
+        graph.wait_for_subscribers(node.get_name())
+        for i in range(4):
+            graph.publish(helpers.frame_messages(i))
+        assert helpers.wait_until(lambda: node.session.snapshot.num_frames == 4)
+        full = tmp_path / "full.npz"
+        assert graph.call(SaveMap, f"{api}/save_map", SaveMap.Request(path=str(full))).success
+        listed = {(i.id, i.label) for i in graph.call(
+            ListInstances, f"{api}/list_instances", ListInstances.Request()).instances}
+        assert graph.call(Trigger, f"{api}/reset", Trigger.Request()).success
+        after_reset = tmp_path / "reset.npz"
+        assert graph.call(SaveMap, f"{api}/save_map", SaveMap.Request(path=str(after_reset))).success
+        assert graph.call(LoadMap, f"{api}/load_map",
+                          LoadMap.Request(path=str(after_reset))).success
+    finally:
+        node.release(save=False)
+    relaunched = make_node(graph, api, "resumed_map", load_on_start_path=str(full))
+    try:
+        assert autostart(relaunched)
+        assert relaunched.session.num_frames == 4
+        assert {(i.id, i.label) for i in graph.call(
+            ListInstances, f"{api}/list_instances", ListInstances.Request()).instances} == listed
+    finally:
+        relaunched.release(save=False)
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a map")
+    refused = make_node(graph, api, "refused_map", load_on_start_path=str(broken))
+    try:
+        assert not autostart(refused)  # logs the reason: not a readable map file
+    finally:
+        refused.release(save=False)
+        graph.shutdown()
+
+
 def test_mesh_colour_mode_changes_at_run_time(mapped):
     graph, node, api = mapped
     markers = []

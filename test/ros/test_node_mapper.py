@@ -517,6 +517,35 @@ def test_one_planner_endpoint_with_both_nodes():
         graph.shutdown()
 
 
+def test_an_empty_pair_saves_and_a_relaunched_pair_loads_it(tmp_path):
+    """Issue 16 through the mapper's services: the empty refined map (field not started) of a
+    co-located pair saves, loads, and loads at start in a relaunched pair."""
+    prefix = f"/pm_empty_pair_{os.getpid()}"
+    api = prefix + "/api"
+    graph = helpers.NodeGraph(prefix)
+    path = tmp_path / "empty_pair.npz"
+    try:
+        instant = make_instant(graph, "empty_instant")
+        mapper_node = make_mapper(graph, api, "empty_mapper", "empty_instant")
+        assert autostart(instant) and autostart(mapper_node)
+        saved = graph.call(SaveMap, f"{api}/save_map", SaveMap.Request(path=str(path)))
+        assert saved.success, saved.message
+        loaded = graph.call(LoadMap, f"{api}/load_map", LoadMap.Request(path=str(path)))
+        assert loaded.success, loaded.message
+        for node in (mapper_node, instant):
+            node.release(save=False)
+        instant = make_instant(graph, "empty_instant2")
+        mapper_node = make_mapper(graph, api, "empty_mapper2", "empty_instant2",
+                                  load_on_start_path=str(path))
+        assert autostart(instant) and autostart(mapper_node)
+        assert instance_ids(graph, api) == {}
+        assert control(graph, mapper_node, TrainingControl.Request.STATUS).num_keyframes == 0
+        for node in (mapper_node, instant):
+            node.release(save=False)
+    finally:
+        graph.shutdown()
+
+
 def test_a_colocated_prior_that_is_missing_fails_configure():
     context = rclpy.Context()
     rclpy.init(context=context)

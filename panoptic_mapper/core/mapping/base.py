@@ -88,7 +88,10 @@ MAP_METHODS: dict[str, str] = {
     "instant": "panoptic_mapper.core.mapping.instant_map:InstantPanopticMap",
     "per_frame": "panoptic_mapper.core.mapping.baselines:PerFrameLiftingMap",
     "components": "panoptic_mapper.core.mapping.baselines:ConnectedComponentsMap",
-    "refined": "panoptic_mapper.core.mapping.refined_map:RefinedPanopticMap",
+    # The refined map runs through the runtime, as the mapper node runs it (background training
+    # in chunks beside the stream): an evaluation measures what is deployed. The stand-alone
+    # ``core.mapping.refined_map.RefinedPanopticMap`` is for library use.
+    "refined": "panoptic_mapper.runtime.streamed_refined:StreamedRefinedMap",
 }
 
 

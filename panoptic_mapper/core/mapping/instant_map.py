@@ -634,7 +634,8 @@ class InstantPanopticMap:
                 res = config.tsdf.block_resolution
                 evidence = np.zeros((keys.shape[0] * res ** 3, self.channels.count), np.float32)
                 evidence[data["label_rows"]] = data["label_values"]
-                attrs["label_evidence"] = evidence.reshape(keys.shape[0], res, res, res, -1)
+                attrs["label_evidence"] = evidence.reshape(keys.shape[0], res, res, res,
+                                                           self.channels.count)
             # Rebuild in a fresh map and swap only once everything loaded.
             fresh = type(self)(self.registry, config)
             fresh.grid.import_state(GridState(block_keys=keys, attributes=attrs))
