@@ -5,6 +5,7 @@ table touching the second chair, a small mug, a far box), so expected areas and 
 Each rate test switches one corruption on and measures it over many frame keys; the tolerance is
 4 binomial standard deviations (the draws are seeded, so the tests are deterministic).
 """
+import dataclasses
 import math
 
 import numpy as np
@@ -311,7 +312,7 @@ def test_documented_parameter_table_matches_the_presets():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 5 and cells[0].startswith("`"):
             rows[cells[0].strip("`")] = cells[1:4]
-    fields = [f for f in GroundedSamEmulatorConfig.__dataclass_fields__ if f != "seed"]
+    fields = [f.name for f in dataclasses.fields(GroundedSamEmulatorConfig) if f.name != "seed"]
     assert sorted(rows) == sorted(fields)
     for level, column in (("clean", 0), ("medium", 1), ("hard", 2)):
         config = emulator_preset(level)

@@ -134,7 +134,7 @@ def test_grown_box_moves_only_the_crossed_faces_with_margin_and_headroom():
 def test_scene_box_config_fixed_box_and_validation(caplog):
     config = SceneBoxConfig()
     assert config.fixed_box is None and config.grows
-    assert config.headroom_fraction == HEADROOM and config.headroom == HEADROOM
+    assert config.headroom_fraction == HEADROOM
     fixed = SceneBoxConfig(fixed_min_m=(-1.0, 0.0, 0.0), fixed_max_m=(4.0, 2.0, 3.0))
     _assert_box(fixed.fixed_box, SceneBox((1.5, 1.0, 1.5), (2.5, 1.0, 1.5)))
     assert not fixed.grows

@@ -13,6 +13,7 @@ from panoptic_mapper.core.eval.metrics import scene_panoptic_quality
 from panoptic_mapper.core.mapping.base import IntegrationReport, PanopticMap
 from panoptic_mapper.core.field.panoptic_field import SceneBox
 from panoptic_mapper.core.mapping.refined_map import RefinedPanopticMap
+from panoptic_mapper.core.types import PanopticMesh
 
 sys.path.insert(0, str(Path(__file__).parent))
 from field_toy_scene import ToyPriorMap, make_toy_scene  # noqa: E402
@@ -161,6 +162,35 @@ def test_refined_map_config_builds_refined_over_instant(label_registry):
         {"training": {"trainer": {"total_steps": 10}}, "min_keyframes": 2}, label_registry)
     assert refined.prior.method_name == "instant"
     assert refined.trainer.total_steps == 10 and refined.config.min_keyframes == 2
+
+
+def test_the_distilled_prior_follows_the_growing_prior_mesh(toy_scene):
+    """The prior keeps integrating while the field trains: its newer mesh replaces the
+    distillation targets every ``prior_refresh_steps`` steps, with the same token ties."""
+    prior = ToyPriorMap(toy_scene)
+    full = prior.mesh
+    half = full.num_vertices // 2
+    prior.mesh = PanopticMesh(full.vertices_m[:half], np.zeros((0, 3), np.int32),
+                              full.colors[:half], full.label_ids[:half],
+                              full.instance_ids[:half])
+    refined = _integrated(toy_scene, _config(20, prior_refresh_steps=2), prior=prior)
+    refined.train_steps(1)
+    assert len(refined.trainer.prior_targets.points_m) == half
+    ties = refined.trainer.distillation.token_of_prior()
+    prior.mesh = full  # the prior integrated more frames
+    refined.train_steps(1)  # one step since the targets were set: not yet
+    assert len(refined.trainer.prior_targets.points_m) == half
+    refined.train_steps(1)
+    assert len(refined.trainer.prior_targets.points_m) == full.num_vertices
+    assert refined.trainer.distillation.token_of_prior() == ties
+    off = _integrated(toy_scene, _config(20, prior_refresh_steps=0), prior=ToyPriorMap(toy_scene))
+    off.train_steps(1)
+    targets = off.trainer.prior_targets
+    off.prior.mesh = PanopticMesh(full.vertices_m[:half], np.zeros((0, 3), np.int32),
+                                  full.colors[:half], full.label_ids[:half],
+                                  full.instance_ids[:half])
+    off.train_steps(3)
+    assert off.trainer.prior_targets is targets
 
 
 def test_prior_seeds_tokens_and_distillation_targets(toy_scene):

@@ -546,6 +546,50 @@ def test_an_empty_pair_saves_and_a_relaunched_pair_loads_it(tmp_path):
         graph.shutdown()
 
 
+def test_restart_and_resume_keeps_the_instance_ids(tmp_path):
+    """Save the map, stop the pair, relaunch it with the map loaded, feed the rest of the
+    stream: the ids served before the restart are still served for the same objects."""
+    prefix = f"/pm_resume_{os.getpid()}"
+    api = prefix + "/api"
+    graph = helpers.NodeGraph(prefix)
+    path = tmp_path / "resume.npz"
+    try:
+        instant = make_instant(graph, "resume_instant")
+        mapper_node = make_mapper(graph, api, "resume_mapper", "resume_instant",
+                                  save_on_shutdown_path=str(path))
+        assert autostart(instant) and autostart(mapper_node)
+        graph.wait_for_subscribers("both")
+        for i in range(6):
+            graph.publish(helpers.frame_messages(i))
+        assert helpers.wait_until(lambda: mapper_node.session.snapshot.num_frames == 6, 60.0)
+        before = graph.call(ListInstances, f"{api}/list_instances", ListInstances.Request())
+        for node in (mapper_node, instant):
+            node.release(save=True)  # what Ctrl-C does: the mapper saves the whole map
+        assert path.is_file()
+        instant = make_instant(graph, "resume_instant2")
+        mapper_node = make_mapper(graph, api, "resume_mapper2", "resume_instant2",
+                                  load_on_start_path=str(path))
+        assert autostart(instant) and autostart(mapper_node)
+        assert instant.session.num_frames == 6  # the instant map came back with the file
+        graph.wait_for_subscribers("both")
+        for i in range(6, 12):
+            graph.publish(helpers.frame_messages(i))
+        assert helpers.wait_until(lambda: mapper_node.session.snapshot.num_frames == 12, 60.0)
+        after = {i.id: i for i in graph.call(ListInstances, f"{api}/list_instances",
+                                             ListInstances.Request()).instances}
+        for old in before.instances:
+            new = after.get(old.id)
+            assert new is not None and new.label == old.label, (old.id, old.label)
+            if old.is_thing:  # the same object: its centre stays within a few centimetres
+                moved = np.hypot(new.centroid.x - old.centroid.x,
+                                 new.centroid.y - old.centroid.y)
+                assert moved < 0.15, (old.id, moved)
+        for node in (mapper_node, instant):
+            node.release(save=False)
+    finally:
+        graph.shutdown()
+
+
 def test_a_colocated_prior_that_is_missing_fails_configure():
     context = rclpy.Context()
     rclpy.init(context=context)

@@ -62,6 +62,44 @@ class PriorDistillation:
                              if c > 0 and seeds.prior_ids[i] > 0}
         return cls(targets, token_ids, token_classes)
 
+    @classmethod
+    def from_token_map(cls, targets: PriorTargets, token_of_prior: dict[int, int],
+                       token_classes: dict[int, int]) -> "PriorDistillation":
+        """Tie each vertex to the token of its prior instance (``token_of_prior``: prior id ->
+        token id; instances without one are not distilled)."""
+        ids = targets.instance_ids
+        token_ids = np.zeros(len(ids), np.int64)
+        if token_of_prior and len(ids):
+            keys = np.array(sorted(token_of_prior), np.int64)
+            values = np.array([token_of_prior[int(k)] for k in keys], np.int64)
+            pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+            hit = keys[pos] == ids
+            token_ids[hit] = values[pos[hit]]
+        return cls(targets, token_ids, dict(token_classes))
+
+    def token_of_prior(self) -> dict[int, int]:
+        """Prior instance id -> the token its vertices are distilled into now (after merges;
+        instances released by a split, or never seeded, are absent)."""
+        tied = self.token_ids > 0
+        if not tied.any():
+            return {}
+        pairs, counts = np.unique(np.stack([self.targets.instance_ids[tied],
+                                            self.token_ids[tied]], axis=1),
+                                  axis=0, return_counts=True)
+        out: dict[int, tuple[int, int]] = {}
+        for (prior_id, token_id), count in zip(pairs.tolist(), counts.tolist()):
+            if prior_id > 0 and count > out.get(prior_id, (0, -1))[1]:
+                out[prior_id] = (token_id, count)
+        return {prior_id: token for prior_id, (token, _) in out.items()}
+
+    def retargeted(self, targets: PriorTargets, new_token_of_prior: dict[int, int],
+                   new_token_classes: dict[int, int]) -> "PriorDistillation":
+        """The same ties on a newer prior mesh (``targets``), plus the ties of tokens seeded
+        for prior instances since (``new_token_of_prior``, ``new_token_classes``)."""
+        token_of_prior = {**new_token_of_prior, **self.token_of_prior()}
+        return PriorDistillation.from_token_map(targets, token_of_prior,
+                                                {**self.token_classes, **new_token_classes})
+
     def loss(self, ctx: StepContext) -> torch.Tensor:
         """Semantic NLL and per-token Dice + BCE (+ token class CE) at
         ``loss.prior_distill_points`` random vertices (drawn from ``ctx.rng``)."""

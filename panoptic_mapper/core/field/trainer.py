@@ -211,6 +211,21 @@ class FieldTrainer:
                                        self.device)
         self.optimizer, self._base_lrs = build_optimizer(self.field, self.config.optimizer)
 
+    def update_prior_targets(self, targets: PriorTargets,
+                             new_token_of_prior: dict[int, int],
+                             new_token_classes: dict[int, int]) -> None:
+        """Distil a newer prior mesh (the prior keeps integrating while the field trains): the
+        ties of prior instances to tokens are kept (merges and splits included), and prior
+        instances seeded since (``new_token_of_prior``: prior id -> token id, with their token
+        classes) are tied to their tokens."""
+        with self.lock:
+            if self.distillation is None:
+                self.distillation = PriorDistillation.from_token_map(
+                    targets, new_token_of_prior, new_token_classes)
+            else:
+                self.distillation = self.distillation.retargeted(targets, new_token_of_prior,
+                                                                 new_token_classes)
+
     def add_tokens(self, seeds: TokenSeeds) -> list[int]:
         """Append tokens (e.g. for instances a prior map confirmed after setup); returns their
         new stable ids. Their class features learn from scratch."""

@@ -38,6 +38,11 @@ class RefinedLayerConfig(ConfigBase):
     setup) into the field from the first step until ``training.schedule.prior_distill_until``,
     which by default (1.0) is the end of the schedule; False: the paper's tokens from
     back-projected pixels and no distillation."""
+    prior_refresh_steps: int = 50
+    """The prior keeps integrating while the field trains: the distilled prior labels (and the
+    tokens' ties to prior instances) are moved to the prior's newest mesh at most every this
+    many steps, when it changed (0: keep the mesh of the field's setup, as an offline run
+    does)."""
     min_keyframes: int = 3
     """Training starts once this many keyframes are stored."""
     ready_fraction: float = 0.6
@@ -71,6 +76,8 @@ class RefinedLayerConfig(ConfigBase):
 
     def validate(self) -> None:
         require(self.min_keyframes >= 1, "min_keyframes", self.min_keyframes, "must be >= 1")
+        require(self.prior_refresh_steps >= 0, "prior_refresh_steps", self.prior_refresh_steps,
+                "must be >= 0")
         require(0 <= self.ready_fraction <= 1, "ready_fraction", self.ready_fraction,
                 "must be in [0, 1]")
         require(self.finalize_max_s >= 0, "finalize_max_s", self.finalize_max_s, "must be >= 0")

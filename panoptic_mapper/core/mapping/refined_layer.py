@@ -131,6 +131,11 @@ class RefinedLayer:
         self.appearance: GsplatAppearance | None = None
         self._seeded_prior_ids: set[int] = set()
         """Prior thing instances that seeded a token (initially or later)."""
+        self._new_ties: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        """(prior id -> token id, token id -> token class) of tokens seeded after the field's
+        setup, not yet in its distillation."""
+        self._distilled: tuple[FieldTrainer | None, int, int] = (None, -1, 0)
+        """(trainer, prior snapshot version, step) of the distilled prior mesh."""
 
     def _new_trainer(self) -> FieldTrainer:
         try:
@@ -215,6 +220,7 @@ class RefinedLayer:
         self._ensure_setup()
         self._grow_box_if_due()
         self._seed_new_prior_instances()
+        self._refresh_distillation()
         trainer = self.trainer
         progress = trainer.train_steps(num_steps, deadline_s)
         if self._field_ready() and not self._serves(trainer):
@@ -244,9 +250,39 @@ class RefinedLayer:
         if not instances:
             return
         self._seeded_prior_ids.update(inst.id for inst in instances)
-        ids = self.trainer.add_tokens(seeds_from_prior(instances, self.config.training.tokens))
+        seeds = seeds_from_prior(instances, self.config.training.tokens)
+        ids = self.trainer.add_tokens(seeds)
+        ties, classes = self._new_ties
+        ties.update({int(p): t for p, t in zip(seeds.prior_ids, ids) if p > 0})
+        if seeds.label_ids is not None:
+            token_class = self.classes.semantic_to_token_class(
+                self.classes.label_to_semantic_class(seeds.label_ids))
+            classes.update({t: int(c) for t, c in zip(ids, token_class) if c > 0})
         LOGGER.info("refined map: %d tokens for new prior instances %s (token ids %s)",
                     len(ids), [inst.id for inst in instances], ids)
+
+    def _refresh_distillation(self) -> None:
+        """Distil the prior's newest mesh (see ``prior_refresh_steps``)."""
+        every = self.config.prior_refresh_steps
+        trainer = self.trainer
+        if not (every and self.config.tokens_from_prior and trainer.is_setup):
+            return
+        prior = self.prior.get_prior_snapshot()
+        distilled_by, version, step = self._distilled
+        if distilled_by is not trainer:  # a new field was set up from the prior just now
+            self._distilled = (trainer, prior.version, trainer.step_count)
+            return
+        if prior.version == version or trainer.step_count - step < every \
+                or not prior.mesh.num_vertices:
+            return
+        mesh = prior.mesh
+        targets = PriorTargets(mesh.vertices_m.astype(np.float32),
+                               self.classes.label_to_semantic_class(mesh.label_ids),
+                               mesh.instance_ids.astype(np.int64))
+        ties, classes = self._new_ties
+        trainer.update_prior_targets(targets, ties, classes)
+        self._new_ties = ({}, {})
+        self._distilled = (trainer, prior.version, trainer.step_count)
 
     def _field_ready(self) -> bool:
         return (self.trainer.is_setup
@@ -271,6 +307,7 @@ class RefinedLayer:
         seeds, targets = None, None
         if self.config.tokens_from_prior:
             self._seeded_prior_ids = {inst.id for inst in prior.instances if inst.is_thing}
+            self._new_ties = ({}, {})
             seeds = seeds_from_prior(list(prior.instances), self.config.training.tokens)
             if seeds.count == 0:
                 seeds = None
@@ -572,6 +609,8 @@ class RefinedLayer:
                     "semantic_labels": self.classes.semantic_class_labels().tolist(),
                     "bindings": self._bindings.to_dict(), "published": self.is_ready,
                     "seeded_prior_ids": sorted(self._seeded_prior_ids),
+                    "new_ties": [sorted(self._new_ties[0].items()),
+                                 sorted(self._new_ties[1].items())],
                     "finalized": self._finalized, "field_restarts": self._restarts,
                     "prior_kind": self.prior.kind,
                     "selector": {"last_stamp_ns": selector.last_stamp_ns,
@@ -648,6 +687,9 @@ class RefinedLayer:
             fresh._bindings = IdBindingState.from_dict(meta["bindings"])
             fresh._finalized = bool(meta["finalized"])
             fresh._seeded_prior_ids = {int(i) for i in meta.get("seeded_prior_ids", [])}
+            ties, classes = meta.get("new_ties", [[], []])
+            fresh._new_ties = ({int(p): int(t) for p, t in ties},
+                               {int(t): int(c) for t, c in classes})
             fresh._restarts = int(meta.get("field_restarts", 0))
         with files.file_part(path, "keyframes"):
             fresh.store.replace_all([files.keyframe_from_arrays(info, arrays) for info, arrays
