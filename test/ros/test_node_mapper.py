@@ -571,7 +571,10 @@ def test_restart_and_resume_keeps_the_instance_ids(tmp_path):
                                   load_on_start_path=str(path))
         assert autostart(instant) and autostart(mapper_node)
         assert instant.session.num_frames == 6  # the instant map came back with the file
-        graph.wait_for_subscribers("both")
+        # the publishers still count the released nodes' subscriptions for a while: wait until
+        # the new node's own subscriptions are matched
+        assert helpers.wait_until(lambda: all(sub.get_publisher_count() > 0
+                                              for sub in instant._subscriptions), 30.0)
         for i in range(6, 12):
             graph.publish(helpers.frame_messages(i))
         assert helpers.wait_until(lambda: mapper_node.session.snapshot.num_frames == 12, 60.0)

@@ -9,7 +9,7 @@ own keyframe store; it serves labels and instances as a view over the prior:
 * training starts from the prior: one token per prior thing instance (and later ones for
   instances the prior confirms afterwards), and the prior's vertex labels are distilled into the
   field while the 2D masks of all keyframes refine it jointly; ``train_steps(n)`` trains in
-  chunks (for a background worker), ``finish_training()`` to the end of the step budget;
+  chunks (for a background worker);
 * until the field is ready (the schedule passed ``ready_fraction`` and the field was published)
   every getter answers from the prior; afterwards ``update()`` relabels the prior's current mesh
   with the field (``refined_labels.py``): labels from the Bayes panoptic head, instances from the
@@ -32,34 +32,30 @@ mesh (``refined_labels.py``), the file format (``refined_persistence.py``).
 """
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import logging
-import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
-import torch
 
-from panoptic_mapper.core.errors import ConfigError, DataFormatError, InvalidInputError
+from panoptic_mapper.core.errors import ConfigError, InvalidInputError
 from panoptic_mapper.core.field.appearance import (GsplatAppearance,
                                                   appearance_unavailable_reason)
-from panoptic_mapper.core.field.box_growth import (grown_box, keyframe_surface_sample,
-                                                   outside_share)
+from panoptic_mapper.core.field.box_growth import grown_box
 from panoptic_mapper.core.field.classes import ClassSpace
-from panoptic_mapper.core.field.config import GRID_NAMES
 from panoptic_mapper.core.field.instance_ids import (IdBindingState, passthrough_ids,
                                                      published_instance_ids)
 from panoptic_mapper.core.field.keyframes import Keyframe, KeyframeSelector, KeyframeStore
 from panoptic_mapper.core.field.panoptic_field import SceneBox
-from panoptic_mapper.core.field.schedule import phase_at
 from panoptic_mapper.core.field.token_init import seeds_from_prior
 from panoptic_mapper.core.field.trainer import FieldTrainer, PriorTargets, TrainingProgress
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping import refined_persistence as files
 from panoptic_mapper.core.mapping.prior import PriorSnapshot, PriorSource
+from panoptic_mapper.core.mapping.refined_box import BoxWatch
 from panoptic_mapper.core.mapping.refined_config import RefinedLayerConfig
 from panoptic_mapper.core.mapping.refined_labels import (FieldLabeller, PublishedField,
                                                          same_vertices)
@@ -72,10 +68,6 @@ from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraInt
 
 LOGGER = logging.getLogger(__name__)
 
-BUDGET_CHECK_STEPS = 10
-"""``finish_training`` re-fits the step budget to the time budget every this many steps."""
-BUDGET_SAFETY = 0.9
-"""Share of the remaining time the re-fitted budget plans to use (the rate fluctuates)."""
 
 
 @dataclass
@@ -120,12 +112,11 @@ class RefinedLayer:
             keyframe_config = keyframe_config.replace(keep_rgb=True)
         self.store = KeyframeStore(keyframe_config, self.config.training.sampler.near_m)
         self.selector = KeyframeSelector(self.config.keyframes)
-        self.trainer = self._new_trainer()
+        self.trainer = self.new_trainer()
         self._published: PublishedField | None = None
         self._restarts = 0
         """Times the field was restarted on a grown box."""
-        self._box_checked: tuple[FieldTrainer | None, set[int]] = (None, set())
-        """(trainer, stamps of the keyframes that do not see beyond its box)."""
+        self.box_watch = BoxWatch(self.config.scene_box, self.store)
         self._bindings = IdBindingState()
         self._finalized = False
         self.appearance: GsplatAppearance | None = None
@@ -137,7 +128,7 @@ class RefinedLayer:
         self._distilled: tuple[FieldTrainer | None, int, int] = (None, -1, 0)
         """(trainer, prior snapshot version, step) of the distilled prior mesh."""
 
-    def _new_trainer(self) -> FieldTrainer:
+    def new_trainer(self) -> FieldTrainer:
         try:
             return FieldTrainer(self.config.training, self.classes, self.store)
         except ConfigError as exc:  # the device or a grid does not fit this machine
@@ -217,15 +208,29 @@ class RefinedLayer:
         Raises:
             InvalidInputError: fewer than ``min_keyframes`` keyframes are stored.
         """
-        self._ensure_setup()
-        self._grow_box_if_due()
-        self._seed_new_prior_instances()
-        self._refresh_distillation()
+        self.prepare_training()
         trainer = self.trainer
         progress = trainer.train_steps(num_steps, deadline_s)
         if self._field_ready() and not self._serves(trainer):
             self._publish(trainer)
         return self._with_box_state(progress, trainer)
+
+    def prepare_training(self, cover_everything: bool = False) -> None:
+        """Before training: set the field up (at ``min_keyframes``), restart it on a grown box
+        when due (``cover_everything``: when anything seen lies beyond it), give tokens to new
+        prior instances, distil the prior's newest mesh when due.
+
+        Raises:
+            InvalidInputError: fewer than ``min_keyframes`` keyframes are stored.
+        """
+        self._ensure_setup()
+        self.grow_box_if_due(cover_everything)
+        self._seed_new_prior_instances()
+        self._refresh_distillation()
+
+    def mark_finalized(self) -> None:
+        """An offline run trained to its end (kept in saved maps)."""
+        self._finalized = True
 
     def progress(self) -> TrainingProgress:
         """Training progress without training (restart count and box state included)."""
@@ -235,7 +240,7 @@ class RefinedLayer:
     def _with_box_state(self, progress: TrainingProgress,
                         trainer: FieldTrainer) -> TrainingProgress:
         progress.field_restarts = self._restarts
-        progress.box_growth_due = self._keyframe_beyond_box(trainer) is not None
+        progress.box_growth_due = self.box_watch.keyframe_beyond(trainer) is not None
         return progress
 
     def _serves(self, trainer: FieldTrainer) -> bool:
@@ -323,40 +328,17 @@ class RefinedLayer:
         trainer.setup(seeds, mesh.vertices_m, targets, box)
 
     # ---- the scene box -------------------------------------------------------------------------
-    def _keyframe_beyond_box(self, trainer: FieldTrainer) -> tuple[Keyframe, float] | None:
-        """A stored keyframe that sees beyond the box of ``trainer``'s field, with the share of
-        its points beyond it; None when none does (or the box does not grow). Keyframes found
-        inside are remembered per field, so each is checked once."""
-        rule = self.config.scene_box
-        if not rule.grows or not trainer.is_setup:
-            return None
-        box = trainer.field.box
-        # No lock: status polls call this beside training and queries, and a race between two
-        # callers only checks a keyframe twice.
-        checked_for, inside = self._box_checked
-        if checked_for is not trainer:
-            inside = set()
-            self._box_checked = (trainer, inside)
-        for keyframe in self.store.snapshot():
-            if keyframe.stamp_ns in inside:
-                continue
-            share = outside_share(keyframe_surface_sample(keyframe, self.store.near_m), box,
-                                  rule.outside_tolerance_m)
-            if share > rule.outside_share:
-                return keyframe, share
-            inside.add(keyframe.stamp_ns)
-        return None
-
-    def _grow_box_if_due(self, cover_everything: bool = False) -> None:
+    def grow_box_if_due(self, cover_everything: bool = False) -> None:
         """Restart the field on a grown box when a keyframe sees beyond the current one, or,
-        with ``cover_everything`` (``finish_training``), when any point of the keyframes or of
-        the prior's mesh lies beyond it. The new field is set up like the first one, with the
-        same step budget, from step 0; the published products stay until it is ready."""
+        with ``cover_everything`` (the end of an offline run), when any point of the keyframes
+        or of the prior's mesh lies beyond it. The new field is set up like the first one, with
+        the same step budget, from step 0; the published products stay until it is ready."""
         previous = self.trainer
-        reason = self._growth_reason(previous, cover_everything)
+        reason = self.box_watch.growth_reason(
+            previous, self.prior.get_prior_snapshot().mesh.vertices_m, cover_everything)
         if reason is None:
             return
-        trainer = self._new_trainer()
+        trainer = self.new_trainer()
         trainer.set_total_steps(previous.total_steps)
         self._setup(trainer, grow_from=previous.field.box)
         with self._lock:
@@ -367,23 +349,6 @@ class RefinedLayer:
                     previous.field.box, trainer.field.box, trainer.total_steps,
                     int(np.ceil(self.config.ready_fraction * trainer.total_steps)),
                     "the previous field" if self.is_ready else "the prior")
-
-    def _growth_reason(self, trainer: FieldTrainer, cover_everything: bool) -> str | None:
-        """Why ``trainer``'s box must grow (for the log), or None."""
-        if cover_everything and self.config.scene_box.grows and trainer.is_setup:
-            points = np.concatenate([trainer.scene_points(),
-                                     self.prior.get_prior_snapshot().mesh.vertices_m])
-            share = outside_share(points, trainer.field.box,
-                                  self.config.scene_box.outside_tolerance_m)
-            if share > 0:
-                return (f"{100 * share:.1f} % of the keyframes' points and the prior's mesh lie "
-                        "beyond the field's box")
-        beyond = self._keyframe_beyond_box(trainer)
-        if beyond is None:
-            return None
-        keyframe, share = beyond
-        return (f"the keyframe at {keyframe.stamp_ns} ns sees beyond the field's box "
-                f"({100 * share:.0f} % of its points)")
 
     # ---- serving -------------------------------------------------------------------------------
     def update(self) -> bool:
@@ -487,97 +452,9 @@ class RefinedLayer:
             self._bindings = bindings
             self._published = published
 
-    # ---- to the end of the budget --------------------------------------------------------------
-    def finish_training(self) -> None:
-        """Train to the end of the step budget (within ``finalize_max_s``) and publish. With
-        too few keyframes the layer keeps answering from the prior.
-
-        A field set up earlier is first restarted on a grown box if any keyframe point or prior
-        mesh vertex lies beyond its box, so that the field of an offline run covers everything
-        it saw."""
-        if not self.can_train():
-            LOGGER.warning("refined map: %d keyframes (< %d), field not trained; answering "
-                           "from the prior", len(self.store), self.config.min_keyframes)
-            return
-        self._ensure_setup()
-        self._grow_box_if_due(cover_everything=True)
-        self._seed_new_prior_instances()
-        limit = self.config.finalize_max_s
-        started = (time.monotonic(), self.trainer.step_count)
-        deadline = started[0] + limit if limit > 0 else None
-        while self.trainer.step_count < self.trainer.total_steps:
-            if deadline is not None and time.monotonic() >= deadline:
-                LOGGER.warning("refined map: time budget of %.0f s reached at step %d of %d",
-                               limit, self.trainer.step_count, self.trainer.total_steps)
-                break
-            chunk = BUDGET_CHECK_STEPS if self.config.auto_budget else self.trainer.total_steps
-            self.trainer.train_steps(
-                min(chunk, self.trainer.total_steps - self.trainer.step_count), deadline)
-            if self.config.auto_budget and deadline is not None:
-                self._fit_budget(started, deadline)
-        self._publish(self.trainer)
-        self._finalized = True
-        if self.config.appearance.enabled:
-            self._train_appearance()
-
-    def _fit_budget(self, started: tuple[float, int], deadline: float) -> None:
-        """Re-fit the step budget so that the schedule ends by ``deadline`` at the step rate
-        measured since ``started`` (time, step). Phases are fractions of the budget, so a
-        shrunk schedule stays complete; the budget grows back (up to the configured one) only
-        where that does not return training to an earlier phase."""
-        trainer = self.trainer
-        now = time.monotonic()
-        done = trainer.step_count - started[1]
-        if done < BUDGET_CHECK_STEPS or now <= started[0]:
-            return
-        rate = done / (now - started[0])
-        affordable = int(BUDGET_SAFETY * rate * max(deadline - now, 0.0))
-        budget = min(max(trainer.step_count + affordable, trainer.step_count + 1),
-                     self.config.training.trainer.total_steps)
-        if budget == trainer.total_steps:
-            return
-        schedule = self.config.training.schedule
-        same_phase = (phase_at(trainer.step_count, budget, schedule)
-                      == phase_at(trainer.step_count, trainer.total_steps, schedule))
-        if budget < trainer.total_steps or same_phase:
-            LOGGER.info("refined map: step budget %d -> %d to fit %.0f s", trainer.total_steps,
-                        budget, self.config.finalize_max_s)
-            trainer.set_total_steps(budget)
-
     # ---- appearance (gsplat, CUDA only) ---------------------------------------------------------
-    def _train_appearance(self) -> None:
-        """Train the gsplat colour branch on the field's device, or say why it is skipped."""
-        reason = appearance_unavailable_reason(self.trainer.device)
-        if reason is not None:
-            LOGGER.warning("refined map: %s", reason)
-            return
-        if self.appearance is None:
-            self.appearance = GsplatAppearance(self.config.appearance, self.store.snapshot(),
-                                               self.config.training.trainer.seed,
-                                               self.trainer.device)
-        remaining = self.config.appearance.steps - self.appearance.step_count
-        if remaining > 0:
-            self.appearance.train_steps(remaining)
-
-    def render_color(self, T_world_cam: np.ndarray,  # noqa: N803
-                     intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
-        """([H, W, 3] uint8 colour, [H, W] float32 depth) from the appearance branch.
-
-        Raises:
-            InvalidInputError: the branch was not trained (disabled, or no CUDA / gsplat).
-        """
-        if self.appearance is None:
-            reason = (appearance_unavailable_reason(self.trainer.device)
-                      or "it is disabled or not trained yet")
-            raise InvalidInputError("appearance", None, f"no appearance model: {reason}",
-                                    kind="appearance")
-        T = validate_rigid_transform(T_world_cam, "T_world_cam")  # noqa: N806
-        with torch.no_grad():
-            rgb, depth, _ = self.appearance.render(T, intrinsics)
-        return ((rgb.clamp(0, 1) * 255).round().byte().cpu().numpy(),
-                depth.float().cpu().numpy())
-
-    def _load_appearance(self, state: dict) -> None:
+    def load_appearance(self, state: dict) -> None:
+        """Restore a saved appearance branch (where CUDA and gsplat allow)."""
         reason = appearance_unavailable_reason(self.trainer.device)
         if reason is not None:
             LOGGER.warning("refined map: the saved appearance model is not restored: %s", reason)
@@ -587,124 +464,68 @@ class RefinedLayer:
                                            self.trainer.device)
         self.appearance.load_state_dict(state)
 
-    # ---- persistence ---------------------------------------------------------------------------
+    # ---- persistence (the file format: refined_persistence.py) ---------------------------------
     def save(self, path: str | Path, full_config: dict | None = None) -> None:
         """Write the prior's part, the keyframes and the field checkpoint to one file (during
         a restart on a grown box also the checkpoint of the previous field, which serves).
         ``full_config``: the configuration to store (default: the layer's)."""
-        with self._lock, self._publish_lock:
-            with tempfile.TemporaryDirectory() as tmp:
-                prior_file = Path(tmp) / "prior.npz"
-                self.prior.save_prior(prior_file)
-                prior_bytes = prior_file.read_bytes()
-            state = self.trainer.state_dict()
-            if self.appearance is not None:
-                state["appearance"] = self.appearance.state_dict()
-            published = self._published
-            serving = None
-            if published is not None and published.trainer is not self.trainer:
-                serving = published.trainer.state_dict()
-            selector = self.selector
-            meta = {"config": full_config or self.config.to_dict(),
-                    "semantic_labels": self.classes.semantic_class_labels().tolist(),
-                    "bindings": self._bindings.to_dict(), "published": self.is_ready,
-                    "seeded_prior_ids": sorted(self._seeded_prior_ids),
-                    "new_ties": [sorted(self._new_ties[0].items()),
-                                 sorted(self._new_ties[1].items())],
-                    "finalized": self._finalized, "field_restarts": self._restarts,
-                    "prior_kind": self.prior.kind,
-                    "selector": {"last_stamp_ns": selector.last_stamp_ns,
-                                 "last_T_world_cam": None if selector.last_T_world_cam is None
-                                 else selector.last_T_world_cam.tolist()}}
-            keyframes = self.store.snapshot()
-        files.write_refined_file(path, meta, prior_bytes, state, serving, keyframes)
+        files.save_layer(self, path, full_config)
 
     def load(self, path: str | Path) -> dict:
-        """Replace the state with one written by :meth:`save`, atomically; returns the file's
-        stored configuration (a dict).
+        """Replace the whole state (the prior's too) with a saved one, atomically; returns the
+        file's stored configuration. See :func:`refined_persistence.load_layer`."""
+        return files.load_layer(self, Path(path))
 
-        The complete new state (keyframes, field checkpoint, id bindings) is built first. Then
-        the prior loads the file's prior part (its loader keeps its state on a bad file), the
-        loaded field is published over it (the previous field's, when the file was saved during
-        a restart on a grown box), and only then is the new state swapped in. If publishing
-        fails, the prior is restored from a backup written just before. The file's layer
-        settings are used except the machine-dependent ones, which stay this layer's:
-        ``training.trainer.device`` and the grids' ``implementation``.
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Excludes keyframe selection, publishing and state swaps (save and load hold it)."""
+        with self._lock, self._publish_lock:
+            yield
 
-        Raises:
-            DataFormatError: the file is missing, truncated or corrupt in any part, holds
-                another method or format version, or was written with another label
-                registry; the message names the path and the part. The layer is unchanged.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise DataFormatError("path", str(path), "map file not found", kind="map_file")
-        saved = files.read_refined_file(path)
-        files.check_refined_meta(saved.meta, self.classes.semantic_class_labels().tolist())
-        fresh = self._restored(saved, path)
-        serving = fresh.trainer
-        if saved.serving_checkpoint is not None:
-            with files.file_part(path, "serving field checkpoint"):
-                serving = fresh._new_trainer()
-                serving.load_state_dict(saved.serving_checkpoint)
-        with self._lock, self._publish_lock, tempfile.TemporaryDirectory() as tmp:
-            backup = Path(tmp) / "current_prior.npz"
-            self.prior.save_prior(backup)
-            try:
-                with files.file_part(path, "prior"):
-                    prior_file = Path(tmp) / "prior.npz"
-                    prior_file.write_bytes(saved.prior_bytes)
-                    self.prior.load_prior(prior_file, saved.prior_kind)
-                if saved.meta["published"]:
-                    with files.file_part(path, "field checkpoint (publishing it)"):
-                        fresh._publish(serving)
-            except BaseException:
-                self.prior.load_prior(backup, self.prior.kind)
-                raise
-            state = dict(fresh.__dict__)
-            for name in ("_lock", "_publish_lock"):
-                del state[name]
-            self.__dict__.update(state)
-        return saved.meta["config"]
+    def state_meta(self) -> dict:
+        """The JSON part of the layer's state (``restore_meta`` reads it back)."""
+        selector = self.selector
+        return {"bindings": self._bindings.to_dict(), "published": self.is_ready,
+                "seeded_prior_ids": sorted(self._seeded_prior_ids),
+                "new_ties": [sorted(self._new_ties[0].items()),
+                             sorted(self._new_ties[1].items())],
+                "finalized": self._finalized, "field_restarts": self._restarts,
+                "prior_kind": self.prior.kind,
+                "selector": {"last_stamp_ns": selector.last_stamp_ns,
+                             "last_T_world_cam": None if selector.last_T_world_cam is None
+                             else selector.last_T_world_cam.tolist()}}
 
-    def _restored(self, saved: files.RefinedFile, path: Path) -> "RefinedLayer":
-        """A new layer over the same prior with the file's state except the prior's (not
-        published yet); raises :class:`DataFormatError` naming the failing part."""
-        meta = saved.meta
-        with files.file_part(path, "meta"):
-            # A file of the stand-alone map also holds its instant map's settings ("instant"),
-            # which a layer over another prior does not have.
-            known = {f.name for f in dataclasses.fields(self.config)}
-            config = type(self.config).from_dict({k: v for k, v in meta["config"].items()
-                                                  if k in known or k != "instant"})
-            keep_machine_settings(config, self.config)
-            fresh = RefinedLayer(self.registry, config, self.prior, self.summary)
-            selector = meta["selector"]
-            fresh.selector.last_stamp_ns = int(selector["last_stamp_ns"])
-            if selector["last_T_world_cam"] is not None:
-                fresh.selector.last_T_world_cam = validate_rigid_transform(
-                    np.asarray(selector["last_T_world_cam"], np.float64), "last_T_world_cam")
-            fresh._bindings = IdBindingState.from_dict(meta["bindings"])
-            fresh._finalized = bool(meta["finalized"])
-            fresh._seeded_prior_ids = {int(i) for i in meta.get("seeded_prior_ids", [])}
-            ties, classes = meta.get("new_ties", [[], []])
-            fresh._new_ties = ({int(p): int(t) for p, t in ties},
-                               {int(t): int(c) for t, c in classes})
-            fresh._restarts = int(meta.get("field_restarts", 0))
-        with files.file_part(path, "keyframes"):
-            fresh.store.replace_all([files.keyframe_from_arrays(info, arrays) for info, arrays
-                                     in zip(meta["keyframes"], saved.keyframe_arrays)])
-        with files.file_part(path, "field checkpoint"):
-            fresh.trainer.load_state_dict(saved.checkpoint)
-            if "appearance" in saved.checkpoint:
-                fresh._load_appearance(saved.checkpoint["appearance"])
-        return fresh
+    def restore_meta(self, meta: dict) -> None:
+        """Take the JSON part of a saved state (a fresh layer; raises on a malformed one)."""
+        selector = meta["selector"]
+        self.selector.last_stamp_ns = int(selector["last_stamp_ns"])
+        if selector["last_T_world_cam"] is not None:
+            self.selector.last_T_world_cam = validate_rigid_transform(
+                np.asarray(selector["last_T_world_cam"], np.float64), "last_T_world_cam")
+        self._bindings = IdBindingState.from_dict(meta["bindings"])
+        self._finalized = bool(meta["finalized"])
+        self._seeded_prior_ids = {int(i) for i in meta.get("seeded_prior_ids", [])}
+        ties, classes = meta.get("new_ties", [[], []])
+        self._new_ties = ({int(p): int(t) for p, t in ties},
+                          {int(t): int(c) for t, c in classes})
+        self._restarts = int(meta.get("field_restarts", 0))
 
+    def serving_checkpoint(self) -> dict | None:
+        """The checkpoint of the field that serves while another one trains (a restart on a
+        grown box), else None."""
+        published = self._published
+        if published is not None and published.trainer is not self.trainer:
+            return published.trainer.state_dict()
+        return None
 
-def keep_machine_settings(saved: RefinedLayerConfig, running: RefinedLayerConfig) -> None:
-    """Give a loaded map's config the running map's device and grid implementations: where a
-    field trained is no part of the map (a map trained on a GPU loads on a CPU)."""
-    saved.training.trainer.device = running.training.trainer.device
-    for name in GRID_NAMES:
-        getattr(saved.training.field, name).implementation = \
-            getattr(running.training.field, name).implementation
+    def publish_field(self, trainer: FieldTrainer) -> None:
+        """Label the prior's current mesh with ``trainer``'s field and serve it."""
+        self._publish(trainer)
+
+    def adopt(self, fresh: "RefinedLayer") -> None:
+        """Take over the state of ``fresh`` (a loaded layer over the same prior); the caller
+        holds :meth:`locked`."""
+        state = dict(fresh.__dict__)
+        for name in ("_lock", "_publish_lock"):
+            del state[name]
+        self.__dict__.update(state)

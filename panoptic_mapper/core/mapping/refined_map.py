@@ -23,14 +23,21 @@ Owns: :class:`RefinedPanopticMap`. Re-exports :class:`RefinedMapConfig`.
 """
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from panoptic_mapper.core.errors import InvalidInputError
+from panoptic_mapper.core.field.appearance import (GsplatAppearance,
+                                                  appearance_unavailable_reason)
 from panoptic_mapper.core.field.trainer import FieldTrainer, TrainingProgress
 from panoptic_mapper.core.field.keyframes import KeyframeSelector, KeyframeStore
 from panoptic_mapper.core.field.panoptic_field import SceneBox
+from panoptic_mapper.core.field.schedule import phase_at
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import IntegrationReport, MeshUpdate, PanopticMap
 from panoptic_mapper.core.mapping.instant_map import InstantPanopticMap
@@ -38,9 +45,16 @@ from panoptic_mapper.core.mapping.prior import MapPrior
 from panoptic_mapper.core.mapping.refined_config import RefinedLayerConfig, RefinedMapConfig
 from panoptic_mapper.core.mapping.refined_layer import RefinedLayer
 from panoptic_mapper.core.types import (CameraIntrinsics, LabelRender, MapInstance,
-                                        PanopticMesh, PanopticSegmentation2D, RgbdFrame)
+                                        PanopticMesh, PanopticSegmentation2D, RgbdFrame,
+                                        validate_rigid_transform)
 
 __all__ = ["RefinedMapConfig", "RefinedLayerConfig", "RefinedPanopticMap"]
+
+LOGGER = logging.getLogger(__name__)
+BUDGET_CHECK_STEPS = 10
+"""``finalize`` re-fits the step budget to the time budget every this many steps."""
+BUDGET_SAFETY = 0.9
+"""Share of the remaining time the re-fitted budget plans to use (the rate fluctuates)."""
 
 
 class RefinedPanopticMap:
@@ -168,14 +182,94 @@ class RefinedPanopticMap:
 
     def render_color(self, T_world_cam: np.ndarray,  # noqa: N803
                      intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
-        """See :meth:`RefinedLayer.render_color`."""
-        return self.layer.render_color(T_world_cam, intrinsics)
+        """([H, W, 3] uint8 colour, [H, W] float32 depth) from the appearance branch.
+
+        Raises:
+            InvalidInputError: the branch was not trained (disabled, or no CUDA / gsplat).
+        """
+        appearance = self.layer.appearance
+        if appearance is None:
+            reason = (appearance_unavailable_reason(self.layer.trainer.device)
+                      or "it is disabled or not trained yet")
+            raise InvalidInputError("appearance", None, f"no appearance model: {reason}",
+                                    kind="appearance")
+        T = validate_rigid_transform(T_world_cam, "T_world_cam")  # noqa: N806
+        with torch.no_grad():
+            rgb, depth, _ = appearance.render(T, intrinsics)
+        return ((rgb.clamp(0, 1) * 255).round().byte().cpu().numpy(),
+                depth.float().cpu().numpy())
 
     def finalize(self) -> None:
         """Finish the prior, then train to the end of the step budget (within
-        ``finalize_max_s``) and publish."""
+        ``finalize_max_s``; with ``auto_budget`` the budget shrinks to fit) and publish. With
+        too few keyframes the map keeps answering from the prior.
+
+        A field set up earlier is first restarted on a grown box if any keyframe point or prior
+        mesh vertex lies beyond its box, so that the field of an offline run covers everything
+        it saw."""
         self.prior.finalize()
-        self.layer.finish_training()
+        layer = self.layer
+        if not layer.can_train():
+            LOGGER.warning("refined map: %d keyframes (< %d), field not trained; answering "
+                           "from the prior", len(layer.store), self.config.min_keyframes)
+            return
+        layer.prepare_training(cover_everything=True)
+        limit = self.config.finalize_max_s
+        started = (time.monotonic(), layer.trainer.step_count)
+        deadline = started[0] + limit if limit > 0 else None
+        while layer.trainer.step_count < layer.trainer.total_steps:
+            trainer = layer.trainer
+            if deadline is not None and time.monotonic() >= deadline:
+                LOGGER.warning("refined map: time budget of %.0f s reached at step %d of %d",
+                               limit, trainer.step_count, trainer.total_steps)
+                break
+            chunk = BUDGET_CHECK_STEPS if self.config.auto_budget else trainer.total_steps
+            trainer.train_steps(min(chunk, trainer.total_steps - trainer.step_count), deadline)
+            if self.config.auto_budget and deadline is not None:
+                self._fit_budget(started, deadline)
+        layer.publish_field(layer.trainer)
+        layer.mark_finalized()
+        if self.config.appearance.enabled:
+            self._train_appearance()
+
+    def _train_appearance(self) -> None:
+        """Train the gsplat colour branch on the field's device, or say why it is skipped."""
+        layer = self.layer
+        reason = appearance_unavailable_reason(layer.trainer.device)
+        if reason is not None:
+            LOGGER.warning("refined map: %s", reason)
+            return
+        if layer.appearance is None:
+            layer.appearance = GsplatAppearance(self.config.appearance, layer.store.snapshot(),
+                                                self.config.training.trainer.seed,
+                                                layer.trainer.device)
+        remaining = self.config.appearance.steps - layer.appearance.step_count
+        if remaining > 0:
+            layer.appearance.train_steps(remaining)
+
+    def _fit_budget(self, started: tuple[float, int], deadline: float) -> None:
+        """Re-fit the step budget so that the schedule ends by ``deadline`` at the step rate
+        measured since ``started`` (time, step). Phases are fractions of the budget, so a
+        shrunk schedule stays complete; the budget grows back (up to the configured one) only
+        where that does not return training to an earlier phase."""
+        trainer = self.layer.trainer
+        now = time.monotonic()
+        done = trainer.step_count - started[1]
+        if done < BUDGET_CHECK_STEPS or now <= started[0]:
+            return
+        rate = done / (now - started[0])
+        affordable = int(BUDGET_SAFETY * rate * max(deadline - now, 0.0))
+        budget = min(max(trainer.step_count + affordable, trainer.step_count + 1),
+                     self.config.training.trainer.total_steps)
+        if budget == trainer.total_steps:
+            return
+        schedule = self.config.training.schedule
+        same_phase = (phase_at(trainer.step_count, budget, schedule)
+                      == phase_at(trainer.step_count, trainer.total_steps, schedule))
+        if budget < trainer.total_steps or same_phase:
+            LOGGER.info("refined map: step budget %d -> %d to fit %.0f s", trainer.total_steps,
+                        budget, self.config.finalize_max_s)
+            trainer.set_total_steps(budget)
 
     def reset(self) -> None:
         """Forget everything (configuration kept)."""

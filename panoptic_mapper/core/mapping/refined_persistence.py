@@ -13,23 +13,31 @@ Layout (format 3; 1 and 2 still load):
 Reading decodes every part first and names the part that failed (``DataFormatError``); the
 layer swaps its state in only once all of them were read (``refined_layer.py``).
 
-Owns: the file format (:func:`write_refined_file`, :func:`read_refined_file`), keyframe arrays.
+Owns: the file format (:func:`write_refined_file`, :func:`read_refined_file`), keyframe arrays,
+and saving and loading a refined layer with it (:func:`save_layer`, :func:`load_layer`).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
 
 from panoptic_mapper.core.errors import DataFormatError
 from panoptic_mapper.core.field.keyframes import Keyframe
+from panoptic_mapper.core.field.config import GRID_NAMES
 from panoptic_mapper.core.types import CameraIntrinsics
+
+if TYPE_CHECKING:
+    from panoptic_mapper.core.mapping.refined_config import RefinedLayerConfig
+    from panoptic_mapper.core.mapping.refined_layer import RefinedLayer
 
 SAVE_FORMAT_VERSION = 3
 """Version 2 added the restart count and, during a restart, the serving field's checkpoint;
@@ -189,3 +197,100 @@ def _torch_dict(array: np.ndarray) -> dict:
     if not isinstance(state, dict):
         raise ValueError("the checkpoint is not a dict")
     return state
+
+
+# ---- a layer's whole state ----------------------------------------------------------------------
+def save_layer(layer: "RefinedLayer", path: str | Path, full_config: dict | None = None) -> None:
+    """Write ``layer`` with its prior's part to one file (``full_config``: the configuration to
+    store, default the layer's)."""
+    with layer.locked():
+        with tempfile.TemporaryDirectory() as tmp:
+            prior_file = Path(tmp) / "prior.npz"
+            layer.prior.save_prior(prior_file)
+            prior_bytes = prior_file.read_bytes()
+        state = layer.trainer.state_dict()
+        if layer.appearance is not None:
+            state["appearance"] = layer.appearance.state_dict()
+        meta = {"config": full_config or layer.config.to_dict(),
+                "semantic_labels": layer.classes.semantic_class_labels().tolist(),
+                **layer.state_meta()}
+        serving = layer.serving_checkpoint()
+        keyframes = layer.store.snapshot()
+    write_refined_file(path, meta, prior_bytes, state, serving, keyframes)
+
+
+def load_layer(layer: "RefinedLayer", path: Path) -> dict:
+    """Replace ``layer``'s state (and its prior's) with a saved one, atomically; returns the
+    file's stored configuration (a dict).
+
+    The complete new state (keyframes, field checkpoint, id bindings) is built first. Then the
+    prior loads the file's prior part (its loader keeps its state on a bad file), the loaded
+    field is published over it (the previous field's, when the file was saved during a restart
+    on a grown box), and only then is the new state swapped in. If publishing fails, the prior
+    is restored from a backup written just before. The file's layer settings are used except
+    the machine-dependent ones, which stay the layer's: ``training.trainer.device`` and the
+    grids' ``implementation``.
+
+    Raises:
+        DataFormatError: the file is missing, truncated or corrupt in any part, holds another
+            method or format version, or was written with another label registry; the message
+            names the path and the part. The layer is unchanged.
+    """
+    if not path.is_file():
+        raise DataFormatError("path", str(path), "map file not found", kind="map_file")
+    saved = read_refined_file(path)
+    check_refined_meta(saved.meta, layer.classes.semantic_class_labels().tolist())
+    fresh = _restored_layer(layer, saved, path)
+    serving = fresh.trainer
+    if saved.serving_checkpoint is not None:
+        with file_part(path, "serving field checkpoint"):
+            serving = fresh.new_trainer()
+            serving.load_state_dict(saved.serving_checkpoint)
+    with layer.locked(), tempfile.TemporaryDirectory() as tmp:
+        backup = Path(tmp) / "current_prior.npz"
+        layer.prior.save_prior(backup)
+        try:
+            with file_part(path, "prior"):
+                prior_file = Path(tmp) / "prior.npz"
+                prior_file.write_bytes(saved.prior_bytes)
+                layer.prior.load_prior(prior_file, saved.prior_kind)
+            if saved.meta["published"]:
+                with file_part(path, "field checkpoint (publishing it)"):
+                    fresh.publish_field(serving)
+        except BaseException:
+            layer.prior.load_prior(backup, layer.prior.kind)
+            raise
+        layer.adopt(fresh)
+    return saved.meta["config"]
+
+
+def _restored_layer(layer: "RefinedLayer", saved: RefinedFile, path: Path) -> "RefinedLayer":
+    """A new layer over ``layer``'s prior with the file's state except the prior's (not
+    published yet); raises :class:`DataFormatError` naming the failing part."""
+    meta = saved.meta
+    with file_part(path, "meta"):
+        # A file of the stand-alone map also holds its instant map's settings ("instant"),
+        # which a layer over another prior does not have.
+        known = {f.name for f in dataclasses.fields(layer.config)}
+        config = type(layer.config).from_dict({k: v for k, v in meta["config"].items()
+                                               if k in known or k != "instant"})
+        keep_machine_settings(config, layer.config)
+        fresh = type(layer)(layer.registry, config, layer.prior, layer.summary)
+        fresh.restore_meta(meta)
+    with file_part(path, "keyframes"):
+        fresh.store.replace_all([keyframe_from_arrays(info, arrays) for info, arrays
+                                 in zip(meta["keyframes"], saved.keyframe_arrays)])
+    with file_part(path, "field checkpoint"):
+        fresh.trainer.load_state_dict(saved.checkpoint)
+        if "appearance" in saved.checkpoint:
+            fresh.load_appearance(saved.checkpoint["appearance"])
+    return fresh
+
+
+def keep_machine_settings(saved: "RefinedLayerConfig", running: "RefinedLayerConfig") -> None:
+    """Give a loaded map's config the running map's device and grid implementations: where a
+    field trained is no part of the map (a map trained on a GPU loads on a CPU)."""
+    saved.training.trainer.device = running.training.trainer.device
+    for name in GRID_NAMES:
+        getattr(saved.training.field, name).implementation = \
+            getattr(running.training.field, name).implementation
