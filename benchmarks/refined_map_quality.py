@@ -5,8 +5,11 @@ For every (noise level, seed) the scene is generated with ``panoptic-mapper make
 it is missing, then evaluated in one ``core.eval.runner.evaluate`` run with:
 
 * ``instant``: the instant map;
-* ``refined``: the refined map with its defaults (its own instant prior, ``finalize()`` within
-  its time budget): what a user gets;
+* ``refined``: the refined map with its defaults, run as the mapper node runs it
+  (``create_map("refined")``, ``runtime/streamed_refined.py``: frames at the pace of their
+  stamps, integrated once into an instant map, the field trained by the background worker beside
+  the stream, ``finalize()`` waiting for the step budget as the node does after a bag): what a
+  user gets;
 * with ``--long-steps N``: ``refined_N``, the defaults but N steps and no time limit (how far the
   field gets when it may converge), sharing the ``instant`` run's map as its prior;
 * with ``--ceiling``: ``gt_labels``, the ``instant`` run's mesh with every vertex labelled from
@@ -178,7 +181,7 @@ def _methods(ablations: bool, steps: int, maps: dict[str, Any], default: bool = 
         return maps["instant"]
 
     def refined(registry: LabelRegistry):
-        maps["refined"] = RefinedPanopticMap(registry)
+        maps["refined"] = create_map("refined", registry)
         return maps["refined"]
 
     methods = [MethodSpec("instant", factory=instant)]
@@ -225,6 +228,13 @@ def _row(scene: str, name: str, result, refined_map) -> dict[str, Any]:
         row.update(steps=progress.step, total_steps=progress.total_steps,
                    tokens=progress.num_tokens, keyframes=progress.num_keyframes,
                    ready=refined_map.is_ready)
+    elif hasattr(refined_map, "training"):  # the streamed map (runtime/streamed_refined.py)
+        status = refined_map.training.status()
+        progress = status.progress
+        row.update(steps=progress.step, total_steps=progress.total_steps,
+                   tokens=progress.num_tokens, keyframes=progress.num_keyframes,
+                   ready=status.ready, field_restarts=progress.field_restarts,
+                   training_wait_s=refined_map.finish_s)
     return row
 
 

@@ -23,28 +23,24 @@ import re
 import sys
 import time
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 
 from panoptic_mapper.core.errors import InvalidInputError, PanopticMapperError
 from panoptic_mapper.core.mapping.base import create_map
 from panoptic_mapper.core.query.engine import create_query_engine
 from panoptic_mapper.nodes.frame_input import FrameInput, QueuedFrame
-from panoptic_mapper.nodes.map_outputs import MapOutputs
-from panoptic_mapper.nodes.node_base import (PanopticLifecycleNode, load_registry, quietly,
-                                             run_node, set_torch_threads)
-from panoptic_mapper.nodes.planner_api import PlannerApi, PlannerApiConflict
+from panoptic_mapper.nodes.map_server import MapServer
+from panoptic_mapper.nodes.node_base import (PanopticLifecycleNode, load_registry, run_node,
+                                             set_torch_threads)
 from panoptic_mapper.runtime import shared_maps
 from panoptic_mapper.runtime.map_session import MapSession
 from panoptic_mapper.runtime.node_config import InstantSemanticsNodeConfig
-from panoptic_mapper.runtime.workers import PeriodicWorker, QueueWorker
+from panoptic_mapper.runtime.workers import QueueWorker
 
 NODE_NAME = "instant_semantics_node"
 DYNAMIC_PARAMETERS = ("output.mesh_color_mode",)
 """Parameters that may be changed while the node runs (``ros2 param set``)."""
 TIMINGS = ("decode", "integrate", "refresh", "publish", "frame_latency")
-REFRESH_NICE = 5
-"""The refresh worker's nice increment: the kernel prefers integration when both want a core."""
 
 
 class InstantSemanticsNode(PanopticLifecycleNode):
@@ -55,12 +51,9 @@ class InstantSemanticsNode(PanopticLifecycleNode):
                          **kwargs)
         self._params.add_listener(self._on_parameters_changed)
         self.session: MapSession | None = None
-        self.api: PlannerApi | None = None
-        self.outputs: MapOutputs | None = None
+        self.server: MapServer | None = None
         self.input: FrameInput | None = None
         self._integration: QueueWorker | None = None
-        self._refresh: PeriodicWorker | None = None
-        self._saved_on_shutdown = False
         self._busy_reported = (time.perf_counter(), 0.0)
 
     @property
@@ -88,18 +81,8 @@ class InstantSemanticsNode(PanopticLifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             self.session = None
             return TransitionCallbackReturn.FAILURE
-        namespace = "~"
-        if cfg.planner_api.serve:
-            self.api = PlannerApi(self, self.session, cfg.planner_api,
-                                  on_withdraw=self._on_api_withdrawn,
-                                  callback_group=ReentrantCallbackGroup())
-            try:
-                self.api.advertise()
-                namespace = cfg.planner_api.namespace
-            except PlannerApiConflict as exc:
-                self.get_logger().error(f"planner API not served: {exc}")
-                self.api = None
-        self._make_outputs(namespace)
+        self.server = MapServer(self, self.session, cfg.output, cfg.planner_api, cfg.map_frame,
+                                "instant", cfg.map.tsdf.voxel_size_m)
         self.create_diagnostics_publisher()
         shared_maps.register(shared_maps.SharedInstantMap(
             self.get_name(), self.session, self.frames_pending, cfg.map.instances,
@@ -107,7 +90,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         self.get_logger().info(
             f"configured: map frame '{cfg.map_frame}', voxel {cfg.map.tsdf.voxel_size_m} m, "
             f"planner API {'at ' + cfg.planner_api.namespace if self.api else 'not served'}, "
-            f"map topics under {self.outputs.namespace}")
+            f"map topics under {self.server.namespace}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -116,54 +99,34 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         topics = self.input.subscribe()
         self._integration = QueueWorker("integration", self.input.queue, self._integrate,
                                         self.worker_error)
-        self._refresh = PeriodicWorker("refresh", 1.0 / cfg.output.rate_hz,
-                                       cfg.output.max_refresh_share, self._refresh_snapshot,
-                                       self.worker_error, nice=REFRESH_NICE)
         self.start_worker(self._integration)
-        self.start_worker(self._refresh)
-        self.add_timer(1.0 / cfg.output.rate_hz, self._publish_outputs,
-                       MutuallyExclusiveCallbackGroup())
+        self.server.start()
         self.add_timer(cfg.diagnostics_period_s, self._report)
         self.get_logger().info("active: listening on " + ", ".join(topics))
         return super().on_activate(state)
 
+    @property
+    def api(self):
+        """The planner API when this node serves it, else None."""
+        return self.server.api if self.server is not None else None
+
+    @property
+    def outputs(self):
+        return self.server.outputs if self.server is not None else None
+
     def _release_resources(self, save: bool) -> None:
         """Save the map first when ``save_on_shutdown_path`` is set; withdraw everything."""
-        path = self.config.save_on_shutdown_path
-        if save and path and self.session is not None and not self._saved_on_shutdown:
-            try:
-                written = self.session.save(path)
-                self._saved_on_shutdown = True
-                self.get_logger().info(f"map saved to {written} "
-                                       f"({self.session.num_frames} frames)")
-            except (PanopticMapperError, OSError) as exc:
-                self.get_logger().error(f"saving the map on shutdown failed: {exc}")
-        if self.api is not None:
-            quietly(self.api.withdraw)
-            self.api = None
-        if self.outputs is not None:
-            quietly(self.outputs.destroy)
-            self.outputs = None
+        if self.server is not None:
+            if save:
+                self.server.save_on_shutdown(self.config.save_on_shutdown_path)
+            self.server.release()
         if self.session is not None:
             shared_maps.unregister(self.get_name(), self.session)
-        self.session = None
-
-    def _make_outputs(self, namespace: str) -> None:
-        cfg = self.config
-        self.outputs = MapOutputs(self, self.session.registry, cfg.output, namespace,
-                                  cfg.map_frame, "instant", cfg.map.tsdf.voxel_size_m)
-
-    def _on_api_withdrawn(self, reason: str) -> None:
-        self.api = None
-        if self.outputs is not None:
-            self.outputs.destroy()
-        self._make_outputs("~")
-        if self.session is not None:
-            self.session.refresh(force=True)
+        self.session = self.server = None
 
     def _on_parameters_changed(self, config: InstantSemanticsNodeConfig) -> None:
-        if self.outputs is not None:
-            self.outputs.set_color_mode(config.output.mesh_color_mode)
+        if self.server is not None:
+            self.server.set_color_mode(config.output.mesh_color_mode)
 
     def frames_pending(self) -> bool:
         """Frames wait for integration or one is being integrated."""
@@ -196,31 +159,11 @@ class InstantSemanticsNode(PanopticLifecycleNode):
                          f"frame at {matched.stamp_ns / 1e9:.3f} s rejected by the map: "
                          f"{report.reason}")
 
-    def _refresh_snapshot(self) -> None:
-        """The refresh worker: a new snapshot when the map changed."""
-        session = self.session
-        if session is None:
-            return
-        snapshot = session.refresh()
-        if snapshot is not None:
-            self.stats.time("refresh", snapshot.refresh_ms / 1e3)
-            if session.query_table_error:
-                self.problem("query_table", "query_objects answers from the previous instance "
-                             f"table: {session.query_table_error}")
-
-    def _publish_outputs(self) -> None:
-        if self.outputs is None or self.session is None:
-            return
-        report = self.outputs.publish(self.session.snapshot)
-        if report is not None:
-            self.stats.time("publish", report.build_ms / 1e3)
-
     def _report(self) -> None:
         """Diagnostics, and a hint while no frame gets through."""
         session = self.session
         if session is None:
             return
-        snapshot = session.snapshot
         busy = self._integration.busy_s if self._integration else 0.0
         now = time.perf_counter()
         since, busy_before = self._busy_reported
@@ -228,14 +171,9 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         values: dict[str, object] = {
             "queue_length": self.input.pending,
             "worker_busy_pct": f"{100.0 * (busy - busy_before) / max(now - since, 1e-9):.0f}",
-            "refresh_busy_s": f"{self._refresh.busy_s:.1f}" if self._refresh else "0",
             "map_frames": session.num_frames,
             "last_frame_stamp_s": f"{session.last_frame_stamp_ns / 1e9:.3f}",
-            "snapshot_stamp_s": f"{snapshot.stamp_ns / 1e9:.3f}",
-            "snapshot_frames": snapshot.num_frames,
-            "map_instances": len(snapshot.instances),
-            "mesh_vertices": snapshot.mesh.num_vertices,
-            "planner_api": "served" if self.api else "not served"}
+            **self.server.diagnostics_values()}
         self.publish_diagnostics(values)
         self.input.hint_missing_inputs(self.stats.counters())
 

@@ -30,7 +30,6 @@ import sys
 import time
 
 import torch
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import TransitionCallbackReturn
 
 from panoptic_mapper.core.errors import ConfigError, InvalidInputError, PanopticMapperError
@@ -41,10 +40,9 @@ from panoptic_mapper.core.tracking.instance_geometry import InstanceSummaryConfi
 from panoptic_mapper.core.tsdf.grid import TsdfConfig
 from panoptic_mapper.msg import MapInstanceArray, PanopticMesh
 from panoptic_mapper.nodes.frame_input import FrameInput, QueuedFrame
-from panoptic_mapper.nodes.map_outputs import MapOutputs
+from panoptic_mapper.nodes.map_server import MapServer
 from panoptic_mapper.nodes.node_base import (PanopticLifecycleNode, load_registry, quietly,
                                              run_node, set_torch_threads)
-from panoptic_mapper.nodes.planner_api import PlannerApi, PlannerApiConflict
 from panoptic_mapper.nodes.training_control import TrainingControlService, status_values
 from panoptic_mapper.ros import conversions as conv
 from panoptic_mapper.ros.panoptic_conversions import map_instance_from_msg, mesh_from_msg
@@ -54,11 +52,10 @@ from panoptic_mapper.runtime.mapper_config import MapperNodeConfig
 from panoptic_mapper.runtime.prior_sources import ReceivedPrior, SessionPrior
 from panoptic_mapper.runtime.refined_session import RefinedSession
 from panoptic_mapper.runtime.training_worker import TrainingWorker
-from panoptic_mapper.runtime.workers import PeriodicWorker, QueueWorker
+from panoptic_mapper.runtime.workers import QueueWorker
 
 NODE_NAME = "mapper_node"
 TIMINGS = ("keyframe", "refresh", "publish")
-REFRESH_NICE = 5
 
 
 class MapperNode(PanopticLifecycleNode):
@@ -68,8 +65,7 @@ class MapperNode(PanopticLifecycleNode):
         super().__init__(NODE_NAME, MapperNodeConfig, TIMINGS, **kwargs)
         self.session: RefinedSession | None = None
         self.training: TrainingWorker | None = None
-        self.api: PlannerApi | None = None
-        self.outputs: MapOutputs | None = None
+        self.server: MapServer | None = None
         self.input: FrameInput | None = None
         self.prior_mode = ""
         """"colocated" or "topics" once configured."""
@@ -77,8 +73,6 @@ class MapperNode(PanopticLifecycleNode):
         self._received: ReceivedPrior | None = None
         self._checker: FrameChecker | None = None
         self._control: TrainingControlService | None = None
-        self._refresh: PeriodicWorker | None = None
-        self._saved_on_shutdown = False
 
     @property
     def config(self) -> MapperNodeConfig:
@@ -111,18 +105,8 @@ class MapperNode(PanopticLifecycleNode):
         self.training = TrainingWorker(self.session, cfg.training, self.get_logger(),
                                        self._frames_pending)
         self._control = TrainingControlService(self, self.training, self.session)
-        namespace = "~"
-        if cfg.planner_api.serve:
-            self.api = PlannerApi(self, self.session, cfg.planner_api,
-                                  callback_group=ReentrantCallbackGroup())
-            try:
-                self.api.advertise()
-                namespace = cfg.planner_api.namespace
-            except PlannerApiConflict as exc:
-                self.get_logger().error(f"planner API not served: {exc}")
-                self.api = None
-        self.outputs = MapOutputs(self, registry, cfg.output, namespace, cfg.map_frame,
-                                  "refined", voxel_size_m)
+        self.server = MapServer(self, self.session, cfg.output, cfg.planner_api, cfg.map_frame,
+                                "refined", voxel_size_m)
         self.create_diagnostics_publisher()
         self.get_logger().info(
             f"configured: prior {self.prior_mode}"
@@ -164,37 +148,32 @@ class MapperNode(PanopticLifecycleNode):
                          *self.input.subscribe()]
             self.start_worker(QueueWorker("keyframes", self.input.queue, self._offer_keyframe,
                                           self.worker_error))
-        self._refresh = PeriodicWorker("refresh", 1.0 / cfg.output.rate_hz,
-                                       cfg.output.max_refresh_share, self._refresh_snapshot,
-                                       self.worker_error, nice=REFRESH_NICE)
-        self.start_worker(self._refresh)
+        self.server.start()
         self.start_worker(self.training)
-        self.add_timer(1.0 / cfg.output.rate_hz, self._publish_outputs,
-                       MutuallyExclusiveCallbackGroup())
         self.add_timer(cfg.diagnostics_period_s, self._report)
         self.get_logger().info("active: listening on " + ", ".join(listening))
         return super().on_activate(state)
+
+    @property
+    def api(self):
+        """The planner API when this node serves it, else None."""
+        return self.server.api if self.server is not None else None
+
+    @property
+    def outputs(self):
+        return self.server.outputs if self.server is not None else None
 
     def _release_resources(self, save: bool) -> None:
         """Save the whole map first when ``save_on_shutdown_path`` is set; withdraw all."""
         if self._shared is not None:
             self._shared.session.remove_frame_listener(self._observe)
-        path = self.config.save_on_shutdown_path
-        if save and path and self.session is not None and not self._saved_on_shutdown:
-            try:
-                written = self.session.save(path)
-                self._saved_on_shutdown = True
-                self.get_logger().info(f"map saved to {written}")
-            except (PanopticMapperError, OSError) as exc:
-                self.get_logger().error(f"saving the map on shutdown failed: {exc}")
         if self._control is not None:
             quietly(self._control.destroy)
-        if self.api is not None:
-            quietly(self.api.withdraw)
-        if self.outputs is not None:
-            quietly(self.outputs.destroy)
-        self._control = self.api = self.outputs = None
-        self.session = self.training = None
+        if self.server is not None:
+            if save:
+                self.server.save_on_shutdown(self.config.save_on_shutdown_path)
+            self.server.release()
+        self._control = self.server = self.session = self.training = None
 
     def _frames_pending(self) -> bool:
         """Frames wait for integration (or keyframe selection): the trainer yields."""
@@ -254,38 +233,17 @@ class MapperNode(PanopticLifecycleNode):
         self.count("prior_instance_tables_received")
         self._received.update_instances(instances)
 
-    # ---- outputs -------------------------------------------------------------------------------
-    def _refresh_snapshot(self) -> None:
-        session = self.session
-        if session is None:
-            return
-        snapshot = session.refresh()
-        if snapshot is not None:
-            self.stats.time("refresh", snapshot.refresh_ms / 1e3)
-
-    def _publish_outputs(self) -> None:
-        if self.outputs is None or self.session is None:
-            return
-        report = self.outputs.publish(self.session.snapshot)
-        if report is not None:
-            self.stats.time("publish", report.build_ms / 1e3)
-
+    # ---- diagnostics ---------------------------------------------------------------------------
     def _report(self) -> None:
         session, training = self.session, self.training
         if session is None or training is None:
             return
-        snapshot = session.snapshot
         values: dict[str, object] = {
             "prior_source": self.prior_mode,
             "answers_from": "field" if session.serves_field else "prior",
             "training_device": str(session.layer.trainer.device),
-            "snapshot_stamp_s": f"{snapshot.stamp_ns / 1e9:.3f}",
-            "snapshot_frames": snapshot.num_frames,
-            "map_instances": len(snapshot.instances),
-            "mesh_vertices": snapshot.mesh.num_vertices,
             "training_busy_s": f"{training.busy_s:.1f}",
-            "planner_api": "served" if self.api else "not served",
-            **status_values(training.status())}
+            **self.server.diagnostics_values(), **status_values(training.status())}
         if self.prior_mode == "topics":
             values["queue_length"] = self.input.pending
         self.publish_diagnostics(values)
