@@ -82,10 +82,10 @@ class InstantSemanticsNode(PanopticLifecycleNode):
             self.session = None
             return TransitionCallbackReturn.FAILURE
         self.server = MapServer(self, self.session, cfg.output, cfg.planner_api, cfg.map_frame,
-                                "instant", cfg.map.tsdf.voxel_size_m)
+                                "instant", cfg.map.tsdf.voxel_size_m, self.frames_waiting)
         self.create_diagnostics_publisher()
         shared_maps.register(shared_maps.SharedInstantMap(
-            self.get_name(), self.session, self.frames_pending, cfg.map.instances,
+            self.get_name(), self.session, self.frames_waiting, cfg.map.instances,
             cfg.map.tsdf.voxel_size_m))
         self.get_logger().info(
             f"configured: map frame '{cfg.map_frame}', voxel {cfg.map.tsdf.voxel_size_m} m, "
@@ -128,10 +128,12 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         if self.server is not None:
             self.server.set_color_mode(config.output.mesh_color_mode)
 
-    def frames_pending(self) -> bool:
-        """Frames wait for integration or one is being integrated."""
+    def frames_waiting(self) -> int:
+        """Frames waiting for integration, plus the one being integrated."""
         worker = self._integration
-        return worker is not None and worker.pending
+        if worker is None:
+            return 0
+        return len(worker.queue) + int(worker.is_busy)
 
     # ---- workers -------------------------------------------------------------------------------
     def _integrate(self, item: QueuedFrame) -> None:

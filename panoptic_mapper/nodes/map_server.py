@@ -14,6 +14,8 @@ the services (``planner_api``).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 
 from panoptic_mapper.core.errors import PanopticMapperError
@@ -38,11 +40,15 @@ class MapServer:
         map_frame: frame of the outputs.
         source: ``PanopticMesh.source`` (``"instant"`` or ``"refined"``).
         voxel_size_m: resolution of the published mesh.
+        frames_waiting: frames waiting for integration (a refresh is put off while
+            ``output.defer_refresh_backlog_frames`` or more wait).
     """
 
     def __init__(self, node: PanopticLifecycleNode, session, output: MapOutputConfig,
-                 api: PlannerApiConfig, map_frame: str, source: str, voxel_size_m: float):
+                 api: PlannerApiConfig, map_frame: str, source: str, voxel_size_m: float,
+                 frames_waiting: Callable[[], int] = lambda: 0):
         self.node = node
+        self._frames_waiting = frames_waiting
         self.session = session
         self._output_config = output
         self._frame, self._source, self._voxel = map_frame, source, voxel_size_m
@@ -68,9 +74,12 @@ class MapServer:
     def start(self) -> None:
         """Start the refresh worker and the publishing timer (with the node's streaming)."""
         output = self._output_config
-        self.refresh_worker = PeriodicWorker("refresh", 1.0 / output.rate_hz,
-                                             output.max_refresh_share, self._refresh,
-                                             self.node.worker_error, nice=REFRESH_NICE)
+        backlog = output.defer_refresh_backlog_frames
+        self.refresh_worker = PeriodicWorker(
+            "refresh", 1.0 / output.rate_hz, output.max_refresh_share, self._refresh,
+            self.node.worker_error, nice=REFRESH_NICE,
+            defer=(lambda: self._frames_waiting() >= backlog) if backlog else None,
+            max_defer_s=output.max_refresh_delay_s)
         self.node.start_worker(self.refresh_worker)
         self.node.add_timer(1.0 / output.rate_hz, self._publish,
                             MutuallyExclusiveCallbackGroup())

@@ -103,10 +103,10 @@ class MapperNode(PanopticLifecycleNode):
         if self._shared is not None:
             self._shared.session.add_frame_listener(self._observe)
         self.training = TrainingWorker(self.session, cfg.training, self.get_logger(),
-                                       self._frames_pending)
+                                       self._frames_waiting)
         self._control = TrainingControlService(self, self.training, self.session)
         self.server = MapServer(self, self.session, cfg.output, cfg.planner_api, cfg.map_frame,
-                                "refined", voxel_size_m)
+                                "refined", voxel_size_m, self._frames_waiting)
         self.create_diagnostics_publisher()
         self.get_logger().info(
             f"configured: prior {self.prior_mode}"
@@ -175,11 +175,12 @@ class MapperNode(PanopticLifecycleNode):
             self.server.release()
         self._control = self.server = self.session = self.training = None
 
-    def _frames_pending(self) -> bool:
-        """Frames wait for integration (or keyframe selection): the trainer yields."""
+    def _frames_waiting(self) -> int:
+        """Frames waiting for integration (or keyframe selection): the trainer and the
+        refresh yield to them."""
         if self._shared is not None:
-            return self._shared.frames_pending()
-        return self.input is not None and self.input.pending > 0
+            return self._shared.frames_waiting()
+        return self.input.pending if self.input is not None else 0
 
     # ---- frames and the prior ------------------------------------------------------------------
     def _observe(self, frame, segmentation) -> None:

@@ -45,6 +45,9 @@ class TrainingWorkerConfig(ConfigBase):
     pauses after each chunk until the frames are integrated or its share is restored); without
     frames it trains all the time. 0.25 kept the node's prior about as complete as the instant
     node's map on 7-Scenes at 7.5 Hz on a loaded 2-core CPU (BENCHMARKS.md)."""
+    pause_backlog_frames: int = 3
+    """While this many frames (or more) wait for integration, the stream is faster than
+    integration: training pauses until the backlog is down (0 = only ``max_share``)."""
     relabel_period_s: float = 10.0
     """Once the field is ready, the published map (mesh labels, instances, query table) is
     relabelled with the current field at most this often while training goes on, seconds
@@ -57,6 +60,8 @@ class TrainingWorkerConfig(ConfigBase):
                 "must be in [0.01, 60] seconds")
         require(self.chunk_steps >= 1, "chunk_steps", self.chunk_steps, "must be >= 1")
         require(0.0 < self.max_share <= 1.0, "max_share", self.max_share, "must be in (0, 1]")
+        require(self.pause_backlog_frames >= 0, "pause_backlog_frames",
+                self.pause_backlog_frames, "must be >= 0")
         require(self.relabel_period_s > 0, "relabel_period_s", self.relabel_period_s,
                 "must be > 0")
         require(self.log_period_s > 0, "log_period_s", self.log_period_s, "must be > 0")

@@ -112,6 +112,12 @@ class MapOutputConfig(ConfigBase):
     integration) may spend refreshing the snapshot: when a refresh takes long (big maps), the
     next one waits until refresh time / share has passed, so that it can never starve
     integration of the CPU."""
+    defer_refresh_backlog_frames: int = 3
+    """While this many frames (or more) wait for integration, a refresh is put off (the CPU
+    goes to integration), but never for longer than ``max_refresh_delay_s`` (0 = never put
+    off)."""
+    max_refresh_delay_s: float = 5.0
+    """Longest time a refresh is put off while integration catches up, seconds."""
     mesh_color_mode: Literal["semantic", "instance", "rgb"] = "semantic"
     """Colours of the mesh marker: label colours, a colour per instance, or fused RGB.
     May be changed at run time."""
@@ -136,6 +142,10 @@ class MapOutputConfig(ConfigBase):
         require(0.0 < self.rate_hz <= 50.0, "rate_hz", self.rate_hz, "must be in (0, 50] Hz")
         require(0.0 < self.max_refresh_share <= 1.0, "max_refresh_share",
                 self.max_refresh_share, "must be in (0, 1]")
+        require(self.defer_refresh_backlog_frames >= 0, "defer_refresh_backlog_frames",
+                self.defer_refresh_backlog_frames, "must be >= 0")
+        require(self.max_refresh_delay_s > 0, "max_refresh_delay_s", self.max_refresh_delay_s,
+                "must be > 0")
         require(self.mesh_marker_max_triangles >= 1, "mesh_marker_max_triangles",
                 self.mesh_marker_max_triangles, "must be >= 1")
 

@@ -24,8 +24,8 @@ class SharedInstantMap:
 
     node_name: str
     session: MapSession
-    frames_pending: Callable[[], bool]
-    """True while frames wait for (or are in) integration: background training yields."""
+    frames_waiting: Callable[[], int]
+    """Frames waiting for (or in) integration: background training and refreshes yield."""
     summary: InstanceSummaryConfig
     """Box and colour rules of the instant map's instances (derived instances follow them)."""
     voxel_size_m: float

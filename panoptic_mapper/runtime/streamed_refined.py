@@ -107,7 +107,7 @@ class StreamedRefinedMap:
             PeriodicWorker("refined_refresh", 1.0 / output.rate_hz, output.max_refresh_share,
                            self.session.refresh, self._worker_error, nice=REFRESH_NICE)]
         self.training = TrainingWorker(self.session, self.streaming.training, LOGGER,
-                                       self._integrating.is_set)
+                                       lambda: int(self._integrating.is_set()))
         for worker in (*self._workers, self.training):
             worker.start()
         self._stream_start: tuple[float, int] | None = None

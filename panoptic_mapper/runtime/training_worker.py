@@ -9,8 +9,9 @@ chunk raised; the error is kept and logged, a START retries).
 
 Sharing the CPU: a chunk trains for at most ``chunk_max_s`` (it excludes save, load and reset,
 never integration); when frames wait for integration afterwards, the worker pauses until they
-are integrated or until training is back at ``max_share`` of the time, so the map keeps up with
-the stream.
+are integrated or until training is back at ``max_share`` of the time, and while
+``pause_backlog_frames`` or more wait (integration falls behind the stream) it does not train
+at all, so the map keeps up with the stream.
 
 ROS-free. Owns: the thread, start/stop/extend, the state, progress logging. Does not own: the
 training itself (``refined_session``, ``core/field``), when the served map is relabelled (the
@@ -89,15 +90,15 @@ class TrainingWorker:
         config: chunk size, CPU share and log period; ``autostart`` requests
             training from the start.
         logger: where state changes and the periodic progress line go.
-        frames_pending: True while frames wait for (or are in) integration.
+        frames_waiting: how many frames wait for (or are in) integration.
     """
 
     def __init__(self, session: RefinedSession, config: TrainingWorkerConfig,
-                 logger: Logger, frames_pending: Callable[[], bool] = lambda: False):
+                 logger: Logger, frames_waiting: Callable[[], int] = lambda: 0):
         self._session = session
         self._config = config
         self._logger = logger
-        self._frames_pending = frames_pending
+        self._frames_waiting = frames_waiting
         self._lock = threading.Lock()
         self._chunk_lock = threading.Lock()
         """Held by the thread while a chunk trains."""
@@ -187,7 +188,9 @@ class TrainingWorker:
                 self._wake.wait(IDLE_POLL_S)
                 self._wake.clear()
                 continue
-            if time.monotonic() < resume_at and self._frames_pending():
+            waiting = self._frames_waiting()
+            backlog = self._config.pause_backlog_frames
+            if waiting and (time.monotonic() < resume_at or (backlog and waiting >= backlog)):
                 time.sleep(YIELD_POLL_S)
                 continue
             started = time.perf_counter()

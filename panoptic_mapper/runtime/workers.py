@@ -5,9 +5,10 @@
   handler must never wait for anything but the item.
 * :class:`PeriodicWorker`: runs a task every ``period_s`` (the map refresh); when the task takes
   long, the next run waits until the task's time is at most ``max_share`` of the wall time, so
-  a slow refresh can never starve the queue worker on a 2-core machine. On Linux the thread
-  also lowers its own scheduling priority (``nice``), so that the kernel prefers integration
-  whenever both want a core.
+  a slow refresh can never starve the queue worker on a 2-core machine; a run is also put off
+  while ``defer()`` says so (a backlog of frames), for at most ``max_defer_s``. On Linux the
+  thread also lowers its own scheduling priority (``nice``), so that the kernel prefers
+  integration whenever both want a core.
 
 Both measure their busy time (``busy_s``), which the node reports as a CPU share.
 
@@ -135,14 +136,21 @@ class PeriodicWorker(_Worker):
             ``d / max_share`` after this one started.
         task: the work; returns anything (ignored).
         nice: added to the thread's nice value on Linux (0: unchanged).
+        defer: while it returns True, a due run waits (polled every ``DEFER_POLL_S``)...
+        max_defer_s: ...but never longer than this after it was due.
     """
 
+    DEFER_POLL_S = 0.05
+
     def __init__(self, name: str, period_s: float, max_share: float, task: Callable[[], object],
-                 on_error: ErrorHandler | None = None, nice: int = 0):
+                 on_error: ErrorHandler | None = None, nice: int = 0,
+                 defer: Callable[[], bool] | None = None, max_defer_s: float = 5.0):
         super().__init__(name, on_error, nice)
         self.period_s = float(period_s)
         self.max_share = float(max_share)
         self._task = task
+        self._defer = defer
+        self._max_defer_s = float(max_defer_s)
         self._wake_event = threading.Event()
 
     def trigger(self) -> None:
@@ -165,6 +173,10 @@ class PeriodicWorker(_Worker):
                 if self._stop.is_set():
                     return
             self._wake_event.clear()
+            due = time.monotonic()
+            while (self._defer is not None and self._defer() and not self._stop.is_set()
+                   and time.monotonic() - due < self._max_defer_s):
+                time.sleep(self.DEFER_POLL_S)
             start = time.monotonic()
             self._run_timed(self._task)
             took = time.monotonic() - start

@@ -312,7 +312,7 @@ def test_worker_yields_to_waiting_frames():
 
     session.train = timed_train
     worker = started(TrainingWorker(session, TrainingWorkerConfig(max_share=0.2), ListLogger(),
-                                    frames_pending=pending.is_set))
+                                    frames_waiting=lambda: int(pending.is_set())))
     try:
         assert helpers.wait_until(lambda: len(calls) >= 3, 60.0)
         gaps = np.diff(calls[:3])
@@ -324,6 +324,23 @@ def test_worker_yields_to_waiting_frames():
         worker.stop()
     # with a 20 % share, each gap is at least 5x the chunk's own time
     assert np.median(gaps) > 2.5 * np.median(free_gaps), (gaps, free_gaps)
+
+
+def test_worker_pauses_while_integration_falls_behind():
+    """With a backlog of ``pause_backlog_frames`` frames the worker does not train at all."""
+    session, pair = refined_session(total_steps=1000)
+    for frame, segmentation in scene_frames(3):
+        pair.integrate(frame, segmentation)
+    waiting = [5]
+    worker = started(TrainingWorker(session, TrainingWorkerConfig(pause_backlog_frames=3),
+                                    ListLogger(), frames_waiting=lambda: waiting[0]))
+    try:
+        time.sleep(1.5)
+        assert session.progress().step == 0  # a backlog: no step
+        waiting[0] = 0
+        assert helpers.wait_until(lambda: session.progress().step > 0, 60.0)
+    finally:
+        worker.stop()
 
 
 # ---- the nodes ---------------------------------------------------------------------------------
@@ -397,7 +414,9 @@ def mapper():
         graph.wait_for_subscribers(instant.get_name())
         for i in range(12):
             graph.publish(helpers.frame_messages(i))
-        assert helpers.wait_until(lambda: node.session.snapshot.num_frames == 12, 30.0)
+        assert helpers.wait_until(lambda: node.session.snapshot.num_frames == 12, 60.0), \
+            (instant.stats.counters(), instant.stats.problems.counts,
+             instant.session.snapshot.num_frames, node.session.snapshot.num_frames)
         yield graph, node, prefix + "/api", diagnostics, instant
     finally:
         node.release(save=False)
@@ -561,7 +580,8 @@ def test_restart_and_resume_keeps_the_instance_ids(tmp_path):
         graph.wait_for_subscribers("both")
         for i in range(6):
             graph.publish(helpers.frame_messages(i))
-        assert helpers.wait_until(lambda: mapper_node.session.snapshot.num_frames == 6, 60.0)
+        assert helpers.wait_until(lambda: mapper_node.session.snapshot.num_frames == 6, 60.0), \
+            (instant.stats.counters(), mapper_node.session.snapshot.num_frames)
         before = graph.call(ListInstances, f"{api}/list_instances", ListInstances.Request())
         for node in (mapper_node, instant):
             node.release(save=True)  # what Ctrl-C does: the mapper saves the whole map
@@ -577,7 +597,9 @@ def test_restart_and_resume_keeps_the_instance_ids(tmp_path):
                                               for sub in instant._subscriptions), 30.0)
         for i in range(6, 12):
             graph.publish(helpers.frame_messages(i))
-        assert helpers.wait_until(lambda: mapper_node.session.snapshot.num_frames == 12, 60.0)
+        assert helpers.wait_until(lambda: mapper_node.session.snapshot.num_frames == 12, 60.0), \
+            (instant.stats.counters(), instant.stats.problems.counts,
+             mapper_node.session.snapshot.num_frames)
         after = {i.id: i for i in graph.call(ListInstances, f"{api}/list_instances",
                                              ListInstances.Request()).instances}
         for old in before.instances:

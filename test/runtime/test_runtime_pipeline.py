@@ -87,6 +87,32 @@ def test_periodic_worker_keeps_within_its_share():
     assert gaps.min() >= 0.38, gaps
 
 
+def test_periodic_worker_puts_a_run_off_while_told_but_not_forever():
+    starts = []
+    backlog = threading.Event()
+    backlog.set()
+    worker = PeriodicWorker("defer", period_s=0.01, max_share=1.0,
+                            task=lambda: starts.append(time.monotonic()),
+                            defer=backlog.is_set, max_defer_s=0.5)
+    began = time.monotonic()
+    worker.start()
+    try:
+        deadline = time.monotonic() + 20.0
+        while len(starts) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(starts) >= 2
+        # every run waited for the backlog, at most max_defer_s (a loaded machine only adds)
+        assert starts[0] - began >= 0.5 and starts[1] - starts[0] >= 0.5
+        backlog.clear()
+        count = len(starts)
+        deadline = time.monotonic() + 20.0
+        while len(starts) < count + 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(starts) >= count + 5  # no backlog: runs every period again
+    finally:
+        worker.stop()
+
+
 def test_queue_worker_reports_a_failing_item_and_goes_on():
     queue = KeepLatestQueue(4)
     handled, errors = [], []
