@@ -99,6 +99,18 @@ class CameraIntrinsics:
 # --------------------------------------------------------------------------------------------
 # Poses
 # --------------------------------------------------------------------------------------------
+def validate_query_points(points_m: np.ndarray) -> np.ndarray:
+    """Return world points as a float64 [N, 3] array, or raise (kind ``query``) when they are
+    mis-shaped or not finite: the check every map's ``query_labels`` makes."""
+    points = np.asarray(points_m, np.float64)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise InvalidInputError("points_m", list(points.shape), "must be [N, 3]", kind="query")
+    if not np.all(np.isfinite(points)):
+        raise InvalidInputError("points_m", "non-finite entries", "must be finite",
+                                kind="query")
+    return points
+
+
 def validate_rigid_transform(T: np.ndarray, name: str = "T_world_cam") -> np.ndarray:  # noqa: N803
     """Return ``T`` as a float64 4x4 array, or raise if it is not a finite rigid transform."""
     T = np.asarray(T, dtype=np.float64)

@@ -105,15 +105,6 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         self.get_logger().info("active: listening on " + ", ".join(topics))
         return super().on_activate(state)
 
-    @property
-    def api(self):
-        """The planner API when this node serves it, else None."""
-        return self.server.api if self.server is not None else None
-
-    @property
-    def outputs(self):
-        return self.server.outputs if self.server is not None else None
-
     def _release_resources(self, save: bool) -> None:
         """Save the map first when ``save_on_shutdown_path`` is set; withdraw everything."""
         if self.server is not None:

@@ -154,15 +154,6 @@ class MapperNode(PanopticLifecycleNode):
         self.get_logger().info("active: listening on " + ", ".join(listening))
         return super().on_activate(state)
 
-    @property
-    def api(self):
-        """The planner API when this node serves it, else None."""
-        return self.server.api if self.server is not None else None
-
-    @property
-    def outputs(self):
-        return self.server.outputs if self.server is not None else None
-
     def _release_resources(self, save: bool) -> None:
         """Save the whole map first when ``save_on_shutdown_path`` is set; withdraw all."""
         if self._shared is not None:

@@ -72,6 +72,18 @@ class PanopticLifecycleNode(LifecycleNode):
         self._workers: list = []
         self._release_lock = threading.Lock()
         self._diagnostics_pub = None
+        self.server = None
+        """The ``MapServer`` of a mapping node (None in the segmenter and while unconfigured)."""
+
+    @property
+    def api(self):
+        """The planner API when this node serves it, else None."""
+        return self.server.api if self.server is not None else None
+
+    @property
+    def outputs(self):
+        """The published map products (topics) of a mapping node, else None."""
+        return self.server.outputs if self.server is not None else None
 
     @property
     def config(self):

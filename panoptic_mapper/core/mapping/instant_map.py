@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from panoptic_mapper.core.config import ConfigBase, require
-from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
+from panoptic_mapper.core.errors import DataFormatError
 from panoptic_mapper.core.geometry.camera import back_project, transform_points
 from panoptic_mapper.core.io.ply import ColorMode, write_ply
 from panoptic_mapper.core.labels.registry import LabelRegistry
@@ -70,7 +70,7 @@ from panoptic_mapper.core.tsdf.raycast import MeshRaycaster
 from panoptic_mapper.core.types import (NO_INSTANCE_ID, CameraIntrinsics,
                                         LabelRender, MapInstance, PanopticMesh,
                                         PanopticSegmentation2D, RgbdFrame,
-                                        validate_rigid_transform)
+                                        validate_query_points, validate_rigid_transform)
 
 SAVE_FORMAT_VERSION = 1
 _DIRTY_COMPACT_FRAMES = 32
@@ -543,14 +543,8 @@ class InstantPanopticMap:
 
     def query_labels(self, points_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(label ids [N] int32, instance ids [N] int32) at world points [N, 3]; 0 where the map
-        knows nothing. Raises :class:`InvalidInputError` for non-finite or mis-shaped input."""
-        points = np.asarray(points_m, np.float64)
-        if points.ndim != 2 or points.shape[1] != 3:
-            raise InvalidInputError("points_m", list(points.shape), "must be [N, 3]",
-                                    kind="query")
-        if not np.all(np.isfinite(points)):
-            raise InvalidInputError("points_m", "non-finite entries", "must be finite",
-                                    kind="query")
+        knows nothing. Raises ``InvalidInputError`` for non-finite or mis-shaped input."""
+        points = validate_query_points(points_m)
         with self._lock:
             table = self._voxel_table()
         return self._split_keys(point_keys(table, points))

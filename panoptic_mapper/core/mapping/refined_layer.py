@@ -64,7 +64,7 @@ from panoptic_mapper.core.tsdf.raycast import MeshRaycaster
 from panoptic_mapper.core.types import (NO_INSTANCE_ID, VOID_LABEL_ID, CameraIntrinsics,
                                         LabelRender, MapInstance, PanopticMesh,
                                         PanopticSegmentation2D, RgbdFrame,
-                                        validate_rigid_transform)
+                                        validate_query_points, validate_rigid_transform)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -382,13 +382,7 @@ class RefinedLayer:
         """Label and instance ids at [N, 3] world points: from the field once ready (0 away
         from its surface), else from the prior. Outside the field's scene box, and where the
         field is unsure, the prior answers."""
-        points = np.asarray(points_m, np.float64)
-        if points.ndim != 2 or points.shape[1] != 3:
-            raise InvalidInputError("points_m", list(points.shape), "must be [N, 3]",
-                                    kind="query")
-        if not np.all(np.isfinite(points)):
-            raise InvalidInputError("points_m", "non-finite entries", "must be finite",
-                                    kind="query")
+        points = validate_query_points(points_m)
         published = self._published
         if published is None:
             return self.prior.query_prior_labels(points)
