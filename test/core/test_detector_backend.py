@@ -2,36 +2,30 @@
 
 The SSD-MobileNetV2 Open Images model comes from the model cache that ``make models`` fills
 (``make test`` runs it first); a missing model fails with the message saying so. The frames are
-read in place from ``../shared/data`` and the tests skip when it is absent. The hand boxes below
-were read off the frames by a person (pixels, x0 y0 x1 y1).
+read in place from ``../shared/data`` and the tests skip when it is absent. The hand boxes
+(``detector_frames``) were read off the frames by a person.
 """
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
-from panoptic_mapper.core.io.datasets import open_dataset
 from panoptic_mapper.core.segmentation.base import SegmentationRequest, create_segmenter
 from panoptic_mapper.core.segmentation.detector_backend import DetectorConfig, DetectorSegmenter
 from panoptic_mapper.core.segmentation.grounded_sam_merge import box_iou
 
-HAND_BOXES = {
-    0: {"chair": [(178, 118, 305, 465)], "table": [(215, 155, 640, 480)]},
-    868: {"chair": [(335, 250, 455, 335), (0, 315, 185, 480)], "table": [(40, 245, 640, 480)]},
-}
-"""Stride-4 frame index -> label -> boxes of the physical objects the detector must find."""
+sys.path.insert(0, str(Path(__file__).parent))
+from detector_frames import HAND_BOXES, load_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def frames(seven_scenes_dir):
-    """Frame number -> frame (the folder holds every 4th frame), and the gravity direction."""
-    frames = {number: next(iter(open_dataset(seven_scenes_dir, start=number // 4, max_frames=1)
-                                .iter_samples())).frame for number in HAND_BOXES}
-    gravity = np.loadtxt(seven_scenes_dir / "gravity-direction.txt")
-    return frames, tuple(float(g) for g in gravity)
+    return load_frames(seven_scenes_dir)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +47,7 @@ def test_classes_are_mapped_to_the_registry(segmenter, label_registry):
     assert names["Coffee cup"] == "mug" and segmenter.class_mapping["Coffee cup"].source == "text"
     assert names["Computer monitor"] == "monitor"
     assert names["Cattle"] is None and names["Person"] is None
+    assert segmenter.min_score == 0.2  # min_score 0: the SSD's own default
 
 
 @pytest.mark.parametrize("frame_index", sorted(HAND_BOXES))
@@ -137,6 +132,10 @@ def test_config_validation():
         DetectorConfig(stuff_score=0.0)
     with pytest.raises(Exception, match="class_overrides"):
         DetectorConfig(class_overrides=("Chair",))
+    with pytest.raises(Exception, match="min_score"):
+        DetectorConfig(min_score=1.0)
+    with pytest.raises(Exception, match="model"):
+        DetectorConfig.from_dict({"model": "yolo"}, "detector")
     assert json.dumps(DetectorConfig().to_dict())
 
 
