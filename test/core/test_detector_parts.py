@@ -19,8 +19,8 @@ from panoptic_mapper.core.segmentation.box_masks import (BoxMaskConfig, cut_mask
                                                          depth_box_masks, grabcut_refine)
 from panoptic_mapper.core.segmentation.detector_classes import (map_detector_classes,
                                                                 parse_overrides)
-from panoptic_mapper.core.segmentation.ssd_detector import (decode_boxes, per_class_nms,
-                                                            ssd_anchors)
+from panoptic_mapper.core.segmentation.detections import per_class_nms
+from panoptic_mapper.core.segmentation.ssd_detector import decode_boxes, ssd_anchors
 from panoptic_mapper.core.segmentation.stuff_labeller import StuffLabeller, StuffLabellerConfig
 from panoptic_mapper.core.types import CameraIntrinsics
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
-from panoptic_mapper.core.segmentation.ssd_detector import BoxDetection, per_class_nms
+from panoptic_mapper.core.segmentation.detections import BoxDetection, per_class_nms
 
 INPUT_SIZE = 512
 MODEL_JSON, WEIGHTS_BIN, ONNX_FILE = "centernet.json", "centernet.bin", "centernet.onnx"

@@ -11,20 +11,18 @@ settings MediaPipe's graph uses for it (``models-offline.md``, update of 2026-12
 * boxes: (y, x, h, w) offsets divided by (10, 10, 5, 5), exponential on h and w;
 * scores: sigmoid; each anchor keeps its best non-background class.
 
-Owns: :func:`ssd_anchors`, :func:`decode_boxes`, :func:`per_class_nms`, :class:`BoxDetection`,
-:class:`SsdDetector`.
+Owns: :func:`ssd_anchors`, :func:`decode_boxes`, :class:`SsdDetector`.
 Does not own: the model files (``detector_models``), label mapping (``detector_classes``).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
-from panoptic_mapper.core.segmentation.grounded_sam_merge import box_iou
+from panoptic_mapper.core.segmentation.detections import BoxDetection, per_class_nms
 
 INPUT_SIZE = 300
 NUM_LAYERS = 6
@@ -33,17 +31,6 @@ MIN_SCALE, MAX_SCALE = 0.2, 0.95
 ASPECT_RATIOS = (1.0, 2.0, 0.5, 3.0, 0.3333)
 BOX_SCALES = np.array([10.0, 10.0, 5.0, 5.0], np.float32)
 """Divisors of the (y, x, h, w) encodings."""
-
-
-@dataclass(frozen=True)
-class BoxDetection:
-    """One detector box before label mapping."""
-
-    box_xyxy: tuple[float, float, float, float]
-    """Pixels of the input image (x right, y down)."""
-    score: float
-    class_name: str
-    """The detector's own class name, e.g. ``"Coffee cup"``."""
 
 
 def _scale(index: int) -> float:
@@ -77,24 +64,6 @@ def decode_boxes(encodings: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     h = np.exp(enc[:, 2]) * anchors[:, 2]
     w = np.exp(enc[:, 3]) * anchors[:, 3]
     return np.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], axis=1)
-
-
-def per_class_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                  iou_threshold: float, max_detections: int) -> np.ndarray:
-    """Indices kept by greedy NMS within each class, best first, at most ``max_detections``."""
-    order = np.argsort(-scores, kind="stable")
-    kept: list[int] = []
-    iou = box_iou(boxes[order], boxes[order]) if order.size else np.zeros((0, 0))
-    suppressed = np.zeros(order.size, bool)
-    for rank, index in enumerate(order):
-        if suppressed[rank]:
-            continue
-        kept.append(int(index))
-        if len(kept) >= max_detections:
-            break
-        same = classes[order] == classes[index]
-        suppressed |= same & (iou[rank] > iou_threshold)
-    return np.array(kept, np.int64)
 
 
 class SsdDetector:
