@@ -208,8 +208,9 @@ def read_keyframe_paths(path: str | Path, topic: str | None = None) -> list[Keyf
                 msg = store.deserialize_cdr(raw, connection.msgtype)
                 stamps, poses = msgs.decode_path(msg, topic)
             except Exception as exc:  # noqa: BLE001 - any CDR or pose decoding failure
-                raise DataFormatError(f"{path}:{topic}", timestamp, f"undecodable path "
-                                      f"({type(exc).__name__}: {exc})", kind="bag_message") from exc
+                raise DataFormatError(f"{path}:{topic}", timestamp,
+                                      f"undecodable path ({type(exc).__name__}: {exc})",
+                                      kind="bag_message") from exc
             out.append(KeyframePath(msgs.stamp_ns_of(msg), stamps, poses, msg.header.frame_id))
     return sorted(out, key=lambda p: p.stamp_ns)
 

@@ -5,7 +5,8 @@ module only builds and takes apart rosbags dataclasses. Every decoder raises
 :class:`InvalidInputError` naming the message field.
 
 Owns: Image, CameraInfo, PoseStamped / Odometry / TransformStamped, Path (loop corrections) and
-PanopticSegmentation messages of our bags. Does not own: bag files (``bag``) or rclpy messages (``ros/``).
+PanopticSegmentation messages of our bags. Does not own: bag files (``bag``) or rclpy messages
+(``ros/``).
 """
 from __future__ import annotations
 
