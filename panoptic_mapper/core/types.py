@@ -464,6 +464,43 @@ class DatasetSample:
     """Per-pixel ground truth, when the dataset has it."""
 
 
+
+@dataclass
+class LoopCorrection:
+    """Optimised keyframe poses a SLAM system publishes after a loop closure (a revisit).
+
+    Frame indices refer to the sequence the correction was made for; stamps identify the
+    keyframes anywhere else (a bag, a strided dataset).
+    """
+
+    loop_index: int
+    """Frame (a keyframe) at which the revisit was recognised; the newest keyframe covered."""
+    matched_index: int
+    """Earlier keyframe it revisits."""
+    publish_index: int
+    """Frame with which the correction is published (after the optimisation's latency)."""
+    stamp_ns: int
+    """Publication stamp, ns (the stamp of ``publish_index``)."""
+    keyframe_indices: np.ndarray
+    """[K] int64 frame indices of the keyframes covered, increasing."""
+    keyframe_stamps_ns: np.ndarray
+    """[K] int64 stamps of those keyframes, ns."""
+    T_world_keyframe: np.ndarray
+    """[K, 4, 4] float64 optimised keyframe poses (world = the SLAM map frame)."""
+
+    def __post_init__(self) -> None:
+        self.keyframe_indices = np.asarray(self.keyframe_indices, np.int64).reshape(-1)
+        self.keyframe_stamps_ns = np.asarray(self.keyframe_stamps_ns, np.int64).reshape(-1)
+        self.T_world_keyframe = np.asarray(self.T_world_keyframe, np.float64)
+        k = len(self.keyframe_indices)
+        if (k == 0 or self.keyframe_stamps_ns.shape != (k,)
+                or self.T_world_keyframe.shape != (k, 4, 4)):
+            raise InvalidInputError(
+                "loop_correction", f"{k} indices, {self.keyframe_stamps_ns.shape} stamps, "
+                f"{self.T_world_keyframe.shape} poses", "needs K >= 1 keyframes with one stamp "
+                "and one [4, 4] pose each", kind="size_mismatch")
+
+
 def stack_points(points: Sequence[np.ndarray]) -> np.ndarray:
     """Concatenate [Ni, 3] arrays into one [N, 3] float64 array (empty-safe)."""
     arrays = [np.asarray(p, np.float64).reshape(-1, 3) for p in points]

@@ -2,6 +2,8 @@
 
 Writes colour (rgb8), depth, camera info and camera pose topics, plus the 2D panoptic
 segmentation and ground-truth topics when the dataset has them (names: docs/dataset_format.md).
+A scene with a simulated SLAM estimate (``make-scene --pose-drift``) gets the estimate on the pose
+topic and its loop corrections as ``nav_msgs/Path``, as make-scene's own bag.
 Frames that cannot be read (e.g. ScanNet frames with an invalid pose) are left out and listed
 on stderr. Exit status: 0 on success, 1 when the dataset or the bag cannot be used.
 
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
               f"{dataset.intrinsics.width}x{dataset.intrinsics.height}, segmentation: "
               f"{dataset.has_segmentation}, ground truth: {dataset.has_ground_truth})")
         report = write_bag(args.out, dataset, dataset.intrinsics, storage=args.storage,
-                           depth_encoding=args.depth_encoding, progress=not args.no_progress)
+                           depth_encoding=args.depth_encoding, progress=not args.no_progress,
+                           slam_estimate=dataset.slam_estimate)
     except InvalidInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

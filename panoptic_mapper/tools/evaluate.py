@@ -9,6 +9,10 @@ Examples:
   panoptic-mapper eval s0/ s1/ s2/ --method fine=instant --config fine=fine.yaml --out results/
   panoptic-mapper eval ../shared/data/7scenes_redkitchen_stride4 --method instant \\
       --max-frames 100 --out results/   # no labels: geometry (depth) and timing only
+  panoptic-mapper eval s0_vio/ --poses estimated --out results_drift/   # what drift costs
+
+``--poses estimated`` feeds the maps the SLAM estimate of a ``make-scene --pose-drift`` scene
+(``pose_estimated/``) and scores them at the true poses.
 
 ``--method oracle`` renders the ground-truth mesh (it needs one): a check of the evaluation
 itself, and the best score the ground truth allows. Metric definitions: docs/evaluation.md.
@@ -42,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score every K-th fed frame (default: about 40 frames)")
     parser.add_argument("--eval-pixel-step", type=int, default=None, metavar="S",
                         help="score every S-th pixel row/column (default 2; 1 = all)")
+    parser.add_argument("--poses", choices=("true", "estimated"), default=None,
+                        help="poses the maps integrate: the dataset's own (true, default) or "
+                             "its SLAM estimate (pose_estimated/); scoring uses the true ones")
     parser.add_argument("--eval-config", metavar="YAML",
                         help="YAML with EvalConfig fields (flags above override it)")
     parser.add_argument("--labels", metavar="YAML",
@@ -69,7 +76,8 @@ def _run(args: argparse.Namespace) -> int:
 
     config = EvalConfig.from_yaml(args.eval_config) if args.eval_config else EvalConfig()
     overrides = {"max_frames": args.max_frames, "stride": args.stride,
-                 "eval_every": args.eval_every, "eval_pixel_step": args.eval_pixel_step}
+                 "eval_every": args.eval_every, "eval_pixel_step": args.eval_pixel_step,
+                 "poses": args.poses}
     config = EvalConfig.from_dict({**config.to_dict(),
                                    **{k: v for k, v in overrides.items() if v is not None}})
     if args.gt_mesh and len(args.sources) > 1:

@@ -6,10 +6,15 @@ noise level, and writes OUT/ in the ScanNet export layout (docs/dataset_format.m
 color/, depth/, pose/, intrinsic/, timestamps.txt, label-filt/, instance-filt/ (ground truth),
 panoptic/ (emulated 2D segmentation), gt_mesh.ply, labels.yaml, scene.json (all settings,
 rooms and instances), and the same frames as a ROS 2 bag in OUT/bag/ (unless --no-bag).
+With --pose-drift vio|vo a simulated SLAM system estimates the walk: its drifting live poses go
+to pose_estimated/ and its loop-closure corrections to loop_corrections.json (pose/ keeps the
+true poses, so scoring is unchanged), and the bag carries what a SLAM package publishes: the
+estimate on the pose topic, each correction as a nav_msgs/Path (docs/benchmark.md).
 The same seed and options always give the same scene. Exit status 0 on success, 1 on error.
 
 Example:
   panoptic-mapper make-scene --seed 3 --noise medium --frames 300 /tmp/scene3
+  panoptic-mapper make-scene --seed 0 --rate 10 --pose-drift vio /tmp/scene0_vio
 """
 from __future__ import annotations
 
@@ -38,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "640x480 (default: %(default)s)")
     parser.add_argument("--clean-depth", action="store_true", help="exact depth (no sensor "
                         "noise model)")
+    parser.add_argument("--pose-drift", choices=("none", "vio", "vo"), default="none",
+                        help="pose error of a simulated SLAM system: drift per metre of "
+                        "visual-inertial (vio) or visual (vo) odometry, with loop closures at "
+                        "revisits (default: %(default)s, exact poses)")
     parser.add_argument("--no-bag", action="store_true", help="write only the dataset folder")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap",
                         help="bag storage format (default: %(default)s)")
@@ -54,9 +63,12 @@ def run(args: argparse.Namespace) -> int:
     from panoptic_mapper.core.io.bag import write_bag
     from panoptic_mapper.core.io.datasets import open_dataset
     from panoptic_mapper.core.io.scannet_writer import write_scannet_layout
+    from panoptic_mapper.core.io.slam_estimate import (CORRECTIONS_FILE, ESTIMATED_POSE_DIR,
+                                                       write_slam_estimate)
     from panoptic_mapper.core.scene import (CameraConfig, DepthNoiseConfig, RenderConfig,
                                             SceneConfig, TrajectoryConfig, generate_scene,
-                                            generate_trajectory, render_sequence)
+                                            generate_trajectory, pose_drift_preset, pose_errors,
+                                            render_sequence, simulate_slam_poses)
     from panoptic_mapper.core.segmentation.emulator import GroundedSamEmulator, emulator_preset
 
     out = Path(args.out)
@@ -90,17 +102,34 @@ def run(args: argparse.Namespace) -> int:
         metadata.update(tool="panoptic-mapper make-scene", trajectory=trajectory_config.to_dict(),
                         render=render_config.to_dict(),
                         emulator={"level": args.noise, **emulator_config.to_dict()})
+        drift_config = pose_drift_preset(args.pose_drift, seed=args.seed)
+        slam = None
+        if drift_config.enabled:  # 'none' leaves scene.json and every file as before
+            slam = simulate_slam_poses(trajectory.T_world_cam, trajectory.stamps_ns, drift_config)
+            live = pose_errors(trajectory.T_world_cam, slam.T_world_cam)
+            metadata["pose_drift"] = {
+                "config": drift_config.to_dict(), "estimated_poses": f"{ESTIMATED_POSE_DIR}/",
+                "corrections": CORRECTIONS_FILE, "num_keyframes": len(slam.keyframe_indices),
+                "num_corrections": len(slam.corrections),
+                "live_errors": live.to_dict(),
+                "odometry_errors": pose_errors(trajectory.T_world_cam,
+                                               slam.T_odom_cam).to_dict()}
+            print(f"pose drift '{args.pose_drift}': {live.path_length_m:.2f} m walked, live "
+                  f"estimate ATE {100 * live.ate_rmse_m:.1f} cm (max {100 * live.max_error_m:.1f} "
+                  f"cm), {len(slam.corrections)} loop correction(s)")
         samples = render_sequence(scene, trajectory, render_config, emulator,
                                   workers=args.workers)
         report = write_scannet_layout(out, samples, scene.registry,
                                       render_config.camera.intrinsics(), gt_mesh=scene.gt_mesh,
                                       metadata=metadata, progress=not args.no_progress)
+        if slam is not None:
+            write_slam_estimate(out, slam.T_world_cam, slam.corrections)
         print(f"wrote {report.num_frames} frames to {report.out_dir} "
               f"({time.perf_counter() - started:.1f} s)")
         if not args.no_bag:
             dataset = open_dataset(out)
             bag = write_bag(out / BAG_SUBDIR, dataset, dataset.intrinsics, storage=args.storage,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, slam_estimate=dataset.slam_estimate)
             print(f"wrote bag {bag.path} ({bag.storage}, {bag.num_frames} frames)")
     except InvalidInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -353,3 +353,74 @@ def test_open_source_reads_seven_scenes(seven_scenes_dir, label_registry):
     samples = list(source.samples)
     assert samples[0].ground_truth is None
     assert samples[1].frame.index != samples[0].frame.index
+
+
+class PoseRecordingOracle(GroundTruthMeshMap):
+    """Renders the ground truth; remembers the pose of every frame it integrates."""
+
+    def __init__(self, mesh):
+        super().__init__(mesh)
+        self.fed_poses = []
+
+    def integrate_frame(self, frame, segmentation):
+        self.fed_poses.append(frame.T_world_cam.copy())
+        return super().integrate_frame(frame, segmentation)
+
+    def get_instances(self):
+        return [object()] * 3  # only the count is reported
+
+
+def test_maps_integrate_the_given_poses_and_are_scored_at_the_true_ones(scene, label_registry):
+    mesh, samples = scene
+    shifted = {}
+    for sample in samples:
+        T = sample.frame.T_world_cam.copy()
+        T[0, 3] += 0.3
+        shifted[sample.frame.stamp_ns] = T
+    source = source_of(scene, label_registry)
+    source.integration_poses, source.notes = shifted, ["fed a drifting estimate"]
+    maps = []
+
+    def factory(registry):
+        maps.append(PoseRecordingOracle(mesh))
+        return maps[-1]
+
+    result = evaluate(source, [MethodSpec("rec", factory=factory)],
+                      EvalConfig(eval_every=2, **SMALL))
+    for sample, fed in zip(samples, maps[0].fed_poses):
+        np.testing.assert_array_equal(fed, shifted[sample.frame.stamp_ns])
+    # the scored renders use the true poses (this double renders the truth wherever it is fed)
+    assert result.methods["rec"].panoptic.pq == pytest.approx(100.0)
+    assert result.methods["rec"].num_instances == 3
+    assert "fed a drifting estimate" in result.notes
+    source.integration_poses = {}
+    with pytest.raises(InvalidInputError, match="integration_poses"):
+        evaluate(source, [oracle_spec(mesh)], EvalConfig(**SMALL))
+
+
+def test_open_source_with_estimated_poses(scene, label_registry, tmp_path):
+    from panoptic_mapper.core.io.bag import write_bag
+    from panoptic_mapper.core.io.datasets import write_scannet_layout
+    from panoptic_mapper.core.io.slam_estimate import write_slam_estimate
+
+    mesh, _ = scene
+    samples = tiny_scene_samples(mesh, num_frames=4, with_labels=False)
+    write_scannet_layout(tmp_path / "scene", samples, label_registry, INTRINSICS, gt_mesh=mesh,
+                         progress=False)
+    config = EvalConfig(poses="estimated")
+    with pytest.raises(ConfigError, match="pose_estimated"):
+        open_source(tmp_path / "scene", config)
+    poses = np.array([s.frame.T_world_cam for s in samples])
+    poses[:, 2, 3] += 0.05
+    write_slam_estimate(tmp_path / "scene", poses, [])
+    source = open_source(tmp_path / "scene", config)
+    assert sorted(source.integration_poses) == [s.frame.stamp_ns for s in samples]
+    np.testing.assert_allclose(source.integration_poses[samples[3].frame.stamp_ns], poses[3],
+                               atol=1e-12)
+    assert any("SLAM estimate" in note for note in source.notes)
+    assert open_source(tmp_path / "scene").integration_poses is None
+    write_bag(tmp_path / "bag", samples, INTRINSICS, progress=False)
+    with pytest.raises(ConfigError, match="bag"):
+        open_source(tmp_path / "bag", config)
+    with pytest.raises(ConfigError, match="poses"):
+        EvalConfig(poses="odometry")

@@ -195,11 +195,15 @@ def test_eval_cli_errors(scenes, tmp_path, capsys):
     assert main(["eval", str(scenes[0]), "--method", "oracle", "--config", f"oracle={bad}",
                  "--out", out]) == 2
     assert "mapping" in capsys.readouterr().err
+    assert main(["eval", str(scenes[0]), "--method", "oracle", "--poses", "estimated",
+                 "--out", out]) == 2
+    assert "no pose_estimated/" in capsys.readouterr().err
 
 
 def test_eval_cli_help_lists_options(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     text = capsys.readouterr().out
-    for option in ("--method", "--config", "--out", "--max-frames", "--stride", "--eval-every"):
+    for option in ("--method", "--config", "--out", "--max-frames", "--stride", "--eval-every",
+                   "--poses"):
         assert option in text

@@ -65,3 +65,29 @@ def test_make_scene_refuses_a_non_empty_folder(tmp_path, capsys):
                      "--no-progress", str(tmp_path)])
     assert code == 1
     assert "out_dir" in capsys.readouterr().err
+
+
+def test_make_scene_with_pose_drift_keeps_the_truth_beside_the_estimate(tmp_path, capsys):
+    from panoptic_mapper.core.scene import pose_drift_preset, simulate_slam_poses
+
+    out = tmp_path / "drift"
+    code = cli.main(["make-scene", "--seed", "1", "--frames", "8", "--rate", "10", "--scale",
+                     "0.1", "--pose-drift", "vo", "--no-progress", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "pose drift 'vo'" in captured.out
+    dataset = open_dataset(out)
+    meta = dataset.metadata["pose_drift"]
+    assert meta["config"]["preset"] == "vo" and meta["estimated_poses"] == "pose_estimated/"
+    assert meta["live_errors"]["max_error_m"] > 0
+    trajectory = generate_trajectory(generate_scene(SceneConfig(seed=1)),
+                                     TrajectoryConfig(num_frames=8, rate_hz=10, seed=1))
+    slam = simulate_slam_poses(trajectory.T_world_cam, trajectory.stamps_ns,
+                               pose_drift_preset("vo", seed=1))
+    estimate = dataset.slam_estimate
+    for i, sample in enumerate(dataset):  # ground truth where it always was
+        np.testing.assert_allclose(sample.frame.T_world_cam, trajectory.T_world_cam[i], atol=1e-9)
+        np.testing.assert_allclose(estimate.pose_at(sample.frame.stamp_ns), slam.T_world_cam[i],
+                                   atol=1e-9)
+    for i, sample in enumerate(read_bag(out / "bag")):  # the bag streams the estimate
+        np.testing.assert_allclose(sample.frame.T_world_cam, slam.T_world_cam[i], atol=1e-9)

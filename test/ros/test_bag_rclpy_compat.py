@@ -62,3 +62,33 @@ def test_rclpy_reads_rosbags_written_messages(tmp_path, storage):
     assert (pose.pose.position.x, pose.pose.position.y, pose.pose.position.z) == (1.0, -2.0, 0.25)
     q = pose.pose.orientation
     np.testing.assert_allclose([q.x, q.y, q.z, q.w], [0, 0, np.sqrt(0.5), np.sqrt(0.5)])
+
+
+def test_rclpy_reads_the_keyframe_path_of_a_drifting_scene(tmp_path):
+    from nav_msgs.msg import Path
+    from rclpy.serialization import deserialize_message
+
+    from panoptic_mapper.core.io.bag import BagTopics
+    from panoptic_mapper.core.io.slam_estimate import SlamEstimate
+    from panoptic_mapper.core.types import LoopCorrection
+
+    intrinsics = CameraIntrinsics(6, 4, 5.0, 5.5, 2.5, 1.5)
+    stamps = [1_000_000_000 + i * 100_000_000 for i in range(3)]
+    frames = [DatasetSample(RgbdFrame(s, np.zeros((4, 6, 3), np.uint8), np.full((4, 6), 1.5),
+                                      np.eye(4), intrinsics)) for s in stamps]
+    keyframe = np.eye(4)
+    keyframe[:3, 3] = (0.5, -0.25, 1.0)
+    correction = LoopCorrection(loop_index=1, matched_index=0, publish_index=2,
+                                stamp_ns=stamps[2], keyframe_indices=[0, 1],
+                                keyframe_stamps_ns=stamps[:2],
+                                T_world_keyframe=[np.eye(4), keyframe])
+    estimate = SlamEstimate({s: np.eye(4) for s in stamps}, [correction])
+    write_bag(tmp_path / "b", frames, intrinsics, progress=False, slam_estimate=estimate)
+    (raw,) = list(iter_raw_messages(tmp_path / "b", [BagTopics().keyframe_path]))
+    path = deserialize_message(raw.rawdata, Path)
+    assert path.header.frame_id == "map"
+    assert (path.header.stamp.sec, path.header.stamp.nanosec) == (1, 200_000_000)
+    assert [(p.header.stamp.sec, p.header.stamp.nanosec) for p in path.poses] == [
+        (1, 0), (1, 100_000_000)]
+    position = path.poses[1].pose.position
+    assert (position.x, position.y, position.z) == (0.5, -0.25, 1.0)

@@ -18,6 +18,11 @@ each map is finalized and meshed, then scored on:
 The 2D input segmentation itself is scored on the same frames (image-wise PQ, mIoU), as the
 reference point for what the maps add.
 
+With ``poses="estimated"`` the maps integrate every frame at the pose a (simulated) SLAM system
+estimated for it (``pose_estimated/`` of a ``make-scene --pose-drift`` scene) instead of the true
+one, while rendering for scoring and the observed-surface culling keep the true poses: the
+scores then show what pose drift costs the map.
+
 Owns: the run loop, frame selection, timing, and turning maps' outputs into metric inputs.
 Does not own: metric definitions (``metrics.py``), file formats (``core/io``), reports
 (``report.py``) or any map (``core/mapping``).
@@ -35,7 +40,7 @@ from typing import Any, Callable, Iterable, Literal
 import numpy as np
 
 from panoptic_mapper.core.config import ConfigBase, require
-from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
+from panoptic_mapper.core.errors import ConfigError, DataFormatError, InvalidInputError
 from panoptic_mapper.core.eval.metrics import (
     DEFAULT_ROBUST_FRACTION, ConfusionMatrix, DepthConsistency, DepthConsistencyAccumulator,
     GeometryScores, ImageWisePanopticQuality, InstanceCoverage, PanopticImage, PanopticQuality,
@@ -92,9 +97,15 @@ class EvalConfig(ConfigBase):
     """How mCov assigns predicted to ground-truth instances (see ``metrics.instance_coverage``)."""
     seed: int = 0
     """Seed of the surface sampling."""
+    poses: Literal["true", "estimated"] = "true"
+    """Poses the maps integrate the frames with: the source's own (``true``), or the SLAM
+    estimate recorded beside them (``estimated``: a dataset folder with ``pose_estimated/``).
+    Scoring always uses the source's own poses."""
 
     def validate(self) -> None:
         super().validate()
+        require(self.poses in ("true", "estimated"), "poses", self.poses,
+                "must be 'true' or 'estimated'")
         require(self.stride >= 1, "stride", self.stride, "must be >= 1")
         require(self.max_frames >= 0, "max_frames", self.max_frames, "must be >= 0")
         require(self.eval_every >= 0, "eval_every", self.eval_every, "must be >= 0")
@@ -163,6 +174,11 @@ class EvalSource:
     """Ground-truth mesh (world frame, vertex labels/instances), when available."""
     path: str = ""
     """Where it was read from (for reports)."""
+    integration_poses: dict[int, np.ndarray] | None = None
+    """Frame stamp (ns) -> [4, 4] pose the maps integrate that frame with instead of its own
+    (e.g. a SLAM estimate); None = the frames' own poses. Scoring uses the frames' own."""
+    notes: list[str] = field(default_factory=list)
+    """Remarks about the source, copied into the result."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,6 +214,8 @@ class MethodResult:
     geometry: GeometryScores | None = None
     depth: DepthConsistency | None = None
     frames_rejected: int = 0
+    num_instances: int = 0
+    """Instances the finished map holds (``get_instances()``)."""
     warnings: list[str] = field(default_factory=list)
     """Distinct integration warnings and rejection reasons (at most 20)."""
     notes: list[str] = field(default_factory=list)
@@ -211,7 +229,8 @@ class MethodResult:
                     "depth"):
             value = getattr(self, key)
             out[key] = None if value is None else value.to_dict()
-        out.update(frames_rejected=self.frames_rejected, warnings=list(self.warnings),
+        out.update(frames_rejected=self.frames_rejected, num_instances=self.num_instances,
+                   warnings=list(self.warnings),
                    notes=list(self.notes), mesh_vertices=self.mesh_vertices,
                    mesh_triangles=self.mesh_triangles)
         return out
@@ -293,21 +312,51 @@ def open_source(path: str | Path, config: EvalConfig | None = None,
     config = config or EvalConfig()
     path = Path(path)
     max_frames = config.max_frames or None
+    integration_poses, notes = None, []
     if is_bag(path):
+        if config.poses == "estimated":
+            raise ConfigError("poses", config.poses, "needs a dataset folder with "
+                              "pose_estimated/: a bag holds only the poses a SLAM system "
+                              "published, not the truth to score against")
         samples, num_frames, found_registry, found_mesh = _open_bag(path, config)
+        if _drifting_scene_beside(path):
+            notes.append("the bag's pose topic carries a drifting SLAM estimate (scene.json "
+                         "beside it has pose_drift): maps were fed and scored with it; score "
+                         "the dataset folder with poses=estimated to compare with the truth")
     else:
         from panoptic_mapper.core.io.datasets import open_dataset
 
         dataset = open_dataset(path, stride=config.stride, max_frames=max_frames)
         samples, num_frames = dataset, len(dataset)
         found_registry, found_mesh = dataset.registry, dataset.gt_mesh_path
+        if config.poses == "estimated":
+            estimate = dataset.slam_estimate
+            if estimate is None:
+                raise ConfigError("poses", config.poses, f"{path} has no pose_estimated/ "
+                                  "(make-scene --pose-drift writes one)")
+            integration_poses = estimate.T_world_cam_by_stamp
+            notes.append("maps integrated the SLAM estimate (pose_estimated/, loop corrections "
+                         "not applied) and were scored at the true poses")
     mesh_path = Path(gt_mesh_path) if gt_mesh_path is not None else found_mesh
     if mesh_path is not None and not Path(mesh_path).is_file():
         raise DataFormatError("gt_mesh", str(mesh_path), "file not found", kind="missing_file")
     return EvalSource(
         name=path.name if path.name else str(path), samples=samples,
         registry=registry or found_registry or LabelRegistry.default(), num_frames=num_frames,
-        gt_mesh=read_ply(mesh_path) if mesh_path is not None else None, path=str(path))
+        gt_mesh=read_ply(mesh_path) if mesh_path is not None else None, path=str(path),
+        integration_poses=integration_poses, notes=notes)
+
+
+def _drifting_scene_beside(bag: Path) -> bool:
+    """True when the scene folder holding the bag (``make-scene``'s ``OUT/bag``) declares a
+    simulated pose drift in its ``scene.json``."""
+    import json
+
+    scene_json = (bag.parent if bag.is_dir() else bag.parent.parent) / "scene.json"
+    try:
+        return "pose_drift" in json.loads(scene_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _open_bag(path: Path, config: EvalConfig):
@@ -413,7 +462,7 @@ def evaluate(source: str | Path | EvalSource, methods: list[MethodSpec],
     registry = source.registry
     runs = [_MethodRun(spec, spec.create(registry)) for spec in methods]
     eval_every = _eval_every(config, source.num_frames)
-    notes: list[str] = []
+    notes: list[str] = list(source.notes)
     if config.eval_every == 0 and source.num_frames is None:
         notes.append(f"number of frames unknown in advance: scored every "
                      f"{UNKNOWN_LENGTH_EVAL_EVERY}th frame")
@@ -424,9 +473,11 @@ def evaluate(source: str | Path | EvalSource, methods: list[MethodSpec],
     for position, sample in enumerate(_progress(source.samples, progress, source.num_frames,
                                                 f"{source.name}: integrate")):
         frame = sample.frame
+        fed = frame if source.integration_poses is None else \
+            frame.replace(T_world_cam=_integration_pose(source, frame.stamp_ns))
         for run in runs:
             start = time.perf_counter()
-            report = run.map.integrate_frame(frame, sample.segmentation)
+            report = run.map.integrate_frame(fed, sample.segmentation)
             run.integrate_ms.append(1e3 * (time.perf_counter() - start))
             if not report.accepted:
                 run.rejected += 1
@@ -458,6 +509,15 @@ def evaluate(source: str | Path | EvalSource, methods: list[MethodSpec],
         eval_positions=[f.position for f in scored], methods=results, config=config,
         input_segmentation=input_scores, skipped_frames=skipped, notes=notes,
         gt_points_scored=0 if gt_surface is None else int(gt_surface.scored.sum()))
+
+
+def _integration_pose(source: EvalSource, stamp_ns: int) -> np.ndarray:
+    try:
+        return source.integration_poses[stamp_ns]
+    except KeyError:
+        raise DataFormatError(f"{source.path or source.name}: integration_poses", stamp_ns,
+                              "no pose to integrate the frame with this stamp",
+                              kind="pose") from None
 
 
 def _eval_every(config: EvalConfig, num_frames: int | None) -> int:
@@ -584,6 +644,7 @@ def _score_method(run: _MethodRun, scored: list[_ScoredFrame],
         render_ms_median=_percentile(render_ms, 50))
     result = MethodResult(name=run.spec.name, method=run.spec.method, timing=timing,
                           depth=depth.result(), frames_rejected=run.rejected,
+                          num_instances=len(the_map.get_instances()),
                           warnings=list(run.warnings), mesh_vertices=mesh.num_vertices,
                           mesh_triangles=mesh.num_triangles)
     if gt_frames:

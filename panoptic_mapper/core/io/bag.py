@@ -2,7 +2,9 @@
 
 Topics and types are listed in ``docs/dataset_format.md``; :class:`BagTopics` holds the names.
 All messages of a frame share ``header.stamp``, which is also their bag timestamp when we
-write them.
+write them. A sequence with a simulated SLAM estimate (``make-scene --pose-drift``) is written as
+a SLAM package would publish it: the drifting live estimate on the pose topic, and each loop
+closure as a ``nav_msgs/Path`` of the optimised keyframe poses (:func:`read_keyframe_paths`).
 
 Reading groups messages by **exact header stamp**. A frame is complete when it has colour,
 depth and pose, plus segmentation / ground truth when the bag has those topics at all. The
@@ -14,7 +16,8 @@ messages that cannot be decoded are reported the same way.
 
 A missing, truncated or corrupt bag raises :class:`DataFormatError` naming the file.
 
-Owns: bag writing/reading for datasets, bag summaries, raw message iteration (for players).
+Owns: bag writing/reading for datasets, keyframe paths, bag summaries, raw message iteration
+(for players).
 Does not own: message <-> core conversions (``bag_messages``) or the type store (``msg_types``).
 """
 from __future__ import annotations
@@ -36,8 +39,9 @@ from panoptic_mapper.core.io import bag_messages as msgs
 from panoptic_mapper.core.io.msg_types import panoptic_typestore
 from panoptic_mapper.core.io.progress import progress_bar
 from panoptic_mapper.core.io.rgbd_dataset import SkippedFrame
+from panoptic_mapper.core.io.slam_estimate import SlamEstimate
 from panoptic_mapper.core.types import (CameraIntrinsics, DatasetSample, GroundTruthLabels,
-                                        RgbdFrame)
+                                        LoopCorrection, RgbdFrame)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -79,6 +83,9 @@ class BagTopics(ConfigBase):
     """sensor_msgs/Image 16UC1 ground-truth label ids, when the source has them."""
     gt_instances: str = "/ground_truth/instances"
     """sensor_msgs/Image 16UC1 ground-truth instance ids, when the source has them."""
+    keyframe_path: str = "/slam/optimized_keyframes"
+    """nav_msgs/Path: the optimised keyframe poses of each loop closure (map frame; the path
+    stamped at publication, each pose with its keyframe's stamp), when the source has them."""
 
     def validate(self) -> None:
         super().validate()
@@ -92,7 +99,8 @@ class BagTopics(ConfigBase):
     def by_part(self) -> dict[str, str]:
         """``{"rgb": "/camera/color/image_raw", ...}`` for every field."""
         return {name: getattr(self, name) for name in (
-            "rgb", "depth", "camera_info", "pose", "segmentation", "gt_labels", "gt_instances")}
+            "rgb", "depth", "camera_info", "pose", "segmentation", "gt_labels", "gt_instances",
+            "keyframe_path")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +173,48 @@ def iter_raw_messages(path: str | Path, topics: Iterable[str] | None = None
             yield RawMessage(connection.topic, connection.msgtype, int(timestamp), bytes(raw))
 
 
+class KeyframePath(NamedTuple):
+    """One ``nav_msgs/Path`` of optimised keyframe poses (a loop correction) read from a bag."""
+
+    stamp_ns: int
+    """Header stamp: when it was published."""
+    keyframe_stamps_ns: Any
+    """[K] int64 stamps of the keyframes (the frames they belong to)."""
+    T_map_keyframe: Any
+    """[K, 4, 4] optimised keyframe poses in the path's frame."""
+    frame_id: str
+
+
+def read_keyframe_paths(path: str | Path, topic: str | None = None) -> list[KeyframePath]:
+    """The keyframe paths (loop corrections) of a bag in publication order; [] when it has
+    none. ``topic`` defaults to :attr:`BagTopics.keyframe_path`.
+
+    Raises:
+        DataFormatError: unreadable bag, a message of another type on the topic or an
+            undecodable one.
+    """
+    topic = topic or BagTopics().keyframe_path
+    store = panoptic_typestore()
+    out = []
+    with _open_reader(path) as reader:
+        connections = [c for c in reader.connections if c.topic == topic]
+        if not connections:  # rosbags reads every topic when given none
+            return []
+        for connection, timestamp, raw in _messages(reader, connections, path):
+            if connection.msgtype != msgs.PATH:
+                raise DataFormatError(f"{path}:{topic}", connection.msgtype,
+                                      f"keyframe paths must be {msgs.PATH}", kind="bag_topics")
+            try:
+                msg = store.deserialize_cdr(raw, connection.msgtype)
+                stamps, poses = msgs.decode_path(msg, topic)
+            except Exception as exc:  # noqa: BLE001 - any CDR or pose decoding failure
+                raise DataFormatError(f"{path}:{topic}", timestamp,
+                                      f"undecodable path ({type(exc).__name__}: {exc})",
+                                      kind="bag_message") from exc
+            out.append(KeyframePath(msgs.stamp_ns_of(msg), stamps, poses, msg.header.frame_id))
+    return sorted(out, key=lambda p: p.stamp_ns)
+
+
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
@@ -182,7 +232,8 @@ class BagWriteReport:
 def write_bag(out_path: str | Path, samples: Iterable[DatasetSample],
               intrinsics: CameraIntrinsics, storage: Literal["mcap", "sqlite3"] = "mcap",
               topics: BagTopics | None = None, depth_encoding: str = "16UC1",
-              progress: bool = True, map_frame_id: str = "map") -> BagWriteReport:
+              progress: bool = True, map_frame_id: str = "map",
+              slam_estimate: SlamEstimate | None = None) -> BagWriteReport:
     """Write samples as a ROS 2 bag (a new folder with ``metadata.yaml`` and one storage file).
 
     Each frame becomes camera info, rgb8 image, depth image and PoseStamped (``map_frame_id`` ->
@@ -190,9 +241,14 @@ def write_bag(out_path: str | Path, samples: Iterable[DatasetSample],
     all stamped with the frame's ``stamp_ns`` (header and bag time). On any error the partly
     written folder is removed.
 
+    With ``slam_estimate`` the pose topic carries its live estimate instead of the samples' (true)
+    poses, and each loop correction becomes a ``nav_msgs/Path`` on ``topics.keyframe_path``,
+    written after the frame with its publication stamp (or at the end, if no frame is that late).
+
     Raises:
         InvalidInputError: existing ``out_path``, unknown ``storage`` / ``depth_encoding``, a
-            sample whose camera differs from ``intrinsics``, ids that do not fit 16 bits.
+            sample whose camera differs from ``intrinsics``, ids that do not fit 16 bits, a frame
+            without an estimated pose.
     """
     topics = topics or BagTopics()
     if storage not in STORAGES:
@@ -216,6 +272,15 @@ def write_bag(out_path: str | Path, samples: Iterable[DatasetSample],
         writer.write(connections[topic], stamp_ns, store.serialize_cdr(msg, msgtype))
         counts[topic] = counts.get(topic, 0) + 1
 
+    def write_corrections(until_ns: int | None) -> None:
+        while pending and (until_ns is None or pending[0].stamp_ns <= until_ns):
+            c = pending.pop(0)
+            write(topics.keyframe_path, msgs.PATH, c.stamp_ns,
+                  msgs.path_msg(c.T_world_keyframe, c.keyframe_stamps_ns, c.stamp_ns,
+                                map_frame_id))
+
+    pending: list[LoopCorrection] = sorted(
+        slam_estimate.corrections if slam_estimate is not None else [], key=lambda c: c.stamp_ns)
     num_frames = 0
     try:
         writer.open()
@@ -223,10 +288,15 @@ def write_bag(out_path: str | Path, samples: Iterable[DatasetSample],
                                (topics.depth, msgs.IMAGE), (topics.pose, msgs.POSE_STAMPED)):
             connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
         for sample in progress_bar(samples, progress, "writing bag"):
+            stamp = sample.frame.stamp_ns
+            T_map_cam = (sample.frame.T_world_cam if slam_estimate is None  # noqa: N806
+                         else slam_estimate.pose_at(stamp))
             for topic, msgtype, msg in _frame_messages(num_frames, sample, intrinsics, topics,
-                                                       depth_encoding, map_frame_id):
-                write(topic, msgtype, sample.frame.stamp_ns, msg)
+                                                       depth_encoding, map_frame_id, T_map_cam):
+                write(topic, msgtype, stamp, msg)
+            write_corrections(stamp)
             num_frames += 1
+        write_corrections(None)
         writer.close()
     except BaseException:
         with contextlib.suppress(Exception):
@@ -237,9 +307,11 @@ def write_bag(out_path: str | Path, samples: Iterable[DatasetSample],
 
 
 def _frame_messages(i: int, sample: DatasetSample, intrinsics: CameraIntrinsics,
-                    topics: BagTopics, depth_encoding: str, map_frame_id: str
-                    ) -> list[tuple[str, str, Any]]:
+                    topics: BagTopics, depth_encoding: str, map_frame_id: str,
+                    T_map_cam=None) -> list[tuple[str, str, Any]]:  # noqa: N803
+    """The messages of one frame; the pose topic gets ``T_map_cam`` (default: the frame's)."""
     frame = sample.frame
+    T_map_cam = frame.T_world_cam if T_map_cam is None else T_map_cam  # noqa: N806
     if frame.intrinsics != intrinsics:
         raise InvalidInputError(f"samples[{i}].frame.intrinsics", frame.intrinsics,
                                 f"differs from the bag camera {intrinsics}",
@@ -249,7 +321,7 @@ def _frame_messages(i: int, sample: DatasetSample, intrinsics: CameraIntrinsics,
            (topics.rgb, msgs.IMAGE, msgs.image_msg(frame.rgb, "rgb8", stamp, camera)),
            (topics.depth, msgs.IMAGE, msgs.depth_msg(frame.depth_m, depth_encoding, stamp,
                                                      camera)),
-           (topics.pose, msgs.POSE_STAMPED, msgs.pose_stamped_msg(frame.T_world_cam, stamp,
+           (topics.pose, msgs.POSE_STAMPED, msgs.pose_stamped_msg(T_map_cam, stamp,
                                                                   map_frame_id))]
     if sample.segmentation is not None:
         out.append((topics.segmentation, msgs.PANOPTIC_SEGMENTATION,

@@ -4,8 +4,9 @@ Byte layouts and units come from ``wire`` (shared with the rclpy conversions in 
 module only builds and takes apart rosbags dataclasses. Every decoder raises
 :class:`InvalidInputError` naming the message field.
 
-Owns: Image, CameraInfo, PoseStamped / Odometry / TransformStamped and PanopticSegmentation
-messages of our bags. Does not own: bag files (``bag``) or rclpy messages (``ros/``).
+Owns: Image, CameraInfo, PoseStamped / Odometry / TransformStamped, Path (loop corrections) and
+PanopticSegmentation messages of our bags. Does not own: bag files (``bag``) or rclpy messages
+(``ros/``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
 ODOMETRY = "nav_msgs/msg/Odometry"
 TRANSFORM_STAMPED = "geometry_msgs/msg/TransformStamped"
 PANOPTIC_SEGMENTATION = "panoptic_mapper/msg/PanopticSegmentation"
+PATH = "nav_msgs/msg/Path"
 POSE_TYPES = (POSE_STAMPED, ODOMETRY, TRANSFORM_STAMPED)
 """Message types accepted on the pose topic (the pose of the camera in the map frame)."""
 
@@ -157,6 +159,22 @@ def decode_pose(msg, msgtype: str, field: str = "pose") -> np.ndarray:
                                 f"{list(POSE_TYPES)}", kind="encoding")
     p, q = pose.position, pose.orientation
     return wire.pose_to_matrix((p.x, p.y, p.z), (q.x, q.y, q.z, q.w), field)
+
+
+def path_msg(T_map_keyframe: np.ndarray, keyframe_stamps_ns: np.ndarray,  # noqa: N803
+             stamp_ns: int, frame_id: str):
+    """A ``nav_msgs/Path`` of optimised keyframe poses [K, 4, 4] in ``frame_id``: the path is
+    stamped when it is published, each pose with its keyframe's own stamp."""
+    poses = [pose_stamped_msg(T, int(s), frame_id)
+             for T, s in zip(np.asarray(T_map_keyframe), np.asarray(keyframe_stamps_ns))]
+    return _types()[PATH](header=header(stamp_ns, frame_id), poses=poses)
+
+
+def decode_path(msg, field: str = "path") -> tuple[np.ndarray, np.ndarray]:
+    """``nav_msgs/Path`` -> ([K] int64 pose stamps, [K, 4, 4] poses)."""
+    stamps = np.array([stamp_ns_of(p) for p in msg.poses], np.int64)
+    poses = [decode_pose(p, POSE_STAMPED, f"{field}.poses[{i}]") for i, p in enumerate(msg.poses)]
+    return stamps, np.array(poses, np.float64).reshape(-1, 4, 4)
 
 
 # --------------------------------------------------------------------------------------------

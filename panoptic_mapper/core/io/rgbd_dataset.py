@@ -20,7 +20,7 @@ import abc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
 from panoptic_mapper.core.io.image_files import file_error
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.types import CameraIntrinsics, DatasetSample, validate_rigid_transform
+
+if TYPE_CHECKING:  # slam_estimate imports this module
+    from panoptic_mapper.core.io.slam_estimate import SlamEstimate
 
 LOGGER = logging.getLogger(__name__)
 
@@ -184,6 +187,13 @@ class RgbdDataset(abc.ABC):
     def stamps_ns(self) -> np.ndarray:
         """[N] int64 frame stamps, ns (known without decoding images)."""
         return np.array([r.stamp_ns for r in self.records], dtype=np.int64)
+
+    @property
+    def slam_estimate(self) -> "SlamEstimate | None":
+        """The pose stream and loop corrections of a simulated SLAM system recorded with the
+        sequence (scenes made with ``make-scene --pose-drift``), keyed by stamp; None when the
+        dataset has none. The frames themselves always carry the dataset's (true) poses."""
+        return None
 
     @property
     def frame_names(self) -> list[str]:

@@ -3,7 +3,8 @@
 See ``docs/dataset_format.md`` for the full table. Frame ``i`` is ``color/<i>.jpg|png``,
 ``depth/<i>.png`` (uint16 mm, 0 = invalid), ``pose/<i>.txt`` (4x4 ``T_world_cam``; a non-finite
 ScanNet pose marks a bad frame), optionally ``label-filt/<i>.png`` + ``instance-filt/<i>.png``
-(ground truth) and ``panoptic/<i>.png`` + ``<i>.json`` (2D panoptic input). Colour and label
+(ground truth), ``panoptic/<i>.png`` + ``<i>.json`` (2D panoptic input) and ``pose_estimated/``
++ ``loop_corrections.json`` (a simulated SLAM estimate, ``slam_estimate``). Colour and label
 images of another size than the depth image are resized to it (bilinear for colour, nearest for
 ids) and ``intrinsic/intrinsic_depth.txt`` describes the result.
 
@@ -24,6 +25,8 @@ from panoptic_mapper.core.io.image_files import (file_error, image_size, read_ma
 from panoptic_mapper.core.io.rgbd_dataset import (DEFAULT_CAMERA_FRAME_ID, FrameRecord,
                                                   RgbdDataset, checked_pose, select_records,
                                                   stamp_from_number)
+from panoptic_mapper.core.io.slam_estimate import (SlamEstimate, has_slam_estimate,
+                                                   read_slam_estimate)
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.types import (VOID_LABEL_ID, CameraIntrinsics, DatasetSample,
                                         GroundTruthLabels, PanopticSegmentation2D, RgbdFrame,
@@ -80,6 +83,16 @@ class ScanNetLayoutDataset(RgbdDataset):
                          has_segmentation=(root / PANOPTIC_DIR).is_dir(),
                          has_ground_truth=(root / LABEL_DIR).is_dir(),
                          metadata=_read_scene_json(root / SCENE_FILE))
+        self._slam_estimate: SlamEstimate | None = None
+
+    @property
+    def slam_estimate(self) -> SlamEstimate | None:
+        """``pose_estimated/`` and ``loop_corrections.json`` of the selected frames, read on first
+        use (see ``slam_estimate``); None when the folder has no ``pose_estimated/``."""
+        if self._slam_estimate is None and has_slam_estimate(self.root):
+            self._slam_estimate = read_slam_estimate(
+                self.root, {r.number: r.stamp_ns for r in self.records})
+        return self._slam_estimate
 
     def _load(self, position: int, record: FrameRecord) -> DatasetSample:
         n, (height, width) = record.number, self.intrinsics.shape

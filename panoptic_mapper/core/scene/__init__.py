@@ -13,10 +13,17 @@ Typical use (no disk involved)::
         ...  # sample.frame, sample.segmentation, sample.ground_truth
 
 (``GroundedSamEmulator`` and ``emulator_preset`` live in ``core/segmentation/emulator``.)
+
+What a SLAM system would estimate for the walk (drifting poses, loop-closure corrections)::
+
+    slam = simulate_slam_poses(trajectory.T_world_cam, trajectory.stamps_ns,
+                               pose_drift_preset("vio", seed=3))
 """
 from panoptic_mapper.core.scene.depth_noise import DepthNoiseConfig, apply_depth_noise
 from panoptic_mapper.core.scene.generator import (SceneConfig, SceneInstance, SyntheticScene,
                                                   generate_scene)
+from panoptic_mapper.core.scene.pose_drift import (PoseDriftConfig, SlamPoses, pose_drift_preset,
+                                                   pose_errors, simulate_slam_poses)
 from panoptic_mapper.core.scene.renderer import (CameraConfig, RenderConfig, RenderedView,
                                                  SceneRenderer)
 from panoptic_mapper.core.scene.sequence import render_sequence
@@ -24,7 +31,8 @@ from panoptic_mapper.core.scene.trajectory import (CameraTrajectory, TrajectoryC
                                                    generate_trajectory)
 
 __all__ = [
-    "CameraConfig", "CameraTrajectory", "DepthNoiseConfig", "RenderConfig", "RenderedView",
-    "SceneConfig", "SceneInstance", "SceneRenderer", "SyntheticScene", "TrajectoryConfig",
-    "apply_depth_noise", "generate_scene", "generate_trajectory", "render_sequence",
+    "CameraConfig", "CameraTrajectory", "DepthNoiseConfig", "PoseDriftConfig", "RenderConfig",
+    "RenderedView", "SceneConfig", "SceneInstance", "SceneRenderer", "SlamPoses", "SyntheticScene",
+    "TrajectoryConfig", "apply_depth_noise", "generate_scene", "generate_trajectory",
+    "pose_drift_preset", "pose_errors", "render_sequence", "simulate_slam_poses",
 ]
