@@ -95,11 +95,8 @@ class FrameInput:
 
     def _offer(self, stream: str, msg) -> None:
         node = self.node
-        node.count(f"received_{stream}")
-        try:
-            stamp_ns = conv.stamp_ns_from_time_msg(msg.header.stamp, f"{stream}.header.stamp")
-        except InvalidInputError as exc:
-            node.problem(exc.kind, str(exc))
+        stamp_ns = node.received_stamp_ns(stream, msg)
+        if stamp_ns is None:
             return
         result = self.sync.add(stream, stamp_ns, msg)
         for drop in result.drops:

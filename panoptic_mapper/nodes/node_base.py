@@ -36,7 +36,9 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.labels import LabelRegistry
+from panoptic_mapper.ros import conversions as conv
 from panoptic_mapper.ros.diagnostics import (DIAGNOSTICS_TOPIC, diagnostic_array, node_status,
                                              timing_values)
 from panoptic_mapper.ros.params import ConfigParameters
@@ -104,6 +106,16 @@ class PanopticLifecycleNode(LifecycleNode):
         if self.stats.problems.record(kind, message):
             self.get_logger().warning(f"[{kind}] {message} (logged once; further ones are "
                                       "counted in the diagnostics)")
+
+    def received_stamp_ns(self, stream: str, msg) -> int | None:
+        """Count a message received on ``stream`` and return its header stamp in ns, or None
+        (a problem counted and logged) when the stamp is invalid."""
+        self.count(f"received_{stream}")
+        try:
+            return conv.stamp_ns_from_time_msg(msg.header.stamp, f"{stream}.header.stamp")
+        except InvalidInputError as exc:
+            self.problem(exc.kind, str(exc))
+            return None
 
     def info_once(self, key: str, message: str) -> None:
         if self.stats.first_time(key):

@@ -158,11 +158,8 @@ class SegmenterNode(PanopticLifecycleNode):
         self.stats.time("segment", time.perf_counter() - start)
 
     def _offer(self, stream: str, msg: Image) -> None:
-        self.count(f"received_{stream}")
-        try:
-            stamp_ns = conv.stamp_ns_from_time_msg(msg.header.stamp, f"{stream}.header.stamp")
-        except InvalidInputError as exc:
-            self.problem(exc.kind, str(exc))
+        stamp_ns = self.received_stamp_ns(stream, msg)
+        if stamp_ns is None:
             return
         if self._sync is None:
             frames = [MatchedFrame(stamp_ns, {"rgb": msg}, {"rgb": stamp_ns})]
