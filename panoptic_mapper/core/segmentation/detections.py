@@ -1,6 +1,6 @@
 """What every box detector of the ``detector`` backend returns, and the NMS they share.
 
-Owns: :class:`BoxDetection`, :func:`per_class_nms`.
+Owns: :class:`BoxDetection`, :func:`per_class_nms`, :func:`checked_rgb`.
 Does not own: a model's decoding (``ssd_detector``, ``centernet_detector``), label mapping
 (``detector_classes``).
 """
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.segmentation.grounded_sam_merge import box_iou
 
 
@@ -40,3 +41,14 @@ def per_class_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
         same = classes[order] == classes[index]
         suppressed |= same & (iou[rank] > iou_threshold)
     return np.array(kept, np.int64)
+
+
+def checked_rgb(rgb: np.ndarray) -> np.ndarray:
+    """The detector input as an array, or ``InvalidInputError`` (kind ``encoding``) when it is
+    not a non-empty [H, W, 3] uint8 image."""
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+        raise InvalidInputError("rgb", f"{rgb.dtype}{list(rgb.shape)}",
+                                "colour image must be a non-empty uint8 [H, W, 3]",
+                                kind="encoding")
+    return rgb

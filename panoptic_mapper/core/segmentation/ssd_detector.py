@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
-from panoptic_mapper.core.segmentation.detections import BoxDetection, per_class_nms
+from panoptic_mapper.core.errors import DataFormatError
+from panoptic_mapper.core.segmentation.detections import (BoxDetection, checked_rgb,
+                                                          per_class_nms)
 
 INPUT_SIZE = 300
 NUM_LAYERS = 6
@@ -125,11 +126,7 @@ class SsdDetector:
         Raises:
             InvalidInputError: ``rgb`` is not a non-empty [H, W, 3] uint8 image.
         """
-        rgb = np.asarray(rgb)
-        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
-            raise InvalidInputError("rgb", f"{rgb.dtype}{list(rgb.shape)}",
-                                    "colour image must be a non-empty uint8 [H, W, 3]",
-                                    kind="encoding")
+        rgb = checked_rgb(rgb)
         height, width = rgb.shape[:2]
         encodings, logits = self.raw_outputs(rgb)
         probs = 1.0 / (1.0 + np.exp(-logits[:, 1:].astype(np.float64)))
