@@ -40,6 +40,7 @@ from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.segmentation.base import SegmentationRequest
 from panoptic_mapper.core.segmentation.box_masks import BoxMaskConfig, cut_masks
+from panoptic_mapper.core.segmentation.detections import checked_rgb
 from panoptic_mapper.core.segmentation.detector_classes import (ClassMapping,
                                                                 map_detector_classes,
                                                                 parse_overrides)
@@ -262,7 +263,7 @@ class DetectorSegmenter:
             InvalidInputError: bad colour image, or a depth image of another size.
         """
         cfg = self.config
-        rgb = _check_rgb(request.rgb)
+        rgb = checked_rgb(request.rgb)
         height, width = rgb.shape[:2]
         depth = request.depth_m
         if depth is not None and np.asarray(depth).shape != (height, width):
@@ -381,12 +382,3 @@ def _smaller_box_first(masks: np.ndarray, detections: list[Detection]) -> np.nda
         out[i] &= ~claimed
         claimed |= out[i]
     return out
-
-
-def _check_rgb(rgb: Any) -> np.ndarray:
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
-        raise InvalidInputError("rgb", f"{rgb.dtype}{list(rgb.shape)}",
-                                "colour image must be a non-empty uint8 [H, W, 3]",
-                                kind="encoding")
-    return rgb

@@ -32,9 +32,10 @@ from typing import Any, Literal
 import numpy as np
 
 from panoptic_mapper.core.config import ConfigBase, require
-from panoptic_mapper.core.errors import ConfigError, InvalidInputError
+from panoptic_mapper.core.errors import ConfigError
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.segmentation.base import SegmentationRequest
+from panoptic_mapper.core.segmentation.detections import checked_rgb
 from panoptic_mapper.core.segmentation.grounded_sam_merge import (BoxXYXY, Detection,
                                                                   class_aware_nms,
                                                                   merge_detection_masks)
@@ -238,7 +239,7 @@ class GroundedSamSegmenter:
         Raises:
             InvalidInputError: ``request.rgb`` is not a non-empty [H, W, 3] uint8 image.
         """
-        rgb = _check_rgb(request.rgb)
+        rgb = checked_rgb(request.rgb)
         height, width = rgb.shape[:2]
         stats = GroundedSamStats(device=self.device, num_prompt_chunks=len(self.prompt_chunks))
         t_start = self._now()
@@ -326,12 +327,3 @@ def _cxcywh_to_xyxy(box: np.ndarray, width: int, height: int) -> BoxXYXY:
     y0 = min(max((cy - h / 2) * height, 0.0), height)
     y1 = min(max((cy + h / 2) * height, 0.0), height)
     return (x0, y0, x1, y1)
-
-
-def _check_rgb(rgb: Any) -> np.ndarray:
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
-        raise InvalidInputError("rgb", f"{rgb.dtype}{list(rgb.shape)}",
-                                "colour image must be a non-empty uint8 [H, W, 3]",
-                                kind="encoding")
-    return rgb
