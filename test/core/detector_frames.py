@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from panoptic_mapper.core.io.datasets import open_dataset
+from panoptic_mapper.core.segmentation.grounded_sam_merge import box_iou
 
 HAND_BOXES = {
     0: {"chair": [(178, 118, 305, 465)], "table": [(215, 155, 640, 480)]},
@@ -20,3 +21,12 @@ def load_frames(seven_scenes_dir):
                                 .iter_samples())).frame for number in HAND_BOXES}
     gravity = np.loadtxt(seven_scenes_dir / "gravity-direction.txt")
     return frames, tuple(float(g) for g in gravity)
+
+
+def best_iou_per_hand_box(detections, registry, frame_index: int, label: str) -> np.ndarray:
+    """For each hand box of ``label`` in the frame, the best IoU of a detection of that label
+    (asserts that the label was detected at all)."""
+    label_id = registry.by_name(label).id
+    found = np.array([d.box_xyxy for d in detections if d.label_id == label_id])
+    assert len(found), f"no {label} detected"
+    return box_iou(np.array(HAND_BOXES[frame_index][label], float), found).max(axis=1)

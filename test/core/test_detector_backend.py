@@ -17,10 +17,9 @@ import pytest
 from panoptic_mapper.core.errors import DataFormatError, InvalidInputError
 from panoptic_mapper.core.segmentation.base import SegmentationRequest, create_segmenter
 from panoptic_mapper.core.segmentation.detector_backend import DetectorConfig, DetectorSegmenter
-from panoptic_mapper.core.segmentation.grounded_sam_merge import box_iou
 
 sys.path.insert(0, str(Path(__file__).parent))
-from detector_frames import HAND_BOXES, load_frames  # noqa: E402
+from detector_frames import HAND_BOXES, best_iou_per_hand_box, load_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +55,7 @@ def test_chairs_and_table_are_found(segmenter, frames, label_registry, frame_ind
     segmenter.reset()
     result = segmenter.segment_with_stats(_request(frame))
     for label, boxes in HAND_BOXES[frame_index].items():
-        label_id = label_registry.by_name(label).id
-        found = np.array([d.box_xyxy for d in result.detections if d.label_id == label_id])
-        assert len(found), f"no {label} detected"
-        best = box_iou(np.array(boxes, float), found).max(axis=1)
+        best = best_iou_per_hand_box(result.detections, label_registry, frame_index, label)
         assert (best > 0.5).all(), f"{label}: best IoU with the hand boxes {best}"
         # each physical object keeps a segment of its own with pixels inside its box
         for box in boxes:
