@@ -44,7 +44,10 @@ class SessionPrior:
 
     def get_prior_snapshot(self) -> PriorSnapshot:
         snapshot = self.session.snapshot
-        return PriorSnapshot(snapshot.mesh_version, snapshot.mesh, snapshot.instances,
+        # The snapshot's own version, not its mesh version: a frame that leaves the mesh as it
+        # was still changes the frame count, the stamp and maybe the instance table, and the
+        # mapper must serve those too.
+        return PriorSnapshot(snapshot.version, snapshot.mesh, snapshot.instances,
                              snapshot.num_frames, snapshot.stamp_ns)
 
     def query_prior_labels(self, points_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -581,7 +581,7 @@ def test_restart_and_resume_keeps_the_instance_ids(tmp_path):
         for i in range(6):
             graph.publish(helpers.frame_messages(i))
         assert helpers.wait_until(lambda: mapper_node.session.snapshot.num_frames == 6, 60.0), \
-            (instant.stats.counters(), mapper_node.session.snapshot.num_frames)
+            str((instant.stats.counters(), instant.stats.problems.counts, mapper_node.session.snapshot.num_frames))
         before = graph.call(ListInstances, f"{api}/list_instances", ListInstances.Request())
         for node in (mapper_node, instant):
             node.release(save=True)  # what Ctrl-C does: the mapper saves the whole map
@@ -598,8 +598,8 @@ def test_restart_and_resume_keeps_the_instance_ids(tmp_path):
         for i in range(6, 12):
             graph.publish(helpers.frame_messages(i))
         assert helpers.wait_until(lambda: mapper_node.session.snapshot.num_frames == 12, 60.0), \
-            (instant.stats.counters(), instant.stats.problems.counts,
-             mapper_node.session.snapshot.num_frames)
+            str((instant.stats.counters(), instant.stats.problems.counts,
+                 mapper_node.session.snapshot.num_frames))
         after = {i.id: i for i in graph.call(ListInstances, f"{api}/list_instances",
                                              ListInstances.Request()).instances}
         for old in before.instances:

@@ -16,6 +16,7 @@ from panoptic_mapper.core.eval.runner import EvalSource, MethodSpec, evaluate
 from panoptic_mapper.core.mapping.base import IntegrationReport, MeshUpdate, create_map
 from panoptic_mapper.core.types import DatasetSample, PanopticMesh
 from panoptic_mapper.runtime.map_session import MapSession
+from panoptic_mapper.runtime.prior_sources import SessionPrior
 from panoptic_mapper.runtime.streamed_refined import StreamedRefinedMap
 from panoptic_mapper.runtime.sync import KeepLatestQueue
 from panoptic_mapper.runtime.workers import PeriodicWorker, QueueWorker
@@ -64,6 +65,33 @@ def test_a_refresh_never_blocks_integration(label_registry):
     # the snapshot covers what was integrated when the refresh began (nothing); the next one
     # the frame
     assert refreshed[0].num_frames == 0 and session.refresh().num_frames == 1
+
+
+class SameMeshMap(SlowMeshMap):
+    """A map whose mesh never changes (frames that add nothing new to the surface)."""
+
+    MESH = PanopticMesh.empty()
+
+    def update_mesh(self):
+        return MeshUpdate(changed=False)
+
+    def get_mesh(self):
+        return self.MESH
+
+
+def test_a_colocated_prior_follows_frames_that_leave_the_mesh_as_it_was(label_registry):
+    """Regression (a CI failure): the mapper served 5 of 6 integrated frames because the
+    co-located prior's version followed the instant mesh only."""
+    session = MapSession(SameMeshMap, label_registry)
+    prior = SessionPrior(session)
+    frame = make_toy_scene(num_frames=1, width=16, height=12).frames[0]
+    seen = []
+    for _ in range(2):
+        assert session.integrate(frame, None).accepted
+        session.refresh()
+        seen.append(prior.get_prior_snapshot())
+    assert [s.num_frames for s in seen] == [1, 2]
+    assert seen[1].version > seen[0].version  # so the mapper serves the second frame too
 
 
 def test_periodic_worker_keeps_within_its_share():
