@@ -27,6 +27,7 @@ from typing import Callable
 
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import IntegrationReport, PanopticMap
+from panoptic_mapper.core.mapping.frame_store import FrameStore
 from panoptic_mapper.core.query.engine import QueryEngine
 from panoptic_mapper.core.types import PanopticSegmentation2D, RgbdFrame
 from panoptic_mapper.runtime.served_map import (ExportResult, MapSnapshot, ServedMap,
@@ -58,12 +59,18 @@ class MapSession(ServedMap):
         map_factory: builds an empty map (called now, and again on :meth:`reset`).
         registry: the label registry of the map.
         query_engine: answers ``query_objects`` from the snapshots (None: queries fail).
+        frame_store: keeps the fused frames for loop corrections (``runtime/map_corrections``;
+            None: none kept).
     """
 
     def __init__(self, map_factory: Callable[[], PanopticMap], registry: LabelRegistry,
-                 query_engine: QueryEngine | None = None):
+                 query_engine: QueryEngine | None = None,
+                 frame_store: FrameStore | None = None):
         super().__init__(registry, query_engine)
         self._factory = map_factory
+        self.frame_store = frame_store
+        self.frames_from_file = False
+        """The map holds frames loaded from a file (not in the frame store)."""
         self._write_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._map = map_factory()
@@ -118,6 +125,8 @@ class MapSession(ServedMap):
                 self._frames += 1
                 self._last_stamp_ns = max(self._last_stamp_ns, frame.stamp_ns)
                 self._dirty = True
+                if self.frame_store is not None:
+                    self.frame_store.add(frame, segmentation, report.instance_votes)
             else:
                 self.stats.frames_rejected += 1
                 self.stats.last_reject_reason = report.reason
@@ -147,10 +156,24 @@ class MapSession(ServedMap):
             return self._serve(mesh, instances, stamp_ns, frames, update.changed,
                                (time.perf_counter() - start) * 1e3)
 
+    def new_map(self) -> PanopticMap:
+        """An empty map like the live one (to rebuild into)."""
+        return self._factory()
+
+    def swap_map(self, rebuilt: PanopticMap) -> None:
+        """Serve ``rebuilt`` (holding the same frames) instead of the live map; the caller
+        holds the write lock (``runtime/map_corrections``)."""
+        self._map = rebuilt
+        self._generation += 1
+        self._dirty = True
+
     def reset(self) -> None:
         """Replace the map with an empty one and publish an empty snapshot."""
         with self._write_lock:
             self._map = self._factory()
+            self.frames_from_file = False
+            if self.frame_store is not None:
+                self.frame_store.reset()
             self._generation += 1
             self._frames = 0
             self._last_stamp_ns = 0
@@ -172,6 +195,9 @@ class MapSession(ServedMap):
         path = Path(path).expanduser()
         with self._write_lock:
             self._map.load(path)
+            self.frames_from_file = True
+            if self.frame_store is not None:
+                self.frame_store.reset()
             self._generation += 1
             self._frames = int(getattr(self._map, "num_frames", 0))
             self._last_stamp_ns = int(getattr(self._map, "last_frame_stamp_ns", 0))

@@ -10,6 +10,7 @@ Owns: :class:`KeyframeSelector`, :class:`Keyframe`, :class:`KeyframeStore` (thre
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from dataclasses import dataclass, field, fields
@@ -280,6 +281,22 @@ class KeyframeStore:
         """The current keyframes (a new list; keyframes themselves are never modified)."""
         with self._lock:
             return list(self._keyframes)
+
+    def move_keyframes(self, T_world_cam_by_stamp: dict[int, np.ndarray]) -> int:  # noqa: N803
+        """Give the keyframes with these stamps new poses (a loop correction); returns how
+        many moved. Keyframes are replaced, not modified (readers hold snapshots)."""
+        with self._lock:
+            moved = 0
+            for i, keyframe in enumerate(self._keyframes):
+                T = T_world_cam_by_stamp.get(keyframe.stamp_ns)  # noqa: N806
+                if T is not None:
+                    self._keyframes[i] = dataclasses.replace(
+                        keyframe, T_world_cam=np.array(T, np.float64),
+                        _valid=keyframe._valid, _segments=keyframe._segments)
+                    moved += 1
+            if moved:
+                self.version += 1
+            return moved
 
     def replace_all(self, keyframes: list[Keyframe]) -> None:
         """Swap in a complete set (used by ``load``)."""

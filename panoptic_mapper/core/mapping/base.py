@@ -34,6 +34,9 @@ class IntegrationReport:
     """Non-fatal problems, each a short sentence naming the field and value."""
     stats: dict[str, float] = field(default_factory=dict)
     """Per-frame numbers for logs and benchmarks (timings in ms, counts)."""
+    instance_votes: np.ndarray | None = None
+    """[M, 3] int64 (frame segment id, map instance id as stored, samples) the frame's thing
+    pixels voted for; None for maps without instance tracking (kept for loop corrections)."""
 
 
 @dataclass

@@ -183,6 +183,9 @@ class InstantPanopticMap:
                                     cfg.tsdf.depth_max_m)
         self._frame_index = 0
         self._version = 0
+        self.image_scale = 1.0
+        """Full-resolution pixels per pixel of the frames integrated now (2 while a loop
+        correction fuses frames stored at half resolution)."""
         self._mesher = BlockMesher(cfg.mesh.weight_threshold, cfg.tsdf.block_resolution)
         self._mesh_pending: list[np.ndarray] = []
         self._remeshed: list[np.ndarray] = []
@@ -214,18 +217,23 @@ class InstantPanopticMap:
                 self._mesh_pending = [_unique_rows(np.concatenate(self._mesh_pending))]
             stats: dict[str, float] = {"num_blocks": float(self.grid.num_blocks),
                                        "geometry_ms": (t_geometry - t_start) * 1e3}
+            votes = None
             if checked.segment_ids is not None:
-                stats.update(self._integrate_semantics(frame, checked))
+                semantic_stats, votes = self._integrate_semantics(frame, checked)
+                stats.update(semantic_stats)
             self._frame_index += 1
             self._version += 1
             stats["total_ms"] = (time.perf_counter() - t_start) * 1e3
             reason = "; ".join(checked.warnings)
             return IntegrationReport(accepted=True, reason=reason, warnings=checked.warnings,
-                                     stats=stats)
+                                     stats=stats, instance_votes=votes)
 
     def _sample(self, frame: RgbdFrame, checked: CheckedInput) -> FrameSamples:
         """Strided pixels with depth, back-projected, looked up and depth-tested."""
-        stride = self.config.voting.sample_stride_px
+        # A subsampled frame (a loop-correction rebuild) is sampled as densely, in the scene,
+        # as a full-resolution one; pixel distances stay in full-resolution pixels.
+        scale = self.image_scale
+        stride = max(1, round(self.config.voting.sample_stride_px / scale))
         intr = frame.intrinsics
         rows = np.arange(stride // 2, intr.height, stride)
         cols = np.arange(stride // 2, intr.width, stride)
@@ -233,8 +241,8 @@ class InstantPanopticMap:
         ids = checked.segment_ids[np.ix_(rows, cols)]
         cam = back_project(intr, cols[None, :], rows[:, None], z)  # [h, w, 3]
         cos = _incidence_cos(cam)
-        edge = boundary_distance_px(ids, stride, max(self.config.voting.boundary_width_px,
-                                                     float(stride)))
+        edge = scale * boundary_distance_px(ids, stride, max(
+            self.config.voting.boundary_width_px / scale, float(stride)))
         valid = z > 0
         cam, z, ids, cos, edge = cam[valid], z[valid], ids[valid], cos[valid], edge[valid]
         world = transform_points(frame.T_world_cam, cam)
@@ -249,7 +257,9 @@ class InstantPanopticMap:
                             segment_ids=ids[ok].astype(np.int64), depth_m=z[ok],
                             cos_incidence=cos[ok], edge_distance_px=edge[ok])
 
-    def _integrate_semantics(self, frame: RgbdFrame, checked: CheckedInput) -> dict[str, float]:
+    def _integrate_semantics(self, frame: RgbdFrame, checked: CheckedInput
+                             ) -> tuple[dict[str, float], np.ndarray]:
+        """Vote labels and instances; returns (stats, the frame's instance votes [M, 3])."""
         t0 = time.perf_counter()
         samples = self._sample(frame, checked)
         segments = checked.segments
@@ -291,10 +301,14 @@ class InstantPanopticMap:
         target = np.where(is_stuff, NO_INSTANCE_ID, target)
         fuse_instance_votes(slot_ids, slot_weights, samples.voxels, target, weight,
                             self._resolve_table(), self.config.tracking.instance_count_cap)
+        voted = target > 0
+        pairs, counts = np.unique(np.stack([samples.segment_ids[voted],
+                                            target[voted].astype(np.int64)], axis=1),
+                                  axis=0, return_counts=True)
         t2 = time.perf_counter()
-        return {"num_samples": float(samples.voxels.size),
-                "voting_ms": (t1 - t0) * 1e3, "association_ms": (t2 - t1) * 1e3,
-                **assoc_stats}
+        return ({"num_samples": float(samples.voxels.size),
+                 "voting_ms": (t1 - t0) * 1e3, "association_ms": (t2 - t1) * 1e3,
+                 **assoc_stats}, np.column_stack([pairs, counts]).astype(np.int64))
 
     # ---- instance layer (replaced by the baselines) ----------------------------------------
     def _instance_targets(self, things: list[ThingSegment], sample_thing: np.ndarray,

@@ -159,6 +159,12 @@ class RefinedLayer:
             report.num_keyframes = len(self.store)
         return report
 
+    def move_keyframes(self, T_world_cam_by_stamp: dict[int, np.ndarray]) -> int:  # noqa: N803
+        """A loop correction moved the prior's frames: keyframes with these stamps take their
+        corrected poses (training goes on from them); returns how many moved."""
+        with self._lock:
+            return self.store.move_keyframes(T_world_cam_by_stamp)
+
     def wants_keyframe(self, T_world_cam: np.ndarray, stamp_ns: int) -> bool:  # noqa: N803
         """Whether a frame at this pose and stamp would be kept (read-only; lets a caller skip
         decoding the images of frames that would not be)."""

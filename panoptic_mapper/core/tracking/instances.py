@@ -12,6 +12,7 @@ serialise). Does not own: the association of segments to instances (``tracker.py
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 
@@ -155,6 +156,36 @@ class InstanceTable:
         drop.merged_into = keep_id
         self._alive_ids.discard(drop_id)
         self._point(drop_id, keep_id)
+        self._resolve = None
+
+    def rename(self, current_id: int, wanted_id: int) -> None:
+        """Serve the alive instance ``current_id`` as ``wanted_id`` (an id this table never
+        used, e.g. one a map rebuilt after a loop correction inherits): a record under
+        ``wanted_id`` takes its state and ``current_id`` resolves to it, so ids stored in voxels
+        need no rewrite."""
+        if wanted_id in self.records or wanted_id <= 0:
+            raise ValueError(f"instance id {wanted_id} is in use or invalid")
+        old = self.records[current_id]
+        self.records[wanted_id] = dataclasses.replace(old, id=wanted_id)
+        self._alive_ids.add(wanted_id)
+        self._point(wanted_id, wanted_id)
+        old.status = InstanceStatus.MERGED
+        old.merged_into = wanted_id
+        self._alive_ids.discard(current_id)
+        self._point(current_id, wanted_id)
+        self._resolve = None
+
+    def add_alias(self, alias_id: int, target_id: int) -> None:
+        """Record the unused id ``alias_id`` as merged into ``target_id`` (an id the planner
+        saw for an object that a correction revealed to be ``target_id``)."""
+        if alias_id in self.records or alias_id <= 0:
+            raise ValueError(f"instance id {alias_id} is in use or invalid")
+        target = self.records[target_id]
+        self.records[alias_id] = InstanceRecord(
+            id=alias_id, is_thing=target.is_thing, label_evidence=np.zeros(self.num_channels),
+            status=InstanceStatus.MERGED, first_frame=target.first_frame,
+            last_frame=target.first_frame, merged_into=target_id)
+        self._point(alias_id, target_id)
         self._resolve = None
 
     def resolve_table(self) -> np.ndarray:

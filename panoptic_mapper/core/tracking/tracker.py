@@ -399,6 +399,15 @@ class InstanceTracker:
         self.table.merge(keep.id, drop.id)
         self.pairs.replace_id(drop.id, keep.id)
 
+    def rename(self, current_id: int, wanted_id: int) -> None:
+        """Serve instance (or stuff region) ``current_id`` as the unused ``wanted_id``
+        (``InstanceTable.rename``), keeping the pair statistics and stuff regions."""
+        self.table.rename(current_id, wanted_id)
+        self.pairs.replace_id(current_id, wanted_id)
+        for channel, region in self.stuff_regions.items():
+            if region == current_id:
+                self.stuff_regions[channel] = wanted_id
+
     def finalize(self) -> None:
         """Retire every candidate that was never confirmed (end of the sequence)."""
         for record in self.table.alive(things_only=True):
