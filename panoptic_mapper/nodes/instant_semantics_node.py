@@ -27,11 +27,13 @@ from rclpy.lifecycle import TransitionCallbackReturn
 
 from panoptic_mapper.core.errors import InvalidInputError, PanopticMapperError
 from panoptic_mapper.core.mapping.base import create_map
+from panoptic_mapper.core.mapping.frame_store import FrameStore
 from panoptic_mapper.core.query.engine import create_query_engine
+from panoptic_mapper.nodes.correction_input import CorrectionInput
 from panoptic_mapper.nodes.frame_input import FrameInput, QueuedFrame
 from panoptic_mapper.nodes.map_server import MapServer
 from panoptic_mapper.nodes.node_base import (PanopticLifecycleNode, load_registry, run_node,
-                                             set_torch_threads)
+                                             sensor_qos, set_torch_threads)
 from panoptic_mapper.runtime import shared_maps
 from panoptic_mapper.runtime.map_session import MapSession
 from panoptic_mapper.runtime.node_config import InstantSemanticsNodeConfig
@@ -53,6 +55,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         self.session: MapSession | None = None
         self.server: MapServer | None = None
         self.input: FrameInput | None = None
+        self.corrections: CorrectionInput | None = None
         self._integration: QueueWorker | None = None
         self._busy_reported = (time.perf_counter(), 0.0)
 
@@ -69,14 +72,19 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         try:
             registry = load_registry(cfg.label_file)
             map_config = cfg.map.to_dict()
+            corrections = bool(cfg.input.topics.keyframe_corrections and cfg.corrections.enabled)
             self.session = MapSession(lambda: create_map("instant", registry, map_config),
-                                      registry, create_query_engine(cfg.query, registry))
+                                      registry, create_query_engine(cfg.query, registry),
+                                      FrameStore(cfg.corrections) if corrections else None)
             if cfg.load_on_start_path:
                 self.session.load(cfg.load_on_start_path)
                 self.get_logger().info(f"loaded {cfg.load_on_start_path} "
                                        f"({self.session.num_frames} frames)")
             self.input = FrameInput(self, cfg.input, cfg.sync, cfg.queue_size, cfg.map_frame,
                                     registry)
+            self.corrections = CorrectionInput(
+                self, self.session, cfg.input.topics.keyframe_corrections, cfg.map_frame,
+                sensor_qos(cfg.input.qos)) if corrections else None
         except (PanopticMapperError, OSError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.session = None
@@ -97,6 +105,8 @@ class InstantSemanticsNode(PanopticLifecycleNode):
         """Subscribe to the inputs; start the integration and refresh workers and the timers."""
         cfg = self.config
         topics = self.input.subscribe()
+        if self.corrections is not None:
+            topics.append(self.corrections.subscribe() + " (loop corrections)")
         self._integration = QueueWorker("integration", self.input.queue, self._integrate,
                                         self.worker_error)
         self.start_worker(self._integration)
@@ -113,7 +123,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
             self.server.release()
         if self.session is not None:
             shared_maps.unregister(self.get_name(), self.session)
-        self.session = self.server = None
+        self.session = self.server = self.corrections = None
 
     def _on_parameters_changed(self, config: InstantSemanticsNodeConfig) -> None:
         if self.server is not None:
@@ -166,7 +176,8 @@ class InstantSemanticsNode(PanopticLifecycleNode):
             "worker_busy_pct": f"{100.0 * (busy - busy_before) / max(now - since, 1e-9):.0f}",
             "map_frames": session.num_frames,
             "last_frame_stamp_s": f"{session.last_frame_stamp_ns / 1e9:.3f}",
-            **self.server.diagnostics_values()}
+            **self.server.diagnostics_values(),
+            **(self.corrections.diagnostics_values() if self.corrections else {})}
         self.publish_diagnostics(values)
         self.input.hint_missing_inputs(self.stats.counters())
 

@@ -102,6 +102,7 @@ class MapperNode(PanopticLifecycleNode):
             return TransitionCallbackReturn.FAILURE
         if self._shared is not None:
             self._shared.session.add_frame_listener(self._observe)
+            self._shared.session.add_correction_listener(self._move_keyframes)
         self.training = TrainingWorker(self.session, cfg.training, self.get_logger(),
                                        self._frames_waiting)
         self._control = TrainingControlService(self, self.training, self.session)
@@ -158,6 +159,7 @@ class MapperNode(PanopticLifecycleNode):
         """Save the whole map first when ``save_on_shutdown_path`` is set; withdraw all."""
         if self._shared is not None:
             self._shared.session.remove_frame_listener(self._observe)
+            self._shared.session.remove_correction_listener(self._move_keyframes)
         if self._control is not None:
             quietly(self._control.destroy)
         if self.server is not None:
@@ -183,6 +185,10 @@ class MapperNode(PanopticLifecycleNode):
             self.stats.time("keyframe", time.perf_counter() - start)
         for warning in report.warnings:
             self.problem("keyframe_warning", warning)
+
+    def _move_keyframes(self, moved) -> None:
+        """colocated: a loop correction moved the instant map's frames; keyframes follow."""
+        self.count("keyframes_corrected", self.session.layer.move_keyframes(moved))
 
     def _offer_keyframe(self, item: QueuedFrame) -> None:
         """topics: decode a frame only when the keyframe selector would keep it."""

@@ -1,8 +1,8 @@
 """rclpy sensor and geometry messages <-> core types.
 
 Covers ``builtin_interfaces/Time``, ``sensor_msgs/Image`` (colour and depth), ``CameraInfo``,
-``PointCloud2`` (panoptic layout), ``geometry_msgs/PoseStamped``, ``TransformStamped`` and
-``nav_msgs/Odometry``, and the assembly of an :class:`RgbdFrame` from its messages.
+``PointCloud2`` (panoptic layout), ``geometry_msgs/PoseStamped``, ``TransformStamped``,
+``nav_msgs/Odometry`` and ``nav_msgs/Path`` (a loop correction's keyframe poses), and the assembly of an :class:`RgbdFrame` from its messages.
 
 Owns: building and reading message objects. Byte layouts, units and encodings are owned by
 ``panoptic_mapper.core.io.wire`` (shared with the rosbags code); our own interfaces
@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, PoseStamped, TransformStamped
-from nav_msgs.msg import Odometry
+from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.io import wire
+from panoptic_mapper.core.mapping.pose_corrections import KeyframeCorrection
 from panoptic_mapper.core.types import (CameraIntrinsics, RgbdFrame, check_depth_values,
                                         validate_rigid_transform)
 
@@ -319,6 +320,40 @@ def odometry_msg_from_transform(transform: StampedTransform) -> Odometry:
     msg = Odometry(header=header_msg(transform.stamp_ns, transform.parent_frame_id),
                    child_frame_id=transform.child_frame_id)
     _fill_pose_msg(msg.pose.pose, transform.T_parent_child)
+    return msg
+
+
+def keyframe_correction_from_path_msg(msg: Path, map_frame: str) -> KeyframeCorrection:
+    """``nav_msgs/Path`` of optimised keyframe poses (``T_<map_frame>_camera``, each stamped with
+    its keyframe image's stamp) -> :class:`KeyframeCorrection` stamped with the path header.
+
+    Raises:
+        InvalidInputError: a frame other than ``map_frame``, an empty path, a bad stamp or pose
+            (the pose and order checks are ``check_correction``'s).
+    """
+    frames = {msg.header.frame_id} | {p.header.frame_id for p in msg.poses if p.header.frame_id}
+    if frames != {map_frame}:
+        raise InvalidInputError("path.header.frame_id", sorted(frames),
+                                f"keyframe poses must be given in the map frame '{map_frame}'",
+                                kind="correction_frame")
+    if not msg.poses:
+        raise InvalidInputError("path.poses", 0, "a correction needs at least one keyframe pose",
+                                kind="correction")
+    stamps = np.array([stamp_ns_from_time_msg(p.header.stamp, f"path.poses[{i}].header.stamp")
+                       for i, p in enumerate(msg.poses)], np.int64)
+    poses = np.stack([_matrix_from_pose_msg(p.pose, f"path.poses[{i}].pose")
+                      for i, p in enumerate(msg.poses)])
+    return KeyframeCorrection(stamp_ns_from_time_msg(msg.header.stamp, "path.header.stamp"),
+                              stamps, poses)
+
+
+def path_msg_from_keyframe_correction(correction: KeyframeCorrection, map_frame: str) -> Path:
+    """:class:`KeyframeCorrection` -> ``nav_msgs/Path`` (the inverse of the above)."""
+    msg = Path(header=header_msg(correction.stamp_ns, map_frame))
+    for stamp_ns, T in zip(correction.keyframe_stamps_ns, correction.T_world_keyframe):  # noqa: N806
+        pose = PoseStamped(header=header_msg(int(stamp_ns), map_frame))
+        _fill_pose_msg(pose.pose, T)
+        msg.poses.append(pose)
     return msg
 
 

@@ -110,6 +110,9 @@ LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("segmentation_topic", "",
                    "PanopticSegmentation topic between segmenter and mappers; empty = "
                    "parameter file"),
+    LaunchArgument("corrections_topic", "",
+                   "nav_msgs/Path of a SLAM system's optimised keyframe poses (loop "
+                   "corrections, docs/slam_poses.md); empty = parameter file"),
 )
 
 NODES: tuple[NodeSpec, ...] = (
@@ -125,7 +128,8 @@ NODES: tuple[NodeSpec, ...] = (
              {"rgb_topic": "input.topics.rgb", "depth_topic": "input.topics.depth",
               "camera_info_topic": "input.topics.camera_info",
               "pose_topic": "input.topics.pose",
-              "segmentation_topic": "input.topics.segmentation", "map_frame": "map_frame"}),
+              "segmentation_topic": "input.topics.segmentation", "map_frame": "map_frame",
+              "corrections_topic": "input.topics.keyframe_corrections"}),
     NodeSpec("mapper", "mapper_node", "mapper_node", "panoptic_mapper.nodes.mapper_node", True,
              "panoptic_mapper.runtime.mapper_config:MapperNodeConfig",
              {"rgb_topic": "input.topics.rgb", "depth_topic": "input.topics.depth",

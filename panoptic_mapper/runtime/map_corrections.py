@@ -15,7 +15,8 @@ worker then
    system streams poses in its corrected map after a loop closure), the last few under the
    write lock, gives the rebuilt instances the ids the planner saw (``inherit_instance_ids``),
    moves the stored poses, and swaps the rebuilt map in; the next refresh serves it;
-4. tells the listeners (a co-located refined layer moves its keyframes) the corrected poses.
+4. tells the session's correction listeners (a co-located refined layer moves its keyframes)
+   the corrected poses.
 
 ROS-free. Owns: :class:`MapCorrector`, :class:`CorrectionStats`. Does not own: the map
 (``MapSession``), the pose arithmetic or the rebuild (``core/mapping``).
@@ -25,7 +26,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -40,9 +40,6 @@ from panoptic_mapper.runtime.workers import ErrorHandler, QueueWorker
 
 CATCH_UP_UNDER_LOCK_FRAMES = 3
 """Frames that arrived during a rebuild are fused outside the write lock until this few remain."""
-
-CorrectionListener = Callable[[dict[int, np.ndarray]], None]
-"""Called after a correction with ``{stamp_ns: corrected T_world_cam}`` of the moved frames."""
 
 
 @dataclass
@@ -80,13 +77,9 @@ class MapCorrector:
             raise ValueError("the map session keeps no frames (frame_store is None)")
         self.session = session
         self.stats = CorrectionStats()
-        self._listeners: list[CorrectionListener] = []
         self._queue: KeepLatestQueue[KeyframeCorrection] = KeepLatestQueue(1)
         self.worker = QueueWorker("corrections", self._queue, self._apply_queued, on_error)
         self._lock = threading.Lock()
-
-    def add_listener(self, listener: CorrectionListener) -> None:
-        self._listeners.append(listener)
 
     @property
     def pending(self) -> bool:
@@ -104,8 +97,7 @@ class MapCorrector:
         try:
             self._check(correction)
         except InvalidInputError as exc:
-            self.stats.rejected += 1
-            self.stats.last_error = str(exc)
+            self.note_refused(exc)
             raise
         if self._queue.put(correction) is not None:
             self.stats.superseded += 1
@@ -120,9 +112,13 @@ class MapCorrector:
         try:
             return self._apply(correction)
         except InvalidInputError as exc:
-            self.stats.rejected += 1
-            self.stats.last_error = str(exc)
+            self.note_refused(exc)
             raise
+
+    def note_refused(self, error: InvalidInputError) -> None:
+        """Count a correction refused before it got here (e.g. a message in the wrong frame)."""
+        self.stats.rejected += 1
+        self.stats.last_error = str(error)
 
     def _check(self, correction: KeyframeCorrection):
         session = self.session
@@ -139,8 +135,7 @@ class MapCorrector:
         try:
             self._apply(correction)
         except InvalidInputError as exc:  # e.g. a reset meanwhile: say so, keep going
-            self.stats.rejected += 1
-            self.stats.last_error = str(exc)
+            self.note_refused(exc)
             raise
 
     def _apply(self, correction: KeyframeCorrection) -> RebuildReport:
@@ -183,10 +178,9 @@ class MapCorrector:
             finally:
                 store.keep_all = False
             moved = {int(s): T for s, T in zip(stamps, new_history)}  # noqa: N806
-            for listener in list(self._listeners):
-                listener(moved)
             self._record(correction, matched.max_shift_m, report, time.perf_counter() - start,
                          lock_s)
+            session.notify_poses_corrected(moved)
             return report
 
     @staticmethod

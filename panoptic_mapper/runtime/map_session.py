@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import IntegrationReport, PanopticMap
 from panoptic_mapper.core.mapping.frame_store import FrameStore
@@ -37,6 +39,9 @@ __all__ = ["ExportResult", "FrameListener", "MapSession", "MapSnapshot", "Sessio
 
 FrameListener = Callable[[RgbdFrame, PanopticSegmentation2D | None], None]
 """Called with every frame the map accepted, right after it was integrated."""
+CorrectionListener = Callable[[dict[int, np.ndarray]], None]
+"""Called after a loop correction with ``{stamp_ns: corrected T_world_cam}`` of the frames it
+moved (``runtime/map_corrections``)."""
 
 
 @dataclass
@@ -80,6 +85,7 @@ class MapSession(ServedMap):
         self._last_stamp_ns = 0
         self._frames = 0
         self._listeners: list[FrameListener] = []
+        self._correction_listeners: list[CorrectionListener] = []
         self.stats = SessionStats()
 
     @property
@@ -111,6 +117,20 @@ class MapSession(ServedMap):
     def remove_frame_listener(self, listener: FrameListener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+
+    def add_correction_listener(self, listener: CorrectionListener) -> None:
+        """Tell ``listener`` the corrected poses after every loop correction (a derived layer
+        moves its own copies of the frames)."""
+        self._correction_listeners.append(listener)
+
+    def remove_correction_listener(self, listener: CorrectionListener) -> None:
+        if listener in self._correction_listeners:
+            self._correction_listeners.remove(listener)
+
+    def notify_poses_corrected(self, moved: dict[int, np.ndarray]) -> None:
+        """Called by the corrector after it swapped a rebuilt map in."""
+        for listener in list(self._correction_listeners):
+            listener(moved)
 
     # ---- writer side ---------------------------------------------------------------------------
     def integrate(self, frame: RgbdFrame,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from panoptic_mapper.core.config import ConfigBase, require
+from panoptic_mapper.core.mapping.frame_store import FrameStoreConfig
 from panoptic_mapper.core.mapping.instant_map import InstantMapConfig
 from panoptic_mapper.core.query.engine import QueryConfig
 from panoptic_mapper.core.segmentation.detector_backend import DetectorConfig
@@ -154,10 +155,26 @@ class MapOutputConfig(ConfigBase):
 # instant_semantics_node
 # --------------------------------------------------------------------------------------------
 @dataclass
+class InstantTopicsConfig(SensorTopicsConfig):
+    """Input topics of the instant semantics node: the sensor stream and loop corrections."""
+
+    keyframe_corrections: str = "/slam/optimized_keyframes"
+    """nav_msgs/Path: a SLAM system's optimised keyframe poses after a loop closure (poses of
+    the frame the pose stream reports, in map_frame, stamped with the keyframe images' stamps);
+    the map re-fuses its frames at the corrected poses (docs/slam_poses.md). Empty = ignore
+    corrections."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.keyframe_corrections:
+            _require_topic("keyframe_corrections", self.keyframe_corrections)
+
+
+@dataclass
 class InstantInputConfig(ConfigBase):
     """Where the instant semantics node gets its frames from."""
 
-    topics: SensorTopicsConfig = field(default_factory=SensorTopicsConfig)
+    topics: InstantTopicsConfig = field(default_factory=InstantTopicsConfig)
     """Input topics."""
     pose_source: Literal["pose_stamped", "odometry", "tf"] = "pose_stamped"
     """Camera pose from a PoseStamped or an Odometry topic (``topics.pose``), or from tf
@@ -216,6 +233,9 @@ class InstantSemanticsNodeConfig(ConfigBase):
     """Period of the diagnostics (rates, drops, invalid inputs, timings), seconds."""
     map: InstantMapConfig = field(default_factory=InstantMapConfig)
     """The instant map (core/mapping/instant_map.py)."""
+    corrections: FrameStoreConfig = field(default_factory=FrameStoreConfig)
+    """Fused frames kept so that loop corrections can re-fuse them
+    (core/mapping/frame_store.py)."""
     query: QueryConfig = field(default_factory=QueryConfig)
     """Free-text queries of the query_objects service (core/query/engine.py); a min_score of 0
     in a request means this section's min_score."""

@@ -9,10 +9,13 @@ Examples:
   panoptic-mapper eval s0/ s1/ s2/ --method fine=instant --config fine=fine.yaml --out results/
   panoptic-mapper eval ../shared/data/7scenes_redkitchen_stride4 --method instant \\
       --max-frames 100 --out results/   # no labels: geometry (depth) and timing only
-  panoptic-mapper eval s0_vio/ --poses estimated --out results_drift/   # what drift costs
+  panoptic-mapper eval s0_vio/ --poses estimated --out results_drift/   # loop corrections applied
+  panoptic-mapper eval s0_vio/ --poses estimated --corrections ignore --out results_drift/
 
 ``--poses estimated`` feeds the maps the SLAM estimate of a ``make-scene --pose-drift`` scene
-(``pose_estimated/``) and scores them at the true poses.
+(``pose_estimated/``) and scores them at the true poses; ``--corrections apply`` (the default)
+rebuilds the instant map at the scene's loop corrections (``loop_corrections.json``) as they are
+published, ``ignore`` feeds the estimate alone (what drift costs without loop closing).
 
 ``--method oracle`` renders the ground-truth mesh (it needs one): a check of the evaluation
 itself, and the best score the ground truth allows. Metric definitions: docs/evaluation.md.
@@ -49,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poses", choices=("true", "estimated"), default=None,
                         help="poses the maps integrate: the dataset's own (true, default) or "
                              "its SLAM estimate (pose_estimated/); scoring uses the true ones")
+    parser.add_argument("--corrections", choices=("apply", "ignore"), default=None,
+                        help="with --poses estimated: apply the scene's loop corrections to the "
+                             "maps (apply, default) or feed the estimate alone (ignore)")
     parser.add_argument("--eval-config", metavar="YAML",
                         help="YAML with EvalConfig fields (flags above override it)")
     parser.add_argument("--labels", metavar="YAML",
@@ -77,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     config = EvalConfig.from_yaml(args.eval_config) if args.eval_config else EvalConfig()
     overrides = {"max_frames": args.max_frames, "stride": args.stride,
                  "eval_every": args.eval_every, "eval_pixel_step": args.eval_pixel_step,
-                 "poses": args.poses}
+                 "poses": args.poses, "corrections": args.corrections}
     config = EvalConfig.from_dict({**config.to_dict(),
                                    **{k: v for k, v in overrides.items() if v is not None}})
     if args.gt_mesh and len(args.sources) > 1:

@@ -102,3 +102,20 @@ def test_store_evicts_the_most_redundant_keyframe(label_registry):
     assert evicted in (1, 2)
     assert sorted(k.T_world_cam[0, 3] for k in store.snapshot())[0] == 0.0
     assert len(store) == 3
+
+
+def test_a_loop_correction_moves_the_keyframes_it_names(label_registry):
+    classes = ClassSpace.from_registry(label_registry)
+    store = KeyframeStore(KeyframeConfig(max_keyframes=3, image_scale=1.0), 0.3)
+    frame, segmentation = _frame_and_segmentation()
+    for stamp, x in ((10, 0.0), (20, 1.0)):
+        keyframe, _ = Keyframe.from_frame(frame.replace(T_world_cam=_pose(x), stamp_ns=stamp),
+                                          segmentation, classes, label_registry, store.config)
+        store.add(keyframe)
+    before = store.snapshot()
+    version = store.version
+    assert store.move_keyframes({20: _pose(1.2), 99: _pose(5.0)}) == 1
+    after = store.snapshot()
+    assert after[1].T_world_cam[0, 3] == 1.2 and after[0].T_world_cam[0, 3] == 0.0
+    assert before[1].T_world_cam[0, 3] == 1.0  # snapshots held by training are not changed
+    assert store.version == version + 1

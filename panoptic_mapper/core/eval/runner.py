@@ -21,7 +21,12 @@ reference point for what the maps add.
 With ``poses="estimated"`` the maps integrate every frame at the pose a (simulated) SLAM system
 estimated for it (``pose_estimated/`` of a ``make-scene --pose-drift`` scene) instead of the true
 one, while rendering for scoring and the observed-surface culling keep the true poses: the
-scores then show what pose drift costs the map.
+scores then show what pose drift costs the map. With ``corrections="apply"`` (the default) the
+scene's loop corrections (``loop_corrections.json``) are applied as a node applies them: the maps
+that can (the instant map, fed through the runtime's ``CorrectedMap``: a map session keeping its
+frames, and its corrector) rebuild at the corrected keyframe poses before integrating the first
+frame stamped at or after a correction's publication; each correction's cost is recorded in
+``MethodResult.corrections``. ``corrections="ignore"`` feeds the estimate alone.
 
 Owns: the run loop, frame selection, timing, and turning maps' outputs into metric inputs.
 Does not own: metric definitions (``metrics.py``), file formats (``core/io``), reports
@@ -29,6 +34,7 @@ Does not own: metric definitions (``metrics.py``), file formats (``core/io``), r
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import math
@@ -50,14 +56,19 @@ from panoptic_mapper.core.eval.surface import (VisibilityAccumulator, closest_su
                                                point_to_mesh_distance_m, sample_surface)
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.mapping.base import PanopticMap, create_map
+from panoptic_mapper.core.mapping.instant_map import InstantPanopticMap
+from panoptic_mapper.core.mapping.pose_corrections import KeyframeCorrection
 from panoptic_mapper.core.types import (CameraIntrinsics, DatasetSample, GroundTruthLabels,
-                                        PanopticMesh)
+                                        LoopCorrection, PanopticMesh)
 
 LOGGER = logging.getLogger(__name__)
 UNKNOWN_LENGTH_EVAL_EVERY = 10
 """``eval_every`` used when the number of frames is not known in advance (some bags)."""
 MAX_WARNINGS_KEPT = 20
 """Distinct integration warnings kept per method in the result."""
+CORRECTED_MAP = "panoptic_mapper.runtime.corrected_map:CorrectedMap"
+"""What makes an instant map follow loop corrections (a runtime object, resolved by name like the
+``refined`` method of ``create_map``: the core does not import the runtime)."""
 
 
 @dataclass
@@ -101,11 +112,16 @@ class EvalConfig(ConfigBase):
     """Poses the maps integrate the frames with: the source's own (``true``), or the SLAM
     estimate recorded beside them (``estimated``: a dataset folder with ``pose_estimated/``).
     Scoring always uses the source's own poses."""
+    corrections: Literal["apply", "ignore"] = "apply"
+    """With ``poses="estimated"``: apply the SLAM system's loop corrections to the maps that can
+    follow them (``apply``), or feed the live estimate alone (``ignore``)."""
 
     def validate(self) -> None:
         super().validate()
         require(self.poses in ("true", "estimated"), "poses", self.poses,
                 "must be 'true' or 'estimated'")
+        require(self.corrections in ("apply", "ignore"), "corrections", self.corrections,
+                "must be 'apply' or 'ignore'")
         require(self.stride >= 1, "stride", self.stride, "must be >= 1")
         require(self.max_frames >= 0, "max_frames", self.max_frames, "must be >= 0")
         require(self.eval_every >= 0, "eval_every", self.eval_every, "must be >= 0")
@@ -179,6 +195,8 @@ class EvalSource:
     (e.g. a SLAM estimate); None = the frames' own poses. Scoring uses the frames' own."""
     notes: list[str] = field(default_factory=list)
     """Remarks about the source, copied into the result."""
+    corrections: list[LoopCorrection] = field(default_factory=list)
+    """Loop corrections to apply while feeding (publication order); empty = none."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,6 +239,9 @@ class MethodResult:
     notes: list[str] = field(default_factory=list)
     mesh_vertices: int = 0
     mesh_triangles: int = 0
+    corrections: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per loop correction applied (or refused): publication stamp, fed position,
+    ``duration_s``, ``frames_fused``, ``max_shift_m`` ... (``error`` when refused)."""
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"name": self.name, "method": self.method,
@@ -232,7 +253,8 @@ class MethodResult:
         out.update(frames_rejected=self.frames_rejected, num_instances=self.num_instances,
                    warnings=list(self.warnings),
                    notes=list(self.notes), mesh_vertices=self.mesh_vertices,
-                   mesh_triangles=self.mesh_triangles)
+                   mesh_triangles=self.mesh_triangles,
+                   corrections=[dict(c) for c in self.corrections])
         return out
 
 
@@ -312,7 +334,7 @@ def open_source(path: str | Path, config: EvalConfig | None = None,
     config = config or EvalConfig()
     path = Path(path)
     max_frames = config.max_frames or None
-    integration_poses, notes = None, []
+    integration_poses, notes, corrections = None, [], []
     if is_bag(path):
         if config.poses == "estimated":
             raise ConfigError("poses", config.poses, "needs a dataset folder with "
@@ -335,8 +357,14 @@ def open_source(path: str | Path, config: EvalConfig | None = None,
                 raise ConfigError("poses", config.poses, f"{path} has no pose_estimated/ "
                                   "(make-scene --pose-drift writes one)")
             integration_poses = estimate.T_world_cam_by_stamp
-            notes.append("maps integrated the SLAM estimate (pose_estimated/, loop corrections "
-                         "not applied) and were scored at the true poses")
+            if config.corrections == "apply" and estimate.corrections:
+                corrections = list(estimate.corrections)
+                notes.append(f"maps integrated the SLAM estimate (pose_estimated/) and applied "
+                             f"its {len(corrections)} loop corrections where they can; scored "
+                             "at the true poses")
+            else:
+                notes.append("maps integrated the SLAM estimate (pose_estimated/, loop corrections "
+                             "not applied) and were scored at the true poses")
     mesh_path = Path(gt_mesh_path) if gt_mesh_path is not None else found_mesh
     if mesh_path is not None and not Path(mesh_path).is_file():
         raise DataFormatError("gt_mesh", str(mesh_path), "file not found", kind="missing_file")
@@ -344,7 +372,7 @@ def open_source(path: str | Path, config: EvalConfig | None = None,
         name=path.name if path.name else str(path), samples=samples,
         registry=registry or found_registry or LabelRegistry.default(), num_frames=num_frames,
         gt_mesh=read_ply(mesh_path) if mesh_path is not None else None, path=str(path),
-        integration_poses=integration_poses, notes=notes)
+        integration_poses=integration_poses, notes=notes, corrections=corrections)
 
 
 def _drifting_scene_beside(bag: Path) -> bool:
@@ -432,6 +460,7 @@ class _MethodRun:
     integrate_ms: list[float] = field(default_factory=list)
     rejected: int = 0
     warnings: dict[str, None] = field(default_factory=dict)
+    corrections: list[dict[str, Any]] = field(default_factory=list)
 
     def remember(self, text: str) -> None:
         if len(self.warnings) < MAX_WARNINGS_KEPT:
@@ -460,9 +489,14 @@ def evaluate(source: str | Path | EvalSource, methods: list[MethodSpec],
         raise InvalidInputError("methods", names, "need at least one method, names unique",
                                 kind="config")
     registry = source.registry
-    runs = [_MethodRun(spec, spec.create(registry)) for spec in methods]
+    pending = sorted(source.corrections, key=lambda c: c.stamp_ns) \
+        if config.corrections == "apply" else []
+    runs = [_MethodRun(spec, _correctable(spec, registry) if pending else spec.create(registry))
+            for spec in methods]
     eval_every = _eval_every(config, source.num_frames)
     notes: list[str] = list(source.notes)
+    notes += [f"{run.spec.name} cannot follow loop corrections: fed the estimate alone"
+              for run in runs if pending and not hasattr(run.map, "apply_correction")]
     if config.eval_every == 0 and source.num_frames is None:
         notes.append(f"number of frames unknown in advance: scored every "
                      f"{UNKNOWN_LENGTH_EVAL_EVERY}th frame")
@@ -473,6 +507,8 @@ def evaluate(source: str | Path | EvalSource, methods: list[MethodSpec],
     for position, sample in enumerate(_progress(source.samples, progress, source.num_frames,
                                                 f"{source.name}: integrate")):
         frame = sample.frame
+        while pending and frame.stamp_ns >= pending[0].stamp_ns:
+            _apply_correction(runs, pending.pop(0), position)
         fed = frame if source.integration_poses is None else \
             frame.replace(T_world_cam=_integration_pose(source, frame.stamp_ns))
         for run in runs:
@@ -491,6 +527,9 @@ def evaluate(source: str | Path | EvalSource, methods: list[MethodSpec],
             continue
         scored.append(_scored_frame(position, sample, config.eval_pixel_step))
     num_frames = position + 1
+    if pending:
+        notes.append(f"{len(pending)} loop corrections published after the last fed frame: "
+                     "not applied")
     if num_frames == 0:
         raise DataFormatError("source", source.path or source.name, "no readable frame",
                               kind="empty")
@@ -509,6 +548,34 @@ def evaluate(source: str | Path | EvalSource, methods: list[MethodSpec],
         eval_positions=[f.position for f in scored], methods=results, config=config,
         input_segmentation=input_scores, skipped_frames=skipped, notes=notes,
         gt_points_scored=0 if gt_surface is None else int(gt_surface.scored.sum()))
+
+
+def _correctable(spec: MethodSpec, registry: LabelRegistry) -> PanopticMap:
+    """``spec``'s map, made to follow loop corrections when it is an instant map (module
+    docstring); other maps as they are (those that can have ``apply_correction``)."""
+    first = spec.create(registry)
+    if hasattr(first, "apply_correction") or not isinstance(first, InstantPanopticMap):
+        return first
+    module, name = CORRECTED_MAP.split(":")
+    made = [first]
+    return getattr(importlib.import_module(module), name)(
+        lambda: made.pop() if made else spec.create(registry), registry)
+
+
+def _apply_correction(runs: list[_MethodRun], correction: LoopCorrection, position: int) -> None:
+    """Apply ``correction`` to every map that can follow it, recording what it cost."""
+    keyframes = KeyframeCorrection.from_loop_correction(correction)
+    for run in runs:
+        if not hasattr(run.map, "apply_correction"):
+            continue
+        record: dict[str, Any] = {"stamp_ns": int(correction.stamp_ns), "position": position,
+                                  "keyframes": keyframes.num_keyframes}
+        try:
+            record.update(run.map.apply_correction(keyframes))
+        except InvalidInputError as exc:
+            record["error"] = str(exc)
+            run.remember(f"loop correction refused: {exc}")
+        run.corrections.append(record)
 
 
 def _integration_pose(source: EvalSource, stamp_ns: int) -> np.ndarray:
@@ -646,7 +713,7 @@ def _score_method(run: _MethodRun, scored: list[_ScoredFrame],
                           depth=depth.result(), frames_rejected=run.rejected,
                           num_instances=len(the_map.get_instances()),
                           warnings=list(run.warnings), mesh_vertices=mesh.num_vertices,
-                          mesh_triangles=mesh.num_triangles)
+                          mesh_triangles=mesh.num_triangles, corrections=run.corrections)
     if gt_frames:
         result.panoptic = scene_panoptic_quality(gt_frames, pred_frames, registry.thing_ids,
                                                  config.robust_fraction)
