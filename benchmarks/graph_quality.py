@@ -106,9 +106,12 @@ def _cli(argv: list[str], log: Path | None = None) -> None:
 # ============================================================================================
 # Scenes and the offline map
 # ============================================================================================
-def ensure_scene(work: Path, seed: int, level: str, frames: int) -> Path:
-    """The scene folder (dataset + bag), generated once."""
-    scene = work / "scenes" / f"s{seed}_{level}_{frames}f"
+def ensure_scene(work: Path, seed: int, level: str, frames: int, pose_drift: str = "none"
+                 ) -> Path:
+    """The scene folder (dataset + bag), generated once; with ``pose_drift`` the bag carries a
+    simulated SLAM estimate and its loop corrections (``make-scene --pose-drift``)."""
+    drift = f"_{pose_drift}" if pose_drift != "none" else ""
+    scene = work / "scenes" / f"s{seed}_{level}_{frames}f{drift}"
     if not ((scene / "scene.json").is_file() and (scene / "bag" / "metadata.yaml").is_file()):
         if scene.exists():
             import shutil
@@ -117,19 +120,22 @@ def ensure_scene(work: Path, seed: int, level: str, frames: int) -> Path:
         scene.parent.mkdir(parents=True, exist_ok=True)
         print(f"generating {scene.name} ...", flush=True)
         _cli(["make-scene", str(scene), "--seed", str(seed), "--noise", level, "--frames",
-              str(frames), "--rate", str(SCENE_RATE_HZ), "--no-progress"],
+              str(frames), "--rate", str(SCENE_RATE_HZ), "--pose-drift", pose_drift,
+              "--no-progress"],
              scene.parent / f"{scene.name}.log")
     return scene
 
 
 def offline_eval(work: Path, scene: Path) -> dict[str, Any]:
-    """``panoptic-mapper eval SCENE --method instant`` (cached): its headline row."""
+    """``panoptic-mapper eval SCENE --method instant`` (cached): its headline row; a scene with
+    a SLAM estimate is fed the estimate and its corrections, as the graph is."""
     out = work / "offline" / scene.name
     if not (out / "metrics.json").is_file():
         print(f"offline eval of {scene.name} (all frames through the core) ...", flush=True)
         out.mkdir(parents=True, exist_ok=True)
-        _cli(["eval", str(scene), "--method", "instant", "--out", str(out), "--no-progress"],
-             out / "eval.log")
+        poses = ["--poses", "estimated"] if (scene / "pose_estimated").is_dir() else []
+        _cli(["eval", str(scene), "--method", "instant", "--out", str(out), "--no-progress",
+              *poses], out / "eval.log")
     metrics = json.loads((out / "metrics.json").read_text())
     return next(r for r in metrics["rows"] if r["method"] == "instant")
 
@@ -1025,6 +1031,9 @@ def main() -> int:
                         choices=("clean", "medium", "hard"))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--pose-drift", choices=("none", "vio", "vo"), default="none",
+                        help="scenes with a simulated SLAM estimate and loop corrections "
+                             "(make-scene --pose-drift); the graph applies the corrections")
     parser.add_argument("--rates", nargs="+", type=float, default=[1.0, 2.0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/graph_quality"),
                         help="scenes, offline evals and run outputs (reused across runs)")
@@ -1072,7 +1081,7 @@ def main() -> int:
 
     for level in args.levels:
         for seed in args.seeds:
-            scene = ensure_scene(args.work, seed, level, args.frames)
+            scene = ensure_scene(args.work, seed, level, args.frames, args.pose_drift)
             offline[scene.name] = offline_eval(args.work, scene)
             if args.check_scoring:
                 checks.append(check_scoring(args.work, scene, offline[scene.name]))
