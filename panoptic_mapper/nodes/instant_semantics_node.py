@@ -13,6 +13,11 @@ A mapper node in the same process derives its refined layer from this node's map
 (``runtime/shared_maps.py``): it is offered every integrated frame and reads the snapshots, so
 the stream is integrated once.
 
+Loop corrections (``input.topics.keyframe_corrections``, nav_msgs/Path) go to a correction
+worker that re-fuses the kept frames at the corrected poses beside integration and swaps the
+rebuilt map in (``nodes/correction_input.py``, ``runtime/map_corrections.py``,
+``docs/slam_poses.md``).
+
 Bad input is logged once per kind and counted (``/diagnostics``); the node keeps running.
 Parameters: ``InstantSemanticsNodeConfig`` (``runtime/node_config.py``), documented in
 ``config/mapper.yaml``. Lifecycle: see ``nodes/node_base.py``.
