@@ -21,7 +21,7 @@ from box_scene import INTR, NUM_FRAMES, OBJECTS, Scene, frame, pose  # noqa: E40
 CONFIG = {"tsdf": {"block_count": 3000}}
 PUBLISHED_AT = 30
 """The correction is published with this frame; the live stream is corrected from it on."""
-EVAL = dict(gt_surface_samples=20_000, pred_surface_samples=20_000, eval_every=3)
+EVAL = dict(gt_surface_samples=10_000, pred_surface_samples=10_000, eval_every=4)
 
 
 def drift(k: int, metres_per_frame: float) -> np.ndarray:
@@ -89,12 +89,13 @@ def test_applied_corrections_bring_the_map_back_to_the_truth(drifting, label_reg
     assert record["max_shift_m"] == pytest.approx(np.linalg.norm(drift(27, 0.03)[:3, 3]),
                                                   rel=0.05)
     assert applied.to_dict()["corrections"] == [record]
-    # drift makes a worse map; the correction wins (nearly) all of it back
+    # drift makes a worse map; the correction wins most of it back (the rebuild fuses the kept
+    # frames at half resolution: a little less complete than the map of every full frame)
     gap = ignored.geometry.chamfer_l1_cm - truth.geometry.chamfer_l1_cm
     assert gap > 0.5, (ignored.geometry, truth.geometry)
-    assert applied.geometry.chamfer_l1_cm < truth.geometry.chamfer_l1_cm + 0.25 * gap
-    assert applied.depth.median_abs_error_cm < ignored.depth.median_abs_error_cm
-    assert applied.panoptic.pq >= ignored.panoptic.pq
+    assert applied.geometry.chamfer_l1_cm < truth.geometry.chamfer_l1_cm + 0.4 * gap
+    assert applied.depth.mean_abs_error_cm < 0.5 * ignored.depth.mean_abs_error_cm
+    assert applied.panoptic.pq > ignored.panoptic.pq + 10
     assert applied.num_instances == truth.num_instances
 
 

@@ -234,6 +234,8 @@ class MethodResult:
     frames_rejected: int = 0
     num_instances: int = 0
     """Instances the finished map holds (``get_instances()``)."""
+    num_thing_instances: int = 0
+    """Of those, thing instances."""
     warnings: list[str] = field(default_factory=list)
     """Distinct integration warnings and rejection reasons (at most 20)."""
     notes: list[str] = field(default_factory=list)
@@ -251,6 +253,7 @@ class MethodResult:
             value = getattr(self, key)
             out[key] = None if value is None else value.to_dict()
         out.update(frames_rejected=self.frames_rejected, num_instances=self.num_instances,
+                   num_thing_instances=self.num_thing_instances,
                    warnings=list(self.warnings),
                    notes=list(self.notes), mesh_vertices=self.mesh_vertices,
                    mesh_triangles=self.mesh_triangles,
@@ -682,6 +685,7 @@ def _score_method(run: _MethodRun, scored: list[_ScoredFrame],
     the_map.update_mesh()
     update_mesh_s = time.perf_counter() - start
     mesh = the_map.get_mesh()
+    instances = the_map.get_instances()
 
     gt_frames, pred_frames, render_ms = [], [], []
     matrix, depth = ConfusionMatrix(), DepthConsistencyAccumulator()
@@ -711,7 +715,9 @@ def _score_method(run: _MethodRun, scored: list[_ScoredFrame],
         render_ms_median=_percentile(render_ms, 50))
     result = MethodResult(name=run.spec.name, method=run.spec.method, timing=timing,
                           depth=depth.result(), frames_rejected=run.rejected,
-                          num_instances=len(the_map.get_instances()),
+                          num_instances=len(instances),
+                          num_thing_instances=sum(bool(getattr(i, "is_thing", False))
+                                                  for i in instances),
                           warnings=list(run.warnings), mesh_vertices=mesh.num_vertices,
                           mesh_triangles=mesh.num_triangles, corrections=run.corrections)
     if gt_frames:
