@@ -109,7 +109,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
     def on_activate(self, state) -> TransitionCallbackReturn:
         """Subscribe to the inputs; start the integration and refresh workers and the timers."""
         cfg = self.config
-        topics = self.input.subscribe()
+        topics = list(self.input.subscribe())
         if self.corrections is not None:
             topics.append(self.corrections.subscribe() + " (loop corrections)")
         self._integration = QueueWorker("integration", self.input.queue, self._integrate,

@@ -194,3 +194,29 @@ def test_the_store_keeps_frames_by_motion_and_bounds_its_memory(label_registry, 
     frames, poses = store.get_frames()
     assert frames[0].rgb.shape == (120, 160, 3) and frames[0].depth_mm.dtype == np.uint16
     assert store.nbytes > 0
+
+
+def test_ids_the_live_map_creates_during_a_rebuild_never_collide(label_registry, scene,
+                                                                  monkeypatch):
+    """Regression (graph benchmark): the live map went on creating ids while the rebuild ran,
+    the rebuilt map had allocated the same numbers, and renaming to one of them failed."""
+    from panoptic_mapper.core.mapping import map_rebuild
+    from panoptic_mapper.core.tracking.instances import InstanceStatus
+
+    monkeypatch.setattr(map_rebuild, "ID_HEADROOM", 0)  # force the collision
+    session = session_of(label_registry, views(scene, 0.0))
+    old = session.map
+    frames, poses = session.frame_store.get_frames()
+    rebuilt = session.new_map()
+    _, votes = map_rebuild.rebuild_map(rebuilt, frames, poses, 2.0, old)
+    clash = min(r.id for r in rebuilt.tracker.table.alive(things_only=True))
+    while old.tracker.table.next_id <= clash:  # the live map's new objects meanwhile
+        record = old.tracker.table.create(True, 0, status=InstanceStatus.CONFIRMED)
+    # ... one of which the kept frames' segments voted for
+    segment, _, samples = frames[-1].instance_votes[0]
+    frames[-1].instance_votes = np.vstack([frames[-1].instance_votes,
+                                           [[segment, record.id, 100 * samples]]])
+    ids = map_rebuild.inherit_instance_ids(old, rebuilt, frames, votes)
+    assert clash not in ids.kept and clash not in ids.merged
+    table = rebuilt.tracker.table  # the rebuilt instance numbered ``clash`` still resolves
+    assert table.get(int(table.resolve(np.array([clash]))[0])).alive

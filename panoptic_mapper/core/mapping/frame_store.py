@@ -2,7 +2,8 @@
 
 Every accepted frame leaves its stamp and fused pose (the pose history, 136 bytes a frame).
 Frames that moved at least ``min_distance_m`` or turned ``min_angle_deg`` since the last kept one
-(and every frame while ``keep_all`` is set, e.g. during a rebuild) also keep their images,
+(by default every frame of a moving camera; every frame while ``keep_all`` is set, during a
+rebuild) also keep their images,
 subsampled by ``image_stride_px`` (RGB, depth in millimetres as uint16, segment ids), their 2D
 segments, and the map instance ids their pixels voted for (``instance_votes``: how a rebuilt map
 inherits the ids the planner saw, ``map_rebuild``). At the default stride of 2, a 640x480 frame
@@ -37,13 +38,15 @@ class FrameStoreConfig(ConfigBase):
     """Keep frames (False: corrections cannot be applied; the pose history is still kept)."""
     image_stride_px: int = 2
     """Keep every n-th pixel in both directions (1: full resolution)."""
-    min_distance_m: float = 0.05
-    """Keep a frame's images once the camera moved this far since the last kept frame, m ..."""
-    min_angle_deg: float = 5.0
+    min_distance_m: float = 0.01
+    """Keep a frame's images once the camera moved this far since the last kept frame, m ...
+    (the default keeps every frame of a moving camera: a rebuild from every 5 cm / 5 deg
+    scored 3.6 PQ lower than from every frame on a 300-frame scene, BENCHMARKS.md)"""
+    min_angle_deg: float = 1.0
     """... or turned this much, degrees."""
-    max_frames: int = 6000
-    """Most frames kept with images (about 3.6 GB at the default stride for 640x480); once
-    reached, older kept frames are thinned to every second one."""
+    max_frames: int = 3000
+    """Most frames kept with images (about 1.8 GB at the default stride for 640x480; 5 min at
+    10 Hz); once reached, the older half is thinned to every second frame."""
 
     def validate(self) -> None:
         require(self.image_stride_px >= 1, "image_stride_px", self.image_stride_px,

@@ -10,7 +10,8 @@ consistent volume, in bounded time (the kept frames are thinned by motion and su
 runs beside live integration (``runtime/map_session``).
 
 Instance ids (:func:`inherit_instance_ids`). The rebuilt map's tracker numbers its instances
-above every old id. For each kept frame, the thing segments voted for old ids when first fused
+above every old id (with headroom for the ids the live map creates meanwhile). For each kept
+frame, the thing segments voted for old ids when first fused
 and vote for new ids now; pairing them per segment weights each (new, old) pair by samples.
 Every new instance then takes, among the reported (confirmed) old ids with a large enough share
 of its votes, the one
@@ -37,6 +38,9 @@ MIN_VOTE_SHARE = 0.25
 reported old ids ..."""
 MIN_TOTAL_SHARE = 0.05
 """... and at least this share of all its votes."""
+ID_HEADROOM = 10_000
+"""The rebuilt map numbers its instances from this far above the old map's next id: the old
+map keeps integrating (and creating ids) while the rebuild runs, and the two must not collide."""
 
 
 @dataclass
@@ -73,7 +77,8 @@ def rebuild_map(new_map, frames: Sequence[StoredFrame], T_world_cam: np.ndarray,
     tracker = getattr(new_map, "tracker", None)
     old_tracker = getattr(old_map, "tracker", None)
     if tracker is not None and old_tracker is not None:
-        tracker.table.next_id = max(tracker.table.next_id, old_tracker.table.next_id)
+        tracker.table.next_id = max(tracker.table.next_id,
+                                    old_tracker.table.next_id + ID_HEADROOM)
     report = RebuildReport()
     votes: list[np.ndarray] = []
     previous_scale = getattr(new_map, "image_scale", 1.0)
@@ -119,7 +124,7 @@ def inherit_instance_ids(old_map, new_map, frames: Sequence[StoredFrame],
         reported = sum(candidates.values())
         share = {o: w for o, w in candidates.items()
                  if w >= MIN_VOTE_SHARE * reported and w >= MIN_TOTAL_SHARE * totals[record.id]
-                 and o not in taken}
+                 and o not in taken and o not in table.records}
         if not share:
             result.fresh.append(record.id)
             continue
@@ -135,7 +140,7 @@ def inherit_instance_ids(old_map, new_map, frames: Sequence[StoredFrame],
             continue
         winner = max(votes, key=votes.get)
         survivor = next((o for o, n in result.kept.items() if n == winner), None)
-        if survivor is not None and survivor < old:
+        if survivor is not None and survivor < old and old not in table.records:
             table.add_alias(old, survivor)
             result.merged[old] = survivor
     for channel, region in list(tracker.stuff_regions.items()):
