@@ -18,7 +18,7 @@ covering the keyframes so far (every 5th frame, at its true pose): the correctio
 frames fused, frame-store size, and the process's RSS (``VmRSS`` before and after, ``VmHWM``:
 the peak) from ``/proc/self/status``.
 
-Run (from the repository root; about 20-40 min on 2 shared cores):
+Run (from the repository root; about 10 min on 2 shared cores once the scenes exist):
     PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/pose_corrections.py \\
         --scenes-dir /tmp/pc_bench --seeds 0 1 2 --out /tmp/pc_bench/pose_corrections.json
 """
