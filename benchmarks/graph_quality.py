@@ -468,10 +468,12 @@ def _served_state(values: dict[str, str], inputs: dict[str, str], loaded_frames:
         how, served = "mesh stamp", mesh_stamp_s >= last - 2e-3
     else:
         how, served = "unchecked", True
+    # a loop correction being applied (or waiting) will replace what is served
+    correcting = _num(inputs, "corrections_pending") or 0
     done = (last > 0 and served and (matched is None or handled >= matched)
-            and (queue is None or queue == 0))
+            and (queue is None or queue == 0) and correcting == 0)
     return done, how, (matched, handled, last, values.get("snapshot_stamp_s"),
-                       values.get("map_frames"))
+                       values.get("map_frames"), inputs.get("corrections_applied"))
 
 
 def _wait_served(probe: Probe, mapping: dict[str, str], loaded: dict[str, int],

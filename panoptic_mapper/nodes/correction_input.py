@@ -20,12 +20,13 @@ from panoptic_mapper.runtime.map_session import MapSession
 class CorrectionInput:
     """Subscribes ``topic`` for ``node`` and applies its corrections to ``session``."""
 
-    def __init__(self, node, session: MapSession, topic: str, map_frame: str, qos):
+    def __init__(self, node, session: MapSession, topic: str, map_frame: str, qos,
+                 frames_waiting):
         self.node = node
         self.topic = topic
         self.map_frame = map_frame
         self._qos = qos
-        self.corrector = MapCorrector(session, node.worker_error)
+        self.corrector = MapCorrector(session, node.worker_error, frames_waiting)
         session.add_correction_listener(self._on_applied)
 
     def subscribe(self) -> str:
@@ -63,6 +64,7 @@ class CorrectionInput:
     def diagnostics_values(self) -> dict[str, object]:
         stats = self.corrector.stats
         return {"corrections_applied": stats.applied,
+                "corrections_pending": int(self.corrector.pending),
                 "corrections_rejected": stats.rejected,
                 "last_correction_s": f"{stats.last_duration_s:.2f}",
                 "last_correction_lock_s": f"{stats.last_lock_s:.2f}",

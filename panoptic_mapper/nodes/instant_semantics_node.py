@@ -89,7 +89,7 @@ class InstantSemanticsNode(PanopticLifecycleNode):
                                     registry)
             self.corrections = CorrectionInput(
                 self, self.session, cfg.input.topics.keyframe_corrections, cfg.map_frame,
-                sensor_qos(cfg.input.qos)) if corrections else None
+                sensor_qos(cfg.input.qos), self.frames_waiting) if corrections else None
         except (PanopticMapperError, OSError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.session = None

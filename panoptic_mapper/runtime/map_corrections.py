@@ -10,7 +10,8 @@ worker then
    pose of each (under the session's write lock, briefly);
 2. fuses the kept frames at their corrected poses into a fresh map (``core/mapping/map_rebuild``)
    *without* the write lock: integration of new frames into the live map goes on, and the store
-   keeps every frame that arrives meanwhile;
+   keeps every frame that arrives meanwhile; before each frame the rebuild waits while live
+   frames queue up (so on 2 cores the live input rate is kept and the rebuild takes longer);
 3. fuses those newer frames too (their live poses are already in the corrected frame: a SLAM
    system streams poses in its corrected map after a loop closure), the last few under the
    write lock, gives the rebuilt instances the ids the planner saw (``inherit_instance_ids``),
@@ -26,6 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -40,6 +42,12 @@ from panoptic_mapper.runtime.workers import ErrorHandler, QueueWorker
 
 CATCH_UP_UNDER_LOCK_FRAMES = 3
 """Frames that arrived during a rebuild are fused outside the write lock until this few remain."""
+YIELD_BACKLOG_FRAMES = 2
+"""The rebuild waits before its next frame while this many live frames wait for integration
+(or are in it): on 2 cores, and one GIL, live integration comes first, so none is dropped ..."""
+MAX_YIELD_S = 2.0
+"""... but never longer than this per rebuilt frame, so that a correction always finishes."""
+YIELD_POLL_S = 0.02
 
 
 @dataclass
@@ -70,12 +78,16 @@ class MapCorrector:
     Args:
         session: the live map session.
         on_error: called with an exception the worker raised (it goes on).
+        frames_waiting: live frames waiting for (or in) integration; the rebuild yields to
+            them (``YIELD_BACKLOG_FRAMES``).
     """
 
-    def __init__(self, session: MapSession, on_error: ErrorHandler | None = None):
+    def __init__(self, session: MapSession, on_error: ErrorHandler | None = None,
+                 frames_waiting: Callable[[], int] | None = None):
         if session.frame_store is None:
             raise ValueError("the map session keeps no frames (frame_store is None)")
         self.session = session
+        self._frames_waiting = frames_waiting
         self.stats = CorrectionStats()
         self._queue: KeepLatestQueue[KeyframeCorrection] = KeepLatestQueue(1)
         self.worker = QueueWorker("corrections", self._queue, self._apply_queued, on_error)
@@ -154,7 +166,8 @@ class MapCorrector:
                     matched, np.array([f.stamp_ns for f in frames], np.int64), frame_poses)
                 scale = float(store.config.image_stride_px)
                 rebuilt = session.new_map()
-                report, votes = rebuild_map(rebuilt, frames, new_frame_poses, scale, old_map)
+                report, votes = rebuild_map(rebuilt, frames, new_frame_poses, scale, old_map,
+                                            self._yield_to_live)
                 done = len(frames)
                 while True:  # frames that arrived meanwhile: live poses, already corrected
                     newer, newer_poses = store.get_frames()
@@ -169,8 +182,11 @@ class MapCorrector:
                                                 "the map was reset or loaded meanwhile",
                                                 kind="correction")
                     newer, newer_poses = store.get_frames()
-                    self._fuse_more(rebuilt, newer[done:], newer_poses[done:], scale, report,
-                                    votes, done)
+                    more, more_votes = rebuild_map(rebuilt, newer[done:], newer_poses[done:],
+                                                   scale)  # under the lock: nothing to yield to
+                    report.frames_fused += more.frames_fused
+                    report.frames_rejected += more.frames_rejected
+                    votes.extend(more_votes)
                     report.ids = inherit_instance_ids(old_map, rebuilt, newer, votes)
                     store.set_poses(stamps, new_history, new_frame_poses)
                     session.swap_map(rebuilt)
@@ -183,10 +199,19 @@ class MapCorrector:
             session.notify_poses_corrected(moved)
             return report
 
-    @staticmethod
-    def _fuse_more(rebuilt, frames, poses, scale: float, report: RebuildReport,
+    def _yield_to_live(self) -> None:
+        """Before each rebuilt frame: wait while live frames wait (bounded)."""
+        if self._frames_waiting is None:
+            return
+        deadline = time.monotonic() + MAX_YIELD_S
+        while (self._frames_waiting() >= YIELD_BACKLOG_FRAMES
+               and time.monotonic() < deadline):
+            time.sleep(YIELD_POLL_S)
+
+    def _fuse_more(self, rebuilt, frames, poses, scale: float, report: RebuildReport,
                    votes: list[np.ndarray], done: int) -> int:
-        more, more_votes = rebuild_map(rebuilt, frames, poses, scale)
+        more, more_votes = rebuild_map(rebuilt, frames, poses, scale,
+                                       before_frame=self._yield_to_live)
         report.frames_fused += more.frames_fused
         report.frames_rejected += more.frames_rejected
         votes.extend(more_votes)

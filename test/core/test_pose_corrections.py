@@ -220,3 +220,18 @@ def test_ids_the_live_map_creates_during_a_rebuild_never_collide(label_registry,
     assert clash not in ids.kept and clash not in ids.merged
     table = rebuilt.tracker.table  # the rebuilt instance numbered ``clash`` still resolves
     assert table.get(int(table.resolve(np.array([clash]))[0])).alive
+
+
+def test_the_rebuild_waits_while_live_frames_queue_up(label_registry, scene):
+    session = session_of(label_registry, views(scene, 0.02)[:8])
+    backlog = iter([3, 3, 2])  # live frames waiting: the first rebuilt frame waits 3 polls
+    polls = []
+
+    def frames_waiting():
+        polls.append(1)
+        return next(backlog, 0)
+
+    corrector = MapCorrector(session, frames_waiting=frames_waiting)
+    report = corrector.apply(true_keyframes())
+    assert report.frames_fused == 8
+    assert len(polls) == 8 + 3  # one look per frame, plus the three while the backlog lasted

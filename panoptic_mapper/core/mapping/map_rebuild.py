@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -65,11 +65,14 @@ class RebuildReport:
 
 
 def rebuild_map(new_map, frames: Sequence[StoredFrame], T_world_cam: np.ndarray,  # noqa: N803
-                image_scale: float, old_map=None) -> tuple[RebuildReport, list[np.ndarray]]:
+                image_scale: float, old_map=None,
+                before_frame: Callable[[], None] | None = None
+                ) -> tuple[RebuildReport, list[np.ndarray]]:
     """Fuse ``frames`` at poses ``T_world_cam`` [K, 4, 4] into the empty ``new_map``.
 
     ``image_scale``: full-resolution pixels per stored pixel. With ``old_map``, the new ids start
     above the old map's so that :func:`inherit_instance_ids` can give old ids back.
+    ``before_frame`` is called before each frame (the caller may wait there).
 
     Returns:
         (report, per frame the instance votes [M, 3] of its fusion, empty if rejected).
@@ -85,6 +88,8 @@ def rebuild_map(new_map, frames: Sequence[StoredFrame], T_world_cam: np.ndarray,
     new_map.image_scale = float(image_scale)
     try:
         for stored, T in zip(frames, T_world_cam):  # noqa: N806
+            if before_frame is not None:
+                before_frame()
             result = new_map.integrate_frame(stored.to_frame(T), stored.segmentation)
             if result.accepted:
                 report.frames_fused += 1
