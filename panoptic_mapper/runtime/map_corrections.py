@@ -164,17 +164,16 @@ class MapCorrector:
                 new_history = corrected_poses(matched, stamps, poses)
                 new_frame_poses = corrected_poses(
                     matched, np.array([f.stamp_ns for f in frames], np.int64), frame_poses)
-                scale = float(store.config.image_stride_px)
                 rebuilt = session.new_map()
-                report, votes = rebuild_map(rebuilt, frames, new_frame_poses, scale, old_map,
+                report, votes = rebuild_map(rebuilt, frames, new_frame_poses, old_map,
                                             self._yield_to_live)
                 done = len(frames)
                 while True:  # frames that arrived meanwhile: live poses, already corrected
                     newer, newer_poses = store.get_frames()
                     if len(newer) - done <= CATCH_UP_UNDER_LOCK_FRAMES:
                         break
-                    done = self._fuse_more(rebuilt, newer[done:], newer_poses[done:], scale,
-                                           report, votes, done)
+                    done = self._fuse_more(rebuilt, newer[done:], newer_poses[done:], report,
+                                           votes, done)
                 locked = time.perf_counter()
                 with session.write_lock:
                     if session.map is not old_map:
@@ -182,8 +181,8 @@ class MapCorrector:
                                                 "the map was reset or loaded meanwhile",
                                                 kind="correction")
                     newer, newer_poses = store.get_frames()
-                    more, more_votes = rebuild_map(rebuilt, newer[done:], newer_poses[done:],
-                                                   scale)  # under the lock: nothing to yield to
+                    # under the lock: nothing to yield to
+                    more, more_votes = rebuild_map(rebuilt, newer[done:], newer_poses[done:])
                     report.frames_fused += more.frames_fused
                     report.frames_rejected += more.frames_rejected
                     votes.extend(more_votes)
@@ -208,9 +207,9 @@ class MapCorrector:
                and time.monotonic() < deadline):
             time.sleep(YIELD_POLL_S)
 
-    def _fuse_more(self, rebuilt, frames, poses, scale: float, report: RebuildReport,
+    def _fuse_more(self, rebuilt, frames, poses, report: RebuildReport,
                    votes: list[np.ndarray], done: int) -> int:
-        more, more_votes = rebuild_map(rebuilt, frames, poses, scale,
+        more, more_votes = rebuild_map(rebuilt, frames, poses,
                                        before_frame=self._yield_to_live)
         report.frames_fused += more.frames_fused
         report.frames_rejected += more.frames_rejected

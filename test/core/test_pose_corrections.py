@@ -192,7 +192,13 @@ def test_the_store_keeps_frames_by_motion_and_bounds_its_memory(label_registry, 
     assert store.get_pose_history()[0].size == NUM_FRAMES
     assert store.num_frames <= 4
     frames, poses = store.get_frames()
-    assert frames[0].rgb.shape == (120, 160, 3) and frames[0].depth_mm.dtype == np.uint16
+    assert frames[0].rgb.shape == (120, 160, 3)  # colour at half resolution
+    restored = frames[0].to_frame(poses[0])
+    original, segmentation = views(scene, 0.0)[0]
+    assert restored.rgb.shape == original.rgb.shape
+    np.testing.assert_allclose(restored.depth_m, original.depth_m, atol=5e-4)  # millimetres
+    np.testing.assert_array_equal(frames[0].segmentation.segment_ids,
+                                  segmentation.segment_ids)  # segments kept whole
     assert store.nbytes > 0
 
 
@@ -208,7 +214,7 @@ def test_ids_the_live_map_creates_during_a_rebuild_never_collide(label_registry,
     old = session.map
     frames, poses = session.frame_store.get_frames()
     rebuilt = session.new_map()
-    _, votes = map_rebuild.rebuild_map(rebuilt, frames, poses, 2.0, old)
+    _, votes = map_rebuild.rebuild_map(rebuilt, frames, poses, old)
     clash = min(r.id for r in rebuilt.tracker.table.alive(things_only=True))
     while old.tracker.table.next_id <= clash:  # the live map's new objects meanwhile
         record = old.tracker.table.create(True, 0, status=InstanceStatus.CONFIRMED)

@@ -3,15 +3,15 @@
 Every accepted frame leaves its stamp and fused pose (the pose history, 136 bytes a frame).
 Frames that moved at least ``min_distance_m`` or turned ``min_angle_deg`` since the last kept one
 (by default every frame of a moving camera; every frame while ``keep_all`` is set, during a
-rebuild) also keep their images,
-subsampled by ``image_stride_px`` (RGB, depth in millimetres as uint16, segment ids), their 2D
-segments, and the map instance ids their pixels voted for (``instance_votes``: how a rebuilt map
-inherits the ids the planner saw, ``map_rebuild``). At the default stride of 2, a 640x480 frame
-keeps about 0.6 MB.
+rebuild) also keep their images: depth (uint16 millimetres) and segment ids at full resolution,
+compressed losslessly (zlib), and colour subsampled by ``color_stride_px``; their 2D segments;
+and the map instance ids their pixels voted for (``instance_votes``: how a rebuilt map inherits
+the ids the planner saw, ``map_rebuild``).
 
-Why subsampled images: a 2 cm voxel seen from 3 m spans 3.5 pixels of a 525 px focal length, so
-half resolution still puts more than one depth sample in every surface voxel, at a quarter of
-the memory (and the same fusion time: the TSDF's cost is per voxel block, not per pixel).
+Why full-resolution depth and segments: a rebuild from half-resolution frames at the true poses
+split 2 objects of a 300-frame scene that the same frames at full resolution kept whole (PQ 89.2
+against 94.5, BENCHMARKS.md): the tracker's association is sensitive to the fused surface and the
+masks at object edges. Colour only tints the mesh, so it is kept at half resolution.
 
 ROS-free. Owns: :class:`FrameStoreConfig`, :class:`StoredFrame`, :class:`FrameStore`.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import threading
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,8 +37,9 @@ class FrameStoreConfig(ConfigBase):
 
     enabled: bool = True
     """Keep frames (False: corrections cannot be applied; the pose history is still kept)."""
-    image_stride_px: int = 2
-    """Keep every n-th pixel in both directions (1: full resolution)."""
+    color_stride_px: int = 2
+    """Keep every n-th colour pixel in both directions (1: full resolution); depth and segment
+    ids are always kept whole (compressed)."""
     min_distance_m: float = 0.01
     """Keep a frame's images once the camera moved this far since the last kept frame, m ...
     (the default keeps every frame of a moving camera: a rebuild from every 5 cm / 5 deg
@@ -45,11 +47,11 @@ class FrameStoreConfig(ConfigBase):
     min_angle_deg: float = 1.0
     """... or turned this much, degrees."""
     max_frames: int = 3000
-    """Most frames kept with images (about 1.8 GB at the default stride for 640x480; 5 min at
-    10 Hz); once reached, the older half is thinned to every second frame."""
+    """Most frames kept with images (5 min at 10 Hz); once reached, the older half is thinned
+    to every second frame."""
 
     def validate(self) -> None:
-        require(self.image_stride_px >= 1, "image_stride_px", self.image_stride_px,
+        require(self.color_stride_px >= 1, "color_stride_px", self.color_stride_px,
                 "must be >= 1")
         require(self.min_distance_m >= 0.0, "min_distance_m", self.min_distance_m,
                 "must be >= 0")
@@ -59,39 +61,48 @@ class FrameStoreConfig(ConfigBase):
 
 @dataclass
 class StoredFrame:
-    """One kept frame (images subsampled; see module docstring)."""
+    """One kept frame (see module docstring)."""
 
     stamp_ns: int
     rgb: np.ndarray
-    """[h, w, 3] uint8."""
-    depth_mm: np.ndarray
-    """[h, w] uint16 millimetres."""
+    """[h, w, 3] uint8, every ``color_stride``-th pixel."""
+    color_stride: int
+    depth_zlib: bytes
+    """[H, W] uint16 millimetres, zlib-compressed."""
     intrinsics: CameraIntrinsics
-    """Of the subsampled images."""
-    segmentation: PanopticSegmentation2D | None
+    """Of the full-resolution images."""
+    segment_ids_zlib: bytes | None
+    """[H, W] int32 segment ids, zlib-compressed (None: the frame came without segmentation)."""
+    segments: tuple
+    """The 2D segments the ids refer to."""
     instance_votes: np.ndarray
     """[M, 3] int64 (segment id, map instance id as stored at fusion, samples)."""
     frame_id: str = "camera"
 
     @property
     def nbytes(self) -> int:
-        seg = self.segmentation.segment_ids.nbytes if self.segmentation is not None else 0
-        return self.rgb.nbytes + self.depth_mm.nbytes + seg + self.instance_votes.nbytes
+        return (self.rgb.nbytes + len(self.depth_zlib) + len(self.segment_ids_zlib or b"")
+                + self.instance_votes.nbytes)
+
+    @property
+    def segmentation(self) -> PanopticSegmentation2D | None:
+        """The 2D segmentation, decompressed."""
+        if self.segment_ids_zlib is None:
+            return None
+        ids = np.frombuffer(zlib.decompress(self.segment_ids_zlib), np.int32)
+        return PanopticSegmentation2D(ids.reshape(self.intrinsics.height, self.intrinsics.width),
+                                      self.segments, self.stamp_ns)
 
     def to_frame(self, T_world_cam: np.ndarray) -> RgbdFrame:  # noqa: N803
-        """The frame to fuse, at pose ``T_world_cam``."""
-        return RgbdFrame(stamp_ns=self.stamp_ns, rgb=self.rgb,
-                         depth_m=self.depth_mm.astype(np.float32) * DEPTH_UNIT_M,
+        """The frame to fuse, at pose ``T_world_cam`` (colour upsampled by repetition)."""
+        h, w = self.intrinsics.height, self.intrinsics.width
+        depth = np.frombuffer(zlib.decompress(self.depth_zlib), np.uint16).reshape(h, w)
+        s = self.color_stride
+        rgb = self.rgb if s == 1 else np.repeat(np.repeat(self.rgb, s, 0), s, 1)[:h, :w]
+        return RgbdFrame(stamp_ns=self.stamp_ns, rgb=np.ascontiguousarray(rgb),
+                         depth_m=depth.astype(np.float32) * DEPTH_UNIT_M,
                          T_world_cam=T_world_cam, intrinsics=self.intrinsics,
                          frame_id=self.frame_id)
-
-
-def subsampled_intrinsics(intrinsics: CameraIntrinsics, stride: int) -> CameraIntrinsics:
-    """Intrinsics of the image made of every ``stride``-th pixel (pixel centres kept exact)."""
-    width = (intrinsics.width + stride - 1) // stride
-    height = (intrinsics.height + stride - 1) // stride
-    return CameraIntrinsics(width, height, intrinsics.fx / stride, intrinsics.fy / stride,
-                            intrinsics.cx / stride, intrinsics.cy / stride)
 
 
 class FrameStore:
@@ -158,17 +169,16 @@ class FrameStore:
 
     def _compact(self, frame: RgbdFrame, segmentation: PanopticSegmentation2D | None,
                  instance_votes: np.ndarray | None) -> StoredFrame:
-        s = self.config.image_stride_px
-        depth_mm = np.clip(np.nan_to_num(frame.depth_m[::s, ::s], nan=0.0) / DEPTH_UNIT_M
-                           + 0.5, 0, 65535).astype(np.uint16)
-        seg = None
-        if segmentation is not None:
-            seg = PanopticSegmentation2D(np.ascontiguousarray(segmentation.segment_ids[::s, ::s]),
-                                         segmentation.segments, segmentation.stamp_ns)
+        s = self.config.color_stride_px
+        depth_mm = np.clip(np.nan_to_num(frame.depth_m, nan=0.0) / DEPTH_UNIT_M + 0.5,
+                           0, 65535).astype(np.uint16)
+        ids = None if segmentation is None else zlib.compress(
+            np.ascontiguousarray(segmentation.segment_ids, np.int32), 1)
         votes = (np.zeros((0, 3), np.int64) if instance_votes is None
                  else np.asarray(instance_votes, np.int64).reshape(-1, 3))
-        return StoredFrame(int(frame.stamp_ns), np.ascontiguousarray(frame.rgb[::s, ::s]),
-                           depth_mm, subsampled_intrinsics(frame.intrinsics, s), seg, votes,
+        return StoredFrame(int(frame.stamp_ns), np.ascontiguousarray(frame.rgb[::s, ::s]), s,
+                           zlib.compress(depth_mm, 1), frame.intrinsics, ids,
+                           segmentation.segments if segmentation is not None else (), votes,
                            frame.frame_id)
 
     def _thin(self) -> None:

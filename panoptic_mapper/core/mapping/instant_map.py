@@ -183,9 +183,6 @@ class InstantPanopticMap:
                                     cfg.tsdf.depth_max_m)
         self._frame_index = 0
         self._version = 0
-        self.image_scale = 1.0
-        """Full-resolution pixels per pixel of the frames integrated now (2 while a loop
-        correction fuses frames stored at half resolution)."""
         self._mesher = BlockMesher(cfg.mesh.weight_threshold, cfg.tsdf.block_resolution)
         self._mesh_pending: list[np.ndarray] = []
         self._remeshed: list[np.ndarray] = []
@@ -230,10 +227,7 @@ class InstantPanopticMap:
 
     def _sample(self, frame: RgbdFrame, checked: CheckedInput) -> FrameSamples:
         """Strided pixels with depth, back-projected, looked up and depth-tested."""
-        # A subsampled frame (a loop-correction rebuild) is sampled as densely, in the scene,
-        # as a full-resolution one; pixel distances stay in full-resolution pixels.
-        scale = self.image_scale
-        stride = max(1, round(self.config.voting.sample_stride_px / scale))
+        stride = self.config.voting.sample_stride_px
         intr = frame.intrinsics
         rows = np.arange(stride // 2, intr.height, stride)
         cols = np.arange(stride // 2, intr.width, stride)
@@ -241,8 +235,8 @@ class InstantPanopticMap:
         ids = checked.segment_ids[np.ix_(rows, cols)]
         cam = back_project(intr, cols[None, :], rows[:, None], z)  # [h, w, 3]
         cos = _incidence_cos(cam)
-        edge = scale * boundary_distance_px(ids, stride, max(
-            self.config.voting.boundary_width_px / scale, float(stride)))
+        edge = boundary_distance_px(ids, stride, max(self.config.voting.boundary_width_px,
+                                                     float(stride)))
         valid = z > 0
         cam, z, ids, cos, edge = cam[valid], z[valid], ids[valid], cos[valid], edge[valid]
         world = transform_points(frame.T_world_cam, cam)

@@ -65,12 +65,12 @@ class RebuildReport:
 
 
 def rebuild_map(new_map, frames: Sequence[StoredFrame], T_world_cam: np.ndarray,  # noqa: N803
-                image_scale: float, old_map=None,
+                old_map=None,
                 before_frame: Callable[[], None] | None = None
                 ) -> tuple[RebuildReport, list[np.ndarray]]:
     """Fuse ``frames`` at poses ``T_world_cam`` [K, 4, 4] into the empty ``new_map``.
 
-    ``image_scale``: full-resolution pixels per stored pixel. With ``old_map``, the new ids start
+    With ``old_map``, the new ids start
     above the old map's so that :func:`inherit_instance_ids` can give old ids back.
     ``before_frame`` is called before each frame (the caller may wait there).
 
@@ -84,21 +84,16 @@ def rebuild_map(new_map, frames: Sequence[StoredFrame], T_world_cam: np.ndarray,
                                     old_tracker.table.next_id + ID_HEADROOM)
     report = RebuildReport()
     votes: list[np.ndarray] = []
-    previous_scale = getattr(new_map, "image_scale", 1.0)
-    new_map.image_scale = float(image_scale)
-    try:
-        for stored, T in zip(frames, T_world_cam):  # noqa: N806
-            if before_frame is not None:
-                before_frame()
-            result = new_map.integrate_frame(stored.to_frame(T), stored.segmentation)
-            if result.accepted:
-                report.frames_fused += 1
-            else:
-                report.frames_rejected += 1
-            votes.append(result.instance_votes if result.instance_votes is not None
-                         else np.zeros((0, 3), np.int64))
-    finally:
-        new_map.image_scale = previous_scale
+    for stored, T in zip(frames, T_world_cam):  # noqa: N806
+        if before_frame is not None:
+            before_frame()
+        result = new_map.integrate_frame(stored.to_frame(T), stored.segmentation)
+        if result.accepted:
+            report.frames_fused += 1
+        else:
+            report.frames_rejected += 1
+        votes.append(result.instance_votes if result.instance_votes is not None
+                     else np.zeros((0, 3), np.int64))
     return report, votes
 
 
