@@ -6,8 +6,8 @@ them costs as much as fusing them again, and the TSDF's running weight caps make
 de-integration impossible anyway; submaps keep a loop's two passes in separate volumes, so the
 doubled wall and the doubled object stay until something merges them, and every read must fuse
 across submaps. A rebuild from the kept frames (``frame_store``) into a fresh map gives one
-consistent volume, in bounded time (the kept frames are thinned by motion and subsampled), and
-runs beside live integration (``runtime/map_session``).
+consistent volume, in time linear in the kept frames (bounded by ``max_frames``), and runs
+beside live integration (``runtime/map_corrections``).
 
 Instance ids (:func:`inherit_instance_ids`). The rebuilt map's tracker numbers its instances
 above every old id (with headroom for the ids the live map creates meanwhile). For each kept
