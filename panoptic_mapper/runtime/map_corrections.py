@@ -42,10 +42,10 @@ from panoptic_mapper.runtime.workers import ErrorHandler, QueueWorker
 
 CATCH_UP_UNDER_LOCK_FRAMES = 3
 """Frames that arrived during a rebuild are fused outside the write lock until this few remain."""
-YIELD_BACKLOG_FRAMES = 2
+YIELD_BACKLOG_FRAMES = 1
 """The rebuild waits before its next frame while this many live frames wait for integration
 (or are in it): on 2 cores, and one GIL, live integration comes first, so none is dropped ..."""
-MAX_YIELD_S = 2.0
+MAX_YIELD_S = 5.0
 """... but never longer than this per rebuilt frame, so that a correction always finishes."""
 YIELD_POLL_S = 0.02
 

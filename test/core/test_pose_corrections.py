@@ -230,7 +230,7 @@ def test_ids_the_live_map_creates_during_a_rebuild_never_collide(label_registry,
 
 def test_the_rebuild_waits_while_live_frames_queue_up(label_registry, scene):
     session = session_of(label_registry, views(scene, 0.02)[:8])
-    backlog = iter([3, 3, 2])  # live frames waiting: the first rebuilt frame waits 3 polls
+    backlog = iter([3, 2, 1])  # live frames waiting: the first rebuilt frame waits 3 polls
     polls = []
 
     def frames_waiting():
