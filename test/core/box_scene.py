@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import open3d as o3d
 import open3d.core as o3c
+from scipy.spatial.transform import Rotation
 
 from panoptic_mapper.core.geometry.camera import open3d_pinhole_K
 from panoptic_mapper.core.types import (CameraIntrinsics, PanopticSegmentation2D, RgbdFrame,
@@ -88,3 +89,12 @@ def pose(k):
 def frame(k, depth, rgb):
     return RgbdFrame(stamp_ns=k * 100_000_000, rgb=rgb, depth_m=depth, T_world_cam=pose(k),
                      intrinsics=INTR, index=k)
+
+
+def drift(k: int, metres_per_frame: float) -> np.ndarray:
+    """What a drifting odometry adds after frame 12: a growing shift and yaw."""
+    T = np.eye(4)  # noqa: N806
+    steps = max(0, k - 12)
+    T[:3, :3] = Rotation.from_euler("z", 0.4 * steps, degrees=True).as_matrix()
+    T[:3, 3] = (metres_per_frame * steps, 0.5 * metres_per_frame * steps, 0.0)
+    return T

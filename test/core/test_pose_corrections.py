@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
-from scipy.spatial.transform import Rotation
 
 from panoptic_mapper.core.errors import InvalidInputError
 from panoptic_mapper.core.mapping.base import create_map
@@ -19,18 +18,9 @@ from panoptic_mapper.runtime.map_corrections import MapCorrector
 from panoptic_mapper.runtime.map_session import MapSession
 
 sys.path.insert(0, str(Path(__file__).parent))
-from box_scene import NUM_FRAMES, Scene, frame, pose  # noqa: E402
+from box_scene import NUM_FRAMES, Scene, drift, frame, pose  # noqa: E402
 
 CONFIG = {"tsdf": {"block_count": 3000}}
-
-
-def drift(k: int, metres_per_frame: float) -> np.ndarray:
-    """What a drifting odometry adds after frame 12: a growing shift and yaw."""
-    T = np.eye(4)  # noqa: N806
-    steps = max(0, k - 12)
-    T[:3, :3] = Rotation.from_euler("z", 0.4 * steps, degrees=True).as_matrix()
-    T[:3, 3] = (metres_per_frame * steps, 0.5 * metres_per_frame * steps, 0.0)
-    return T
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import open3d as o3d
 import pytest
-from scipy.spatial.transform import Rotation
 
 from panoptic_mapper.core.eval.runner import EvalConfig, EvalSource, MethodSpec, evaluate, \
     open_source
@@ -16,21 +15,12 @@ from panoptic_mapper.core.types import DatasetSample, GroundTruthLabels, LoopCor
     PanopticMesh
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
-from box_scene import INTR, NUM_FRAMES, OBJECTS, Scene, frame, pose  # noqa: E402
+from box_scene import INTR, NUM_FRAMES, OBJECTS, Scene, drift, frame, pose  # noqa: E402
 
 CONFIG = {"tsdf": {"block_count": 3000}}
 PUBLISHED_AT = 30
 """The correction is published with this frame; the live stream is corrected from it on."""
 EVAL = dict(gt_surface_samples=10_000, pred_surface_samples=10_000, eval_every=4)
-
-
-def drift(k: int, metres_per_frame: float) -> np.ndarray:
-    """What a drifting odometry adds after frame 12: a growing shift and yaw."""
-    T = np.eye(4)  # noqa: N806
-    steps = max(0, k - 12)
-    T[:3, :3] = Rotation.from_euler("z", 0.4 * steps, degrees=True).as_matrix()
-    T[:3, 3] = (metres_per_frame * steps, 0.5 * metres_per_frame * steps, 0.0)
-    return T
 
 
 def gt_mesh(registry) -> PanopticMesh:
