@@ -321,3 +321,65 @@ def test_documented_parameter_table_matches_the_presets():
             values = value if isinstance(value, tuple) else (value,)
             documented = [float(v) for v in rows[name][column].split("-")]
             assert documented == pytest.approx([float(v) for v in values]), (level, name)
+
+
+def _merged_ab(run) -> bool:
+    return (CHAIR_A, CHAIR_B) in {tuple(sorted((run.report.outcomes[a].gt_instance_id,
+                                                run.report.outcomes[b].gt_instance_id)))
+                                  for a, b in run.report.merged_pairs}
+
+
+def test_pair_consistency_makes_the_same_pair_merge_in_every_view_or_in_none(registry):
+    gt, depth = _frame()
+    per_seed = {}
+    for consistency in (0.0, 1.0):
+        fractions = []
+        for seed in range(30):
+            config = dataclasses.replace(_config(merge_rate_same_class=0.5,
+                                                 merge_pair_consistency=consistency), seed=seed)
+            emulator = GroundedSamEmulator(config, registry)
+            fractions.append(np.mean([_merged_ab(emulator.emulate(gt, depth, frame_key=k))
+                                      for k in range(20)]))
+        per_seed[consistency] = np.array(fractions)
+    # Independent per frame: every scene merges the pair in about half its frames.
+    assert np.all((per_seed[0.0] > 0.1) & (per_seed[0.0] < 0.9))
+    # Fully consistent: a scene merges the pair always or never, and about half the scenes do.
+    assert set(per_seed[1.0].tolist()) <= {0.0, 1.0}
+    assert _within(float(per_seed[1.0].mean()), 0.5, 30)
+    # The mean rate over scenes is the configured rate either way.
+    assert abs(per_seed[0.0].mean() - 0.5) < 0.1
+
+
+def test_masks_bleed_across_contacts_between_things_only(registry):
+    gt, depth = _frame()
+    for rate, expect_bleed in ((0.0, False), (1.0, True)):
+        _, runs = _runs(registry, 10, bleed_rate=rate, bleed_px=40.0)  # 10 px at 160 px wide
+        bled = []
+        for run in runs:
+            seg = run.segmentation
+            stuff = ~registry.is_thing_table()[gt.label_ids]
+            np.testing.assert_array_equal(seg.label_image()[stuff], gt.label_ids[stuff])
+            wrong = 0
+            for s in seg.segments:
+                mask = seg.segment_ids == s.id
+                if not s.is_thing:
+                    continue
+                values, counts = np.unique(gt.instance_ids[mask], return_counts=True)
+                own = values[np.argmax(counts)]
+                outside = mask & (gt.instance_ids != own)
+                wrong += int(outside.sum())
+                if outside.any():  # only next to its own object, within the bleed depth
+                    from scipy import ndimage
+                    distance = ndimage.distance_transform_edt(gt.instance_ids != own)
+                    assert distance[outside].max() <= 15.0 + 1e-6
+            bled.append(wrong)
+        assert (min(bled) > 0) if expect_bleed else (max(bled) == 0)
+
+
+def test_hard_level_merges_touching_same_class_things_in_most_frames(registry):
+    gt, depth = _frame()
+    merged = []
+    for seed in range(20):
+        emulator = GroundedSamEmulator(emulator_preset("hard", seed=seed), registry)
+        merged += [_merged_ab(emulator.emulate(gt, depth, frame_key=k)) for k in range(10)]
+    assert np.mean(merged) > 0.6

@@ -9,7 +9,12 @@ ground-truth label and instance images, each at a documented, measurable rate:
    boxes wider *and* taller than ``max_box_frac`` of the image are skipped (as the reference
    pipeline does);
 3. **under-segmentation**: touching thing segments are merged (same class at
-   ``merge_rate_same_class``, different classes at ``merge_rate_other``), label of the larger;
+   ``merge_rate_same_class``, different classes at ``merge_rate_other``), label of the larger.
+   With ``merge_pair_consistency`` c > 0 a pair's merges are correlated over frames, as a real
+   detector's are (the same two chairs look like one chair from most views): each pair of
+   objects draws, once per scene, whether it is a "merging" pair (probability = the rate) and
+   then merges at ``(1 - c) * rate + c`` if it is, ``(1 - c) * rate`` if not; the mean rate is
+   unchanged;
 4. **missed detections**: a thing is missed with probability
    ``miss_rate + miss_rate_small * exp(-area_frac / small_area_frac) + miss_rate_far * far``,
    ``far = clip((median depth - far_start_m) / (far_end_m - far_start_m), 0, 1)``; stuff segments
@@ -21,8 +26,11 @@ ground-truth label and instance images, each at a documented, measurable rate:
    random line through its centroid at ``split_rate``;
 7. **boundary erosion**: masks shrink by ``erosion_px`` (+- ``erosion_jitter_px`` per segment,
    + ``boundary_noise_px`` of smooth spatial noise) at every boundary between segments;
-8. **false positives**: ``Poisson(false_positives_per_frame)`` blobs with a random thing label;
-9. **phrases and scores**: each segment carries a random synonym phrase of its (possibly wrong)
+8. **bleeding across a contact**: a detected thing touching another segment has its mask
+   grow into that neighbour, by ``bleed_px`` (x U(0.5, 1.5)) pixels, at ``bleed_rate`` per
+   touching pair and frame (where the two overlap, the higher score wins as below);
+9. **false positives**: ``Poisson(false_positives_per_frame)`` blobs with a random thing label;
+10. **phrases and scores**: each segment carries a random synonym phrase of its (possibly wrong)
    label and a score; where masks overlap, the higher score wins the pixel.
 
 Everything is deterministic given the config seed and the frame key (``SegmentationRequest``'s
@@ -53,6 +61,8 @@ REFERENCE_WIDTH_PX = 640
 """Image width at which the pixel-valued parameters are specified."""
 EMULATOR_STREAM = 0x47534D45
 """Random-stream tag of the emulator, mixed with the seed and the frame key."""
+PAIR_STREAM = 0x50414952
+"""Random-stream tag of the per-pair merge propensity, mixed with the seed and two instance ids."""
 DEPTH_BIN_M = 0.01
 """Resolution of the per-segment median depth, metres."""
 MAX_DEPTH_BIN = 2000
@@ -74,6 +84,14 @@ class GroundedSamEmulatorConfig(ConfigBase):
     """Probability that two touching thing segments of the same class are merged into one."""
     merge_rate_other: float = 0.05
     """Probability that two touching thing segments of different classes are merged."""
+    merge_pair_consistency: float = 0.0
+    """How much a pair's merges repeat over frames: 0 = independent per frame; 1 = a pair
+    merges in every frame or in none (drawn once per pair of objects, at the merge rate)."""
+    bleed_rate: float = 0.0
+    """Probability, per touching pair (thing with any segment) and frame, that the thing's mask
+    grows into its neighbour."""
+    bleed_px: float = 8.0
+    """Mean depth of the bleed into the neighbour, pixels (at 640 px)."""
     min_contact_px: int = 4
     """Touching means sharing at least this many boundary pixel pairs (at 640 px)."""
     miss_rate: float = 0.05
@@ -121,7 +139,8 @@ class GroundedSamEmulatorConfig(ConfigBase):
     def validate(self) -> None:
         probabilities = ("merge_rate_same_class", "merge_rate_other", "miss_rate",
                          "miss_rate_small", "miss_rate_far", "stuff_miss_rate", "confusion_rate",
-                         "random_confusion_rate", "split_rate", "min_area_frac")
+                         "random_confusion_rate", "split_rate", "min_area_frac",
+                         "merge_pair_consistency", "bleed_rate")
         for name in probabilities:
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, name, value, "must be in [0, 1]")
@@ -134,7 +153,8 @@ class GroundedSamEmulatorConfig(ConfigBase):
         require(0.0 <= self.split_min_area_frac <= 1.0, "split_min_area_frac",
                 self.split_min_area_frac, "must be in [0, 1]")
         for name in ("erosion_px", "erosion_jitter_px", "boundary_noise_px",
-                     "false_positives_per_frame", "score_penalty_hard", "confused_score_penalty"):
+                     "false_positives_per_frame", "score_penalty_hard", "confused_score_penalty",
+                     "bleed_px"):
             require(getattr(self, name) >= 0.0, name, getattr(self, name), "must be >= 0")
         for name in ("false_positive_area_frac", "score_range", "false_positive_score_range"):
             lo, hi = getattr(self, name)
@@ -148,9 +168,10 @@ NOISE_LEVELS: dict[str, dict[str, Any]] = {
                   split_rate=0.0, erosion_px=0.0, erosion_jitter_px=0.0, boundary_noise_px=0.0,
                   false_positives_per_frame=0.0, score_range=(0.9, 1.0)),
     "medium": {},
-    "hard": dict(min_area_frac=0.0006, merge_rate_same_class=0.6, merge_rate_other=0.15,
+    "hard": dict(min_area_frac=0.0006, merge_rate_same_class=0.8, merge_rate_other=0.25,
+                 merge_pair_consistency=0.7, bleed_rate=0.4, bleed_px=10.0,
                  miss_rate=0.12, miss_rate_small=0.45, miss_rate_far=0.3, stuff_miss_rate=0.08,
-                 confusion_rate=0.25, random_confusion_rate=0.04, split_rate=0.15,
+                 confusion_rate=0.35, random_confusion_rate=0.04, split_rate=0.15,
                  erosion_px=3.0, erosion_jitter_px=1.5, boundary_noise_px=2.0,
                  false_positives_per_frame=1.0, false_positive_area_frac=(0.002, 0.06),
                  score_range=(0.35, 0.9)),
@@ -354,7 +375,10 @@ class GroundedSamEmulator:
                 continue
             same = oa.gt_label_id == ob.gt_label_id
             report.candidate_pairs.append((a, b, same))
-            if rng.random() < (cfg.merge_rate_same_class if same else cfg.merge_rate_other):
+            rate = cfg.merge_rate_same_class if same else cfg.merge_rate_other
+            if cfg.merge_pair_consistency > 0:
+                rate = self._pair_merge_rate(rate, oa.gt_instance_id, ob.gt_instance_id)
+            if rng.random() < rate:
                 report.merged_pairs.append((a, b))
                 ra, rb = root(a), root(b)
                 if ra != rb:
@@ -366,6 +390,15 @@ class GroundedSamEmulator:
             if (roots == roots[i]).sum() > 1:
                 outcomes[i].merged = True
         return roots
+
+    def _pair_merge_rate(self, rate: float, instance_a: int, instance_b: int) -> float:
+        """The merge rate of one pair of objects under ``merge_pair_consistency``: whether the
+        pair is a "merging" one is drawn once per scene (seed and the two instance ids), not per
+        frame, so its merges repeat over views."""
+        c = self.config.merge_pair_consistency
+        lo, hi = sorted((int(instance_a), int(instance_b)))
+        merging = np.random.default_rng([self.config.seed, PAIR_STREAM, lo, hi]).random() < rate
+        return (1.0 - c) * rate + (c if merging else 0.0)
 
     @staticmethod
     def _touching_pairs(seg_map: np.ndarray, n: int, min_contact: int) -> list[tuple[int, int]]:
@@ -402,6 +435,7 @@ class GroundedSamEmulator:
         n = len(outcomes)
         group_map = np.where(seg_map >= 0, group[np.maximum(seg_map, 0)], -1) if n else seg_map
         erode = self._erosion_field(rng, group_map, n, scale)
+        neighbours = self._thing_neighbours(group_map, group, outcomes, n, scale)
         candidates: list[_Candidate] = []
         alive = [i for i in range(n) if not outcomes[i].dropped]
         for g in sorted({int(group[i]) for i in alive}):
@@ -430,6 +464,10 @@ class GroundedSamEmulator:
                      and rng.random() < cfg.split_rate)
             if split:
                 parts = _split_mask(rng, group_map == g, erode, scale)
+            if is_thing and cfg.bleed_rate > 0:
+                bleed = self._bleed(rng, group_map, g, neighbours.get(g, ()), scale)
+                if bleed is not None:
+                    parts[0] = parts[0] | bleed
             for i in members:
                 outcomes[i].label_id = label_id
                 outcomes[i].split = split and len(parts) == 2
@@ -438,6 +476,38 @@ class GroundedSamEmulator:
                                            0.01, 1.0))
                 candidates.append(_Candidate(part, label_id, is_thing, part_score, tuple(members)))
         return candidates
+
+    def _thing_neighbours(self, group_map: np.ndarray, group: np.ndarray,
+                          outcomes: list[GtSegmentOutcome], n: int, scale: float
+                          ) -> dict[int, tuple[int, ...]]:
+        """Group -> the thing groups it touches (only computed when masks may bleed)."""
+        if self.config.bleed_rate <= 0 or n == 0:
+            return {}
+        min_contact = max(1, int(round(self.config.min_contact_px * scale)))
+        out: dict[int, list[int]] = {}
+        for a, b in self._touching_pairs(group_map, n, min_contact):
+            if outcomes[a].gt_instance_id and outcomes[b].gt_instance_id:
+                out.setdefault(a, []).append(b)
+                out.setdefault(b, []).append(a)
+        return {g: tuple(sorted(v)) for g, v in out.items()}
+
+    def _bleed(self, rng: np.random.Generator, group_map: np.ndarray, g: int,
+               neighbours: tuple[int, ...], scale: float) -> np.ndarray | None:
+        """Pixels of touching neighbours that group ``g``'s mask grows into, or None."""
+        cfg = self.config
+        chosen = [h for h in neighbours if rng.random() < cfg.bleed_rate]
+        if not chosen:
+            return None
+        radius = cfg.bleed_px * scale * rng.uniform(0.5, 1.5)
+        rows, cols = np.nonzero(group_map == g)
+        reach = int(math.ceil(radius)) + 1
+        r0, r1 = max(0, rows.min() - reach), min(group_map.shape[0], rows.max() + reach + 1)
+        c0, c1 = max(0, cols.min() - reach), min(group_map.shape[1], cols.max() + reach + 1)
+        crop = group_map[r0:r1, c0:c1]
+        near = ndimage.distance_transform_edt(crop != g) <= radius
+        out = np.zeros(group_map.shape, bool)
+        out[r0:r1, c0:c1] = near & np.isin(crop, chosen)
+        return out
 
     def _confuse(self, rng: np.random.Generator, label_id: int) -> tuple[int, bool]:
         cfg = self.config
