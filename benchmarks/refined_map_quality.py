@@ -40,11 +40,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from panoptic_mapper.core.eval.mesh_scoring import ground_truth_labelled
 from panoptic_mapper.core.eval.oracle import MeshLabelRenderer
 from panoptic_mapper.core.eval.runner import EvalConfig, MethodSpec, evaluate
 from panoptic_mapper.core.eval.surface import closest_surface_points
@@ -115,12 +115,8 @@ class _GroundTruthLabelsOnMap:
 
     def finalize(self):
         self.owner.inner.update_mesh()
-        mesh = self.owner.inner.get_mesh()
-        closest = closest_surface_points(mesh.vertices_m, self.gt_mesh.vertices_m,
-                                         self.gt_mesh.triangles)
-        self._renderer = MeshLabelRenderer(replace(
-            mesh, label_ids=self.gt_mesh.label_ids[closest.nearest_vertex],
-            instance_ids=self.gt_mesh.instance_ids[closest.nearest_vertex]))
+        self._renderer = MeshLabelRenderer(ground_truth_labelled(self.owner.inner.get_mesh(),
+                                                                 self.gt_mesh))
 
     def update_mesh(self):
         return self.owner.inner.update_mesh()

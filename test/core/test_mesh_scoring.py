@@ -129,3 +129,24 @@ def test_mesh_map_renders_as_the_maps_and_ignores_frames():
 def test_no_mesh_is_an_error(label_registry):
     with pytest.raises(InvalidInputError, match="meshes"):
         score_meshes(source(label_registry), {}, CONFIG)
+
+
+def test_ground_truth_labelled_mesh_is_the_ceiling_of_its_geometry(instant_run, label_registry):
+    from panoptic_mapper.core.eval.mesh_scoring import ground_truth_labelled
+
+    result, mesh = instant_run
+    gt_mesh = tiny_scene_mesh()
+    scrambled = dataclasses.replace(mesh, label_ids=np.zeros_like(mesh.label_ids),
+                                    instance_ids=np.zeros_like(mesh.instance_ids))
+    ceiling = ground_truth_labelled(scrambled, gt_mesh)
+    np.testing.assert_array_equal(ceiling.vertices_m, mesh.vertices_m)  # geometry kept
+    # The instant map of this clean scene labels nearly every vertex right: the ceiling agrees.
+    labelled = mesh.label_ids > 0
+    assert labelled.mean() > 0.3 and (ceiling.label_ids > 0).all()
+    assert np.mean(ceiling.label_ids[labelled] == mesh.label_ids[labelled]) > 0.9
+    scored = score_meshes(source(label_registry), {"ceiling": ceiling}, CONFIG)
+    assert scored.methods["ceiling"].panoptic.pq >= result.methods["instant"].panoptic.pq - 1e-6
+    assert ground_truth_labelled(dataclasses.replace(
+        mesh, vertices_m=np.zeros((0, 3)), triangles=np.zeros((0, 3), np.int64),
+        label_ids=np.zeros(0, np.int32), instance_ids=np.zeros(0, np.int32),
+        colors=np.zeros((0, 3), np.uint8)), gt_mesh).num_vertices == 0

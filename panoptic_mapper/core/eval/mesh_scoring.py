@@ -103,6 +103,22 @@ class MeshMap:
         self._raycaster = MeshRaycaster(self.mesh)
 
 
+def ground_truth_labelled(mesh: PanopticMesh, gt_mesh: PanopticMesh) -> PanopticMesh:
+    """``mesh``'s geometry with every vertex labelled from the closest surface point of the
+    ground-truth mesh (its nearest vertex's label and instance): perfect labels on this
+    geometry, the per-vertex ceiling no labelling of ``mesh`` can pass by much."""
+    from dataclasses import replace
+
+    from panoptic_mapper.core.eval.surface import closest_surface_points
+
+    if mesh.num_vertices == 0:
+        return mesh
+    nearest = closest_surface_points(mesh.vertices_m, gt_mesh.vertices_m,
+                                     gt_mesh.triangles).nearest_vertex
+    return replace(mesh, label_ids=gt_mesh.label_ids[nearest].astype(mesh.label_ids.dtype),
+                   instance_ids=gt_mesh.instance_ids[nearest].astype(mesh.instance_ids.dtype))
+
+
 def score_meshes(source: str | Path | EvalSource, meshes: Mapping[str, PanopticMesh | str | Path],
                  config: EvalConfig | None = None, progress: bool = False) -> EvalResult:
     """Score finished meshes on a scene's ground truth, as ``evaluate`` scores maps.
