@@ -13,6 +13,7 @@ from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.field.appearance import AppearanceConfig
 from panoptic_mapper.core.field.box_growth import SceneBoxConfig
 from panoptic_mapper.core.field.config import FieldTrainingConfig, KeyframeConfig
+from panoptic_mapper.core.field.field_mesh import FieldMeshConfig
 from panoptic_mapper.core.mapping.instant_map import InstantMapConfig
 
 
@@ -49,6 +50,14 @@ class RefinedLayerConfig(ConfigBase):
     """The field replaces the prior once this fraction of the step budget is trained."""
     finalize_max_s: float = 240.0
     """Wall-time budget of ``finalize()`` for training, seconds (0 = no limit)."""
+    mesh_source: str = "tsdf"
+    """The geometry served once the field is ready: ``"tsdf"``, the prior's TSDF mesh relabelled
+    by the field (its vertices are the fused depth, the better surface at a CPU step budget:
+    docs/refined_map.md, "Geometry from the field"), or ``"field"``, the marching-cubes surface of
+    the field's SDF near the observed surface (``field_mesh``), labelled the same way (costs an
+    SDF evaluation per observed grid point at every publish)."""
+    field_mesh: FieldMeshConfig = field(default_factory=FieldMeshConfig)
+    """The grid of the field's surface (``mesh_source = "field"``)."""
     auto_budget: bool = True
     """``finalize()`` keeps timing its steps and re-fits the step budget (at most
     ``training.trainer.total_steps``) so that the whole schedule fits ``finalize_max_s`` (on a
@@ -80,6 +89,8 @@ class RefinedLayerConfig(ConfigBase):
                 "must be >= 0")
         require(0 <= self.ready_fraction <= 1, "ready_fraction", self.ready_fraction,
                 "must be in [0, 1]")
+        require(self.mesh_source in ("tsdf", "field"), "mesh_source", self.mesh_source,
+                "must be 'tsdf' (the prior's mesh) or 'field' (the field's SDF surface)")
         require(self.finalize_max_s >= 0, "finalize_max_s", self.finalize_max_s, "must be >= 0")
         require(len(self.stuff_ambiguity) == 2, "stuff_ambiguity", self.stuff_ambiguity,
                 "must be [low, high]")

@@ -57,6 +57,7 @@ from panoptic_mapper.core.mapping import refined_persistence as files
 from panoptic_mapper.core.mapping.prior import PriorSnapshot, PriorSource
 from panoptic_mapper.core.mapping.refined_box import BoxWatch
 from panoptic_mapper.core.mapping.refined_config import RefinedLayerConfig
+from panoptic_mapper.core.mapping.refined_geometry import served_geometry
 from panoptic_mapper.core.mapping.refined_labels import (FieldLabeller, PublishedField,
                                                          same_vertices)
 from panoptic_mapper.core.tracking.instance_geometry import InstanceSummaryConfig
@@ -430,13 +431,16 @@ class RefinedLayer:
         return cached[1].render(T, intrinsics)
 
     def _publish(self, trainer: FieldTrainer, prior: PriorSnapshot | None = None) -> None:
-        """Label the prior's mesh with ``trainer``'s field and swap in the products.
+        """Label the prior's mesh (with ``mesh_source = "field"``: ``trainer``'s own surface,
+        ``refined_geometry.py``) with ``trainer``'s field and swap in the products.
 
         When ``trainer`` replaces the field that published so far (a restart on a grown box),
         its tokens first take the ids published until now, on the current mesh: if the prior's
         mesh changed since, the previous field labels it once more to give those ids."""
         with self._publish_lock:
-            prior = prior or self.prior.get_prior_snapshot()
+            prior = served_geometry(self.config.mesh_source, trainer,
+                                    prior or self.prior.get_prior_snapshot(),
+                                    self.config.field_mesh)
             previous = self._published
             if (previous is not None and previous.trainer is not trainer
                     and not same_vertices(previous.mesh, prior.mesh)):
