@@ -15,6 +15,7 @@ The same seed and options always give the same scene. Exit status 0 on success, 
 Example:
   panoptic-mapper make-scene --seed 3 --noise medium --frames 300 /tmp/scene3
   panoptic-mapper make-scene --seed 0 --rate 10 --pose-drift vio /tmp/scene0_vio
+  panoptic-mapper make-scene --seed 3 --arrangement spaced /tmp/scene3_spaced
 """
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     parser.add_argument("--rooms", type=int, default=1, help="rooms side by side, connected by "
                         "doorways (default: %(default)s)")
+    parser.add_argument("--arrangement", choices=("dense", "spaced"), default="dense",
+                        help="furniture as people leave it, with chairs under tables, touching "
+                        "rows and stacked boxes (dense), or the earlier, sparser layout (spaced; "
+                        "the scenes made before arrangements existed) (default: %(default)s)")
     parser.add_argument("--rate", type=float, default=30.0, help="frame rate, Hz "
                         "(default: %(default)s)")
     parser.add_argument("--scale", type=float, default=1.0, help="image size relative to "
@@ -78,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         if args.workers < 1:
             raise InvalidInputError("--workers", args.workers, "must be >= 1", kind="config")
         started = time.perf_counter()
-        scene_config = SceneConfig(seed=args.seed, num_rooms=args.rooms, label_file=args.labels)
+        scene_config = SceneConfig(seed=args.seed, num_rooms=args.rooms, label_file=args.labels,
+                                   arrangement=args.arrangement)
         scene = generate_scene(scene_config)
         trajectory_config = TrajectoryConfig(num_frames=args.frames, rate_hz=args.rate,
                                              seed=args.seed)

@@ -22,6 +22,7 @@ def test_make_scene_writes_dataset_and_bag(tmp_path, capsys):
     assert dataset.has_segmentation and dataset.has_ground_truth
     assert dataset.intrinsics.width == 160 and dataset.intrinsics.height == 120
     assert dataset.metadata["config"]["seed"] == 3
+    assert dataset.metadata["config"]["arrangement"] == "dense"
     assert dataset.metadata["emulator"]["level"] == "hard"
     samples = list(dataset)
 
@@ -57,6 +58,21 @@ def test_make_scene_writes_dataset_and_bag(tmp_path, capsys):
     np.testing.assert_array_equal(from_bag[2].frame.rgb, samples[2].frame.rgb)
     np.testing.assert_array_equal(from_bag[2].segmentation.segment_ids,
                                   samples[2].segmentation.segment_ids)
+
+
+def test_make_scene_arrangement_spaced_gives_the_earlier_scene(tmp_path, capsys):
+    out = tmp_path / "spaced"
+    code = cli.main(["make-scene", "--seed", "3", "--arrangement", "spaced", "--frames", "2",
+                     "--scale", "0.1", "--no-bag", "--no-progress", str(out)])
+    assert code == 0, capsys.readouterr().err
+    meta = open_dataset(out).metadata
+    assert meta["config"]["arrangement"] == "spaced"
+    scene = generate_scene(SceneConfig(seed=3, arrangement="spaced"))
+    assert [i["label"] for i in meta["instances"]] == [i.label for i in scene.instances]
+    np.testing.assert_allclose([i["bbox_center_m"] for i in meta["instances"]],
+                               [i.bbox.center_m for i in scene.instances], atol=1e-12)
+    dense = generate_scene(SceneConfig(seed=3))
+    assert len(meta["instances"]) < len(dense.instances)
 
 
 def test_make_scene_refuses_a_non_empty_folder(tmp_path, capsys):

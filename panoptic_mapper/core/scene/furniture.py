@@ -89,6 +89,19 @@ class SupportSurface:
 
 
 @dataclass
+class KneeSpace:
+    """The free room under a table or desk top, between its legs or panels (object frame): where
+    a chair can be pushed in without meeting a leg."""
+
+    x_range_m: tuple[float, float]
+    """Free x interval between the legs/panels."""
+    y_range_m: tuple[float, float]
+    """The top's extent along y (its front edge at the low end, back edge at the high end)."""
+    underside_m: float
+    """z of the top's underside (everything under the top must stay below it)."""
+
+
+@dataclass
 class ObjectModel:
     """A built object in its own frame (see module docstring)."""
 
@@ -100,6 +113,11 @@ class ObjectModel:
     supports: list[SupportSurface] = field(default_factory=list)
     variant: str = ""
     """Builder variant, e.g. ``"round"`` for a round table (scene metadata)."""
+    knee_space: KneeSpace | None = None
+    """Tables and desks: where a chair fits under the top; None = nowhere."""
+    seat_depth_m: float = 0.0
+    """Chairs: depth of the seat in front of the backrest, i.e. how far the chair goes under a
+    top before its backrest meets the top's edge."""
 
 
 class BuildContext:
@@ -133,7 +151,8 @@ class BuildContext:
 
 
 def _model(label: str, parts: list[MeshPart], supports: list[SupportSurface] | None = None,
-           variant: str = "") -> ObjectModel:
+           variant: str = "", knee_space: KneeSpace | None = None,
+           seat_depth_m: float = 0.0) -> ObjectModel:
     """An :class:`ObjectModel` whose frame is re-centred on the parts' footprint: the size is the
     true extent of the geometry, so footprints, back-to-wall placement and GT boxes are exact."""
     vertices = np.concatenate([p.vertices_m for p in parts])
@@ -144,7 +163,13 @@ def _model(label: str, parts: list[MeshPart], supports: list[SupportSurface] | N
     moved = [SupportSurface((s.center_xy_m[0] + shift[0], s.center_xy_m[1] + shift[1]),
                             s.size_xy_m, s.height_m + shift[2], s.clearance_m)
              for s in supports or []]
-    return ObjectModel(label, [p.transformed(T) for p in parts], hi - lo, moved, variant)
+    if knee_space is not None:
+        x0, x1 = knee_space.x_range_m
+        y0, y1 = knee_space.y_range_m
+        knee_space = KneeSpace((x0 + shift[0], x1 + shift[0]), (y0 + shift[1], y1 + shift[1]),
+                               knee_space.underside_m + shift[2])
+    return ObjectModel(label, [p.transformed(T) for p in parts], hi - lo, moved, variant,
+                       knee_space, seat_depth_m)
 
 
 def _legs(ctx: BuildContext, width: float, depth: float, height: float, inset: float,
@@ -174,7 +199,8 @@ def build_chair(ctx: BuildContext) -> ObjectModel:
     parts = [ctx.box((w, d, seat_t), (0, 0, seat_h - seat_t / 2), cover)]
     parts.append(ctx.box((w, back_t, back_h), (0, d / 2 - back_t / 2, seat_h + back_h / 2), cover))
     parts += _legs(ctx, w, d, seat_h - seat_t, 0.01, frame, upholstered, ctx.u(0.025, 0.04))
-    return _model("chair", parts, variant="upholstered" if upholstered else "wooden")
+    return _model("chair", parts, variant="upholstered" if upholstered else "wooden",
+                  seat_depth_m=d - back_t)
 
 
 def build_table(ctx: BuildContext, kind: str = "dining") -> ObjectModel:
@@ -194,9 +220,12 @@ def build_table(ctx: BuildContext, kind: str = "dining") -> ObjectModel:
         return _model("table", parts, [SupportSurface((0.0, 0.0), (side, side), h)],
                       variant="round")
     parts = [ctx.box((w, d, t), (0, 0, h - t / 2), top_mat)]
-    parts += _legs(ctx, w, d, h - t, 0.04, leg_mat, ctx.rng.random() < 0.3, ctx.u(0.04, 0.07))
+    round_legs = ctx.rng.random() < 0.3
+    leg_t, inset = ctx.u(0.04, 0.07), 0.04
+    parts += _legs(ctx, w, d, h - t, inset, leg_mat, round_legs, leg_t)
+    free_x = w / 2 - inset - leg_t
     return _model("table", parts, [SupportSurface((0.0, 0.0), (w - 0.04, d - 0.04), h)],
-                  variant=kind)
+                  variant=kind, knee_space=KneeSpace((-free_x, free_x), (-d / 2, d / 2), h - t))
 
 
 def build_desk(ctx: BuildContext) -> ObjectModel:
@@ -218,7 +247,9 @@ def build_desk(ctx: BuildContext) -> ObjectModel:
                              front, faces=("-y", "+z", "-z", "+x", "-x")))
         parts.append(ctx.box((0.1, 0.02, 0.015), (x_ped, -d / 2 - 0.015, zc + drawer_h * 0.25),
                              handle, faces=("-y", "+z", "-z", "+x", "-x")))
-    return _model("desk", parts, [SupportSurface((0.0, 0.0), (w - 0.04, d - 0.04), h)])
+    knee = KneeSpace((-w / 2 + panel_t, w / 2 - ped_w), (-d / 2, d / 2), h - t)
+    return _model("desk", parts, [SupportSurface((0.0, 0.0), (w - 0.04, d - 0.04), h)],
+                  knee_space=knee)
 
 
 def build_sofa(ctx: BuildContext) -> ObjectModel:
@@ -364,12 +395,16 @@ def build_bin(ctx: BuildContext) -> ObjectModel:
     return _model("bin", parts, variant="square")
 
 
-def build_box(ctx: BuildContext, small: bool = False) -> ObjectModel:
-    """A cardboard box with a tape strip (``small`` for boxes that go on shelves)."""
+def build_box(ctx: BuildContext, small: bool = False,
+              max_xy_m: tuple[float, float] | None = None) -> ObjectModel:
+    """A cardboard box with a tape strip (``small`` for boxes that go on shelves; ``max_xy_m``
+    caps the footprint, for a box that must fit on top of another one)."""
     if small:
         w, d, h = ctx.u(0.15, 0.3), ctx.u(0.15, 0.25), ctx.u(0.1, 0.22)
     else:
         w, d, h = ctx.u(0.3, 0.6), ctx.u(0.25, 0.5), ctx.u(0.2, 0.45)
+    if max_xy_m is not None:  # the tape is 2 mm wider than the box
+        w, d = min(w, max_xy_m[0] - 0.002), min(d, max_xy_m[1])
     card, tape = ctx.material("cardboard"), ctx.material("cardboard")
     parts = [ctx.box((w, d, h), (0, 0, h / 2), card, NO_BOTTOM),
              ctx.box((w + 0.002, 0.05, 0.002), (0, 0, h + 0.001), tape,

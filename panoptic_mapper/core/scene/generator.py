@@ -20,7 +20,8 @@ from panoptic_mapper.core.config import ConfigBase, require
 from panoptic_mapper.core.errors import ConfigError
 from panoptic_mapper.core.labels import LabelRegistry
 from panoptic_mapper.core.scene.furniture import BUILDERS, BuildContext
-from panoptic_mapper.core.scene.layout import CORE_GROUPS, FILLER_GROUPS, PlacedObject
+from panoptic_mapper.core.scene.layout import ARRANGEMENTS, CORE_GROUPS, FILLER_GROUPS
+from panoptic_mapper.core.scene.layout import PlacedObject
 from panoptic_mapper.core.scene.layout import layout_room_furniture
 from panoptic_mapper.core.scene.materials import MaterialTable
 from panoptic_mapper.core.scene.meshing import MeshPart, merge_parts
@@ -52,6 +53,12 @@ class SceneConfig(ConfigBase):
     """Free gap kept between furniture groups, metres (objects inside a group may touch)."""
     placement_attempts: int = 60
     """Random poses tried for a group before it is skipped."""
+    arrangement: str = "dense"
+    """How furniture is arranged: ``dense`` as people leave it (chairs pushed against and under
+    tables and desks, identical chairs, cabinets, shelves, bins and boxes touching in rows,
+    boxes stacked 2-3 high, fuller tables and shelves, groups ``group_spacing_m / 3`` apart and
+    4 more groups tried per room), so same-class and different-class contacts are common; or
+    ``spaced``, the earlier generator (fewer contacts; a seed gives the same scene as before)."""
     min_thing_classes: int = 10
     """Fewest distinct thing classes per scene; layouts with fewer are redrawn."""
     max_edge_m: float = 0.05
@@ -73,6 +80,8 @@ class SceneConfig(ConfigBase):
         require(self.group_spacing_m >= 0, "group_spacing_m", self.group_spacing_m, "must be >= 0")
         require(self.placement_attempts >= 1, "placement_attempts", self.placement_attempts,
                 "must be >= 1")
+        require(self.arrangement in ARRANGEMENTS, "arrangement", self.arrangement,
+                f"must be one of {sorted(ARRANGEMENTS)}")
         require(0 <= self.min_thing_classes <= len(BUILDERS), "min_thing_classes",
                 self.min_thing_classes, f"must be in 0..{len(BUILDERS)}")
         require(0.005 <= self.max_edge_m <= 1.0, "max_edge_m", self.max_edge_m,
@@ -199,7 +208,7 @@ def _generate_once(config: SceneConfig, registry: LabelRegistry, retry: int) -> 
     stuff = build_room_shells(ctx, rooms)
     group_names = _group_plan(rng, config)
     placed = layout_room_furniture(ctx, rooms, group_names, config.group_spacing_m,
-                                   config.placement_attempts)
+                                   config.placement_attempts, config.arrangement)
     names = {lab.name for lab in registry}
     parts: list[MeshPart] = []
     labels: list[np.ndarray] = []
