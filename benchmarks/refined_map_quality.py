@@ -127,6 +127,10 @@ class _GroundTruthLabelsOnMap:
     def render_labels(self, T_world_cam, intrinsics):  # noqa: N803
         return self._renderer.render(T_world_cam, intrinsics)
 
+    def get_instances(self):
+        """None: ground-truth labels come per vertex, without an instance table."""
+        return []
+
 
 class _GroundTruthLabelsPerPixel(_GroundTruthLabelsOnMap):
     """``_GroundTruthLabelsOnMap`` with labels per pixel: the ground-truth label of the surface
